@@ -1,0 +1,47 @@
+"""GeGLU kernels: h = gelu(gate) * up, tanh-approximate or exact, forward and backward.
+
+Public surface (kept small on purpose: additions need a new major version):
+  geglu(gate, up, approximate="tanh")   differentiable, separate gate/up tensors
+  gelu_tanh_and_mul(out, x)             out = gelu_tanh(x[..., :d]) * x[..., d:]
+  gelu_and_mul(out, x)                  out = gelu(x[..., :d]) * x[..., d:]   (exact erf)
+  layers                                Hub layers for kernels.kernelize
+"""
+
+import torch
+
+from . import custom_ops as _custom_ops
+from . import layers
+
+__all__ = ["geglu", "gelu_tanh_and_mul", "gelu_and_mul", "layers"]
+
+
+def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str = "tanh") -> torch.Tensor:
+    """gelu(gate) * up, differentiable in both inputs.
+
+    Args:
+        gate, up: tensors of the same shape [..., d], dtype float32/float16/bfloat16, on one
+            device. Rows may be strided views (e.g. chunks of a fused projection).
+        approximate: "tanh" (the tanh approximation) or "none" (exact erf), as in F.gelu.
+    Returns:
+        A new tensor [..., d] in the inputs' dtype.
+    """
+    _custom_ops.check_approximate(approximate)
+    _custom_ops.check_gate_up(gate, up)
+    return _custom_ops.geglu_forward(gate, up, approximate)
+
+
+def _gelu_and_mul(out: torch.Tensor, x: torch.Tensor, approximate: str) -> torch.Tensor:
+    _custom_ops.check_packed(x)
+    _custom_ops.check_out(out, x)
+    _custom_ops.geglu_packed_forward_out(out, x, approximate)
+    return out
+
+
+def gelu_tanh_and_mul(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """out = gelu_tanh(x[..., :d]) * x[..., d:], written into `out` ([..., d]); returns out."""
+    return _gelu_and_mul(out, x, "tanh")
+
+
+def gelu_and_mul(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """out = gelu(x[..., :d]) * x[..., d:] with exact erf, written into `out` ([..., d]); returns out."""
+    return _gelu_and_mul(out, x, "none")

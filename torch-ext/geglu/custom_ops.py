@@ -1,0 +1,211 @@
+"""Torch custom ops for GeGLU: registration, fake (meta) implementations, autograd.
+
+Ops (names pass through `add_op_namespace_prefix`, so two builds can coexist):
+  geglu_forward(gate, up, approximate) -> h                 (autograd)
+  geglu_backward(grad, gate, up, approximate) -> (dgate, dup)
+  geglu_packed_forward(x, approximate) -> h                 (autograd; x = [..., 2I])
+  geglu_packed_backward(grad, x, approximate) -> dx
+  geglu_packed_forward_out(out, x, approximate) -> None     (writes out)
+
+CUDA/ROCm/XPU tensors, and CPU tensors under TRITON_INTERPRET=1, run the Triton
+kernels; plain CPU tensors run `_torch_*` below, the same math and rounding points
+in PyTorch, so the torch-cpu variant is a working CPU implementation.
+"""
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch.library import triton_op
+
+from ._ops import add_op_namespace_prefix
+from .kernel_src import launch_geglu_backward, launch_geglu_forward
+
+APPROXIMATIONS = ("tanh", "none")
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _use_triton(t: torch.Tensor) -> bool:
+    return t.device.type != "cpu" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """A 2-D [rows, last] view; copies only if the layout cannot be viewed so."""
+    if t.stride(-1) != 1:
+        t = t.contiguous()
+    return t.reshape(-1, t.shape[-1])
+
+
+def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x2 = _rows(x)
+    d = x2.shape[-1] // 2
+    return x2[:, :d], x2[:, d:]
+
+
+# --- PyTorch implementation for plain CPU tensors (same rounding points as the kernels) ---
+
+def _torch_forward(gate, up, approximate):
+    return F.gelu(gate, approximate=approximate) * up
+
+
+def _torch_backward(grad, gate, up, approximate):
+    grad_up = grad * F.gelu(gate, approximate=approximate)
+    grad_gate = torch.ops.aten.gelu_backward(grad * up, gate, approximate=approximate)
+    return grad_gate, grad_up
+
+
+# --- separate gate / up ---
+
+@triton_op(add_op_namespace_prefix("geglu_forward"), mutates_args=())
+def geglu_forward(gate: torch.Tensor, up: torch.Tensor, approximate: str) -> torch.Tensor:
+    if not _use_triton(gate):
+        return _torch_forward(gate, up, approximate)
+    out = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
+    launch_geglu_forward(_rows(gate), _rows(up), out.view(-1, gate.shape[-1]), approximate == "tanh")
+    return out
+
+
+@triton_op(add_op_namespace_prefix("geglu_backward"), mutates_args=())
+def geglu_backward(
+    grad: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, approximate: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if not _use_triton(gate):
+        return _torch_backward(grad, gate, up, approximate)
+    grad_gate = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
+    grad_up = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
+    d = gate.shape[-1]
+    launch_geglu_backward(
+        _rows(grad), _rows(gate), _rows(up), grad_gate.view(-1, d), grad_up.view(-1, d),
+        approximate == "tanh",
+    )
+    return grad_gate, grad_up
+
+
+def _setup_separate(ctx, inputs, output):
+    gate, up, approximate = inputs
+    ctx.save_for_backward(gate, up)
+    ctx.approximate = approximate
+
+
+def _backward_separate(ctx, grad):
+    gate, up = ctx.saved_tensors
+    grad_gate, grad_up = geglu_backward(grad, gate, up, ctx.approximate)
+    return grad_gate, grad_up, None
+
+
+geglu_forward.register_autograd(_backward_separate, setup_context=_setup_separate)
+
+
+# --- packed [..., 2I]: activation on the first half ---
+
+@triton_op(add_op_namespace_prefix("geglu_packed_forward"), mutates_args=())
+def geglu_packed_forward(x: torch.Tensor, approximate: str) -> torch.Tensor:
+    d = x.shape[-1] // 2
+    if not _use_triton(x):
+        return _torch_forward(x[..., :d], x[..., d:], approximate)
+    out = torch.empty((*x.shape[:-1], d), dtype=x.dtype, device=x.device)
+    gate, up = _halves(x)
+    launch_geglu_forward(gate, up, out.view(-1, d), approximate == "tanh")
+    return out
+
+
+@triton_op(add_op_namespace_prefix("geglu_packed_forward_out"), mutates_args={"out"})
+def geglu_packed_forward_out(out: torch.Tensor, x: torch.Tensor, approximate: str) -> None:
+    d = x.shape[-1] // 2
+    if not _use_triton(x):
+        out.copy_(_torch_forward(x[..., :d], x[..., d:], approximate))
+        return
+    gate, up = _halves(x)
+    launch_geglu_forward(gate, up, out.view(-1, d), approximate == "tanh")
+
+
+@triton_op(add_op_namespace_prefix("geglu_packed_backward"), mutates_args=())
+def geglu_packed_backward(grad: torch.Tensor, x: torch.Tensor, approximate: str) -> torch.Tensor:
+    d = x.shape[-1] // 2
+    if not _use_triton(x):
+        return torch.cat(_torch_backward(grad, x[..., :d], x[..., d:], approximate), dim=-1)
+    grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    gate, up = _halves(x)
+    grad_gate, grad_up = _halves(grad_x)
+    launch_geglu_backward(_rows(grad), gate, up, grad_gate, grad_up, approximate == "tanh")
+    return grad_x
+
+
+def _setup_packed(ctx, inputs, output):
+    x, approximate = inputs
+    ctx.save_for_backward(x)
+    ctx.approximate = approximate
+
+
+def _backward_packed(ctx, grad):
+    (x,) = ctx.saved_tensors
+    return geglu_packed_backward(grad, x, ctx.approximate), None
+
+
+geglu_packed_forward.register_autograd(_backward_packed, setup_context=_setup_packed)
+
+
+# --- input checks for the public API: clear errors instead of failures inside Triton ---
+
+def check_approximate(approximate: str) -> None:
+    if approximate not in APPROXIMATIONS:
+        raise ValueError(f"approximate must be 'tanh' or 'none' (as in F.gelu), got {approximate!r}")
+
+
+def check_tensor(name: str, t: torch.Tensor) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} has dtype {t.dtype}; supported dtypes are float32, float16 and bfloat16")
+    if t.dim() == 0:
+        raise ValueError(f"{name} must have at least one dimension, got a 0-d tensor")
+
+
+def check_same(names: tuple[str, str], a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.device != b.device:
+        raise ValueError(f"{names[0]} is on {a.device} but {names[1]} is on {b.device}")
+    if a.dtype != b.dtype:
+        raise TypeError(f"{names[0]} has dtype {a.dtype} but {names[1]} has dtype {b.dtype}")
+
+
+def check_gate_up(gate: torch.Tensor, up: torch.Tensor) -> None:
+    check_tensor("gate", gate)
+    check_tensor("up", up)
+    check_same(("gate", "up"), gate, up)
+    if gate.shape != up.shape:
+        raise ValueError(f"gate and up must have the same shape, got {tuple(gate.shape)} and {tuple(up.shape)}")
+
+
+def check_packed(x: torch.Tensor, name: str = "x") -> None:
+    check_tensor(name, x)
+    if x.shape[-1] % 2:
+        raise ValueError(
+            f"{name} packs gate and up along its last dimension, which must be even; got {tuple(x.shape)}"
+        )
+
+
+def check_out(out: torch.Tensor, x: torch.Tensor) -> None:
+    check_tensor("out", out)
+    check_same(("out", "x"), out, x)
+    expected = (*x.shape[:-1], x.shape[-1] // 2)
+    if tuple(out.shape) != expected:
+        raise ValueError(f"out must have shape {expected} for x of shape {tuple(x.shape)}, got {tuple(out.shape)}")
+    if out.stride(-1) != 1:
+        raise ValueError(f"out must have a unit stride in its last dimension, got strides {out.stride()}")
+    try:
+        out.view(-1, expected[-1])
+    except RuntimeError:
+        raise ValueError(
+            f"out (strides {out.stride()}) cannot be viewed as rows of {expected[-1]} without a copy"
+        ) from None
+    if out.numel() and x.numel() and _overlap(out, x):
+        raise ValueError("out must not overlap x")
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    def span(t):
+        start = t.data_ptr()
+        return start, start + t.element_size() * (1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride())))
+
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a0 < b1 and b0 < a1

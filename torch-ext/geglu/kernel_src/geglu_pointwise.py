@@ -1,0 +1,140 @@
+"""Pointwise GeGLU kernels: h = gelu(g) * u and its backward.
+
+Both kernels work on 2-D row-major views: rows may be strided (a chunk of a fused
+[T, 2I] projection is passed as two views without a copy), columns are unit-stride.
+
+Rounding matches PyTorch eager for 16-bit dtypes: gelu(g) is rounded to the storage
+dtype before the multiply, and in backward dh * u is rounded before it meets gelu'(g).
+For fp32 those roundings are exact no-ops.
+
+Launch parameters come from `pointwise_launch_config`, a function of the column count
+only: a new token count never triggers tuning or a recompile (the row count is
+excluded from Triton's integer specialization).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import wrap_triton
+
+from .gelu_math import gelu, gelu_and_grad
+
+
+@dataclass(frozen=True)
+class PointwiseConfig:
+    block_rows: int
+    block_cols: int
+    num_warps: int
+
+
+def pointwise_launch_config(n_cols: int) -> PointwiseConfig:
+    """Tile shape for a [rows, n_cols] problem.
+
+    Each program moves a tile of about 4096 elements per operand: large enough for
+    16-byte accesses and several loads in flight per thread, small enough that a
+    single token row of a typical intermediate size (>= 3072) still spreads over
+    several programs. Columns are tiled first so wide rows split across the GPU.
+    """
+    block_cols = min(triton.next_power_of_2(max(n_cols, 1)), 1024)
+    block_rows = max(1, 4096 // block_cols)
+    return PointwiseConfig(block_rows=block_rows, block_cols=block_cols, num_warps=8)
+
+
+@triton.jit(do_not_specialize=["n_rows"])
+def _geglu_forward_kernel(
+    gate_ptr, up_ptr, out_ptr,
+    n_rows, n_cols,
+    stride_gate, stride_up, stride_out,
+    APPROX_TANH: tl.constexpr,
+    BLOCK_ROWS: tl.constexpr,
+    BLOCK_COLS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
+    rows = (pid // col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    cols = (pid % col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    # int64 row offsets: a [T, I] tensor may exceed 2^31 elements.
+    rows = rows.to(tl.int64)[:, None]
+    cols = cols[None, :]
+
+    g = tl.load(gate_ptr + rows * stride_gate + cols, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(up_ptr + rows * stride_up + cols, mask=mask, other=0.0).to(tl.float32)
+    out_dtype = out_ptr.dtype.element_ty
+    act = gelu(g, APPROX_TANH).to(out_dtype).to(tl.float32)
+    tl.store(out_ptr + rows * stride_out + cols, (act * u).to(out_dtype), mask=mask)
+
+
+@triton.jit(do_not_specialize=["n_rows"])
+def _geglu_backward_kernel(
+    grad_ptr, gate_ptr, up_ptr, grad_gate_ptr, grad_up_ptr,
+    n_rows, n_cols,
+    stride_grad, stride_gate, stride_up, stride_grad_gate, stride_grad_up,
+    APPROX_TANH: tl.constexpr,
+    BLOCK_ROWS: tl.constexpr,
+    BLOCK_COLS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
+    rows = (pid // col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    cols = (pid % col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    rows = rows.to(tl.int64)[:, None]
+    cols = cols[None, :]
+
+    dh = tl.load(grad_ptr + rows * stride_grad + cols, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(gate_ptr + rows * stride_gate + cols, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(up_ptr + rows * stride_up + cols, mask=mask, other=0.0).to(tl.float32)
+    dtype = grad_gate_ptr.dtype.element_ty
+    act, act_grad = gelu_and_grad(g, APPROX_TANH)
+    act = act.to(dtype).to(tl.float32)
+    dh_u = (dh * u).to(dtype).to(tl.float32)
+    tl.store(grad_up_ptr + rows * stride_grad_up + cols, (dh * act).to(dtype), mask=mask)
+    tl.store(grad_gate_ptr + rows * stride_grad_gate + cols, (dh_u * act_grad).to(dtype), mask=mask)
+
+
+def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int]:
+    return (triton.cdiv(n_rows, cfg.block_rows) * triton.cdiv(n_cols, cfg.block_cols),)
+
+
+def launch_geglu_forward(
+    gate: torch.Tensor, up: torch.Tensor, out: torch.Tensor, approx_tanh: bool,
+    config: PointwiseConfig | None = None,
+) -> None:
+    """out = gelu(gate) * up on 2-D views with unit column stride."""
+    n_rows, n_cols = gate.shape
+    if n_rows == 0 or n_cols == 0:
+        return
+    cfg = config or pointwise_launch_config(n_cols)
+    wrap_triton(_geglu_forward_kernel)[_grid(n_rows, n_cols, cfg)](
+        gate, up, out,
+        n_rows, n_cols,
+        gate.stride(0), up.stride(0), out.stride(0),
+        APPROX_TANH=approx_tanh,
+        BLOCK_ROWS=cfg.block_rows,
+        BLOCK_COLS=cfg.block_cols,
+        num_warps=cfg.num_warps,
+    )
+
+
+def launch_geglu_backward(
+    grad: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
+    grad_gate: torch.Tensor, grad_up: torch.Tensor, approx_tanh: bool,
+    config: PointwiseConfig | None = None,
+) -> None:
+    """grad_gate, grad_up of h = gelu(gate) * up, given grad = dL/dh (2-D views)."""
+    n_rows, n_cols = gate.shape
+    if n_rows == 0 or n_cols == 0:
+        return
+    cfg = config or pointwise_launch_config(n_cols)
+    wrap_triton(_geglu_backward_kernel)[_grid(n_rows, n_cols, cfg)](
+        grad, gate, up, grad_gate, grad_up,
+        n_rows, n_cols,
+        grad.stride(0), gate.stride(0), up.stride(0), grad_gate.stride(0), grad_up.stride(0),
+        APPROX_TANH=approx_tanh,
+        BLOCK_ROWS=cfg.block_rows,
+        BLOCK_COLS=cfg.block_cols,
+        num_warps=cfg.num_warps,
+    )
