@@ -134,8 +134,11 @@ def write_card(cfg: KernelConfig, out: Path) -> Path:
     mapping = json.loads((cfg.package_dir / "layer_mapping.json").read_text(encoding="utf-8"))
     text = (ROOT / "scripts" / "card_template.md").read_text(encoding="utf-8")
     layer_rows = "\n".join(
-        "| `{}` | {} |".format(name, ", ".join("`{}`".format(c["class"]) for c in spec["classes"]))
+        "| `{}` | `{}` | {} |".format(name, spec["computes"], ", ".join("`{}`".format(c["class"]) for c in spec["classes"]))
         for name, spec in mapping["layers"].items()
+    ) + "\n" + "\n".join(
+        f"| `{name}` | `{spec['computes']}` | any module with that `forward(x)` |"
+        for name, spec in mapping["generic_layers"].items()
     )
     card = text.format(
         license=cfg.license.lower(),
@@ -144,7 +147,7 @@ def write_card(cfg: KernelConfig, out: Path) -> Path:
         python_name=cfg.python_name,
         version=cfg.version,
         backends=", ".join(f"`torch-{b}`" for b in cfg.backends),
-        layer_rows=layer_rows or "| (none yet) | |",
+        layer_rows=layer_rows,
     )
     path = out / "CARD.md"
     path.write_text(card, encoding="utf-8")

@@ -5,14 +5,16 @@ Public surface (kept small on purpose: additions need a new major version):
   gelu_tanh_and_mul(out, x)             out = gelu_tanh(x[..., :d]) * x[..., d:]
   gelu_and_mul(out, x)                  out = gelu(x[..., :d]) * x[..., d:]   (exact erf)
   layers                                Hub layers for kernels.kernelize
+  layer_mapping                         which transformers classes the layers serve; tagging
+                                        them and the kernels mapping (layer_mapping.json)
 """
 
 import torch
 
 from . import custom_ops as _custom_ops
-from . import layers
+from . import layer_mapping, layers
 
-__all__ = ["geglu", "gelu_tanh_and_mul", "gelu_and_mul", "layers"]
+__all__ = ["geglu", "gelu_tanh_and_mul", "gelu_and_mul", "layers", "layer_mapping"]
 
 
 def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str = "tanh") -> torch.Tensor:

@@ -12,10 +12,12 @@ kernels; plain CPU tensors run `_torch_*` below, the same math and rounding poin
 in PyTorch, so the torch-cpu variant is a working CPU implementation.
 """
 
+import math
 import os
 
 import torch
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import is_fake
 from torch.library import triton_op
 
 from ._ops import add_op_namespace_prefix
@@ -26,14 +28,19 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _use_triton(t: torch.Tensor) -> bool:
-    return t.device.type != "cpu" or os.environ.get("TRITON_INTERPRET") == "1"
+    if t.device.type != "cpu":
+        return True
+    # Interpreted kernels are plain Python: they cannot run on the fake tensors that
+    # torch.compile / opcheck trace with, so a traced CPU graph holds the PyTorch
+    # implementation (same math) instead.
+    return os.environ.get("TRITON_INTERPRET") == "1" and not is_fake(t)
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """A 2-D [rows, last] view; copies only if the layout cannot be viewed so."""
     if t.stride(-1) != 1:
         t = t.contiguous()
-    return t.reshape(-1, t.shape[-1])
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
 
 
 def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +68,7 @@ def geglu_forward(gate: torch.Tensor, up: torch.Tensor, approximate: str) -> tor
     if not _use_triton(gate):
         return _torch_forward(gate, up, approximate)
     out = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
-    launch_geglu_forward(_rows(gate), _rows(up), out.view(-1, gate.shape[-1]), approximate == "tanh")
+    launch_geglu_forward(_rows(gate), _rows(up), _rows(out), approximate == "tanh")
     return out
 
 
@@ -75,10 +82,21 @@ def geglu_backward(
     grad_up = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
     d = gate.shape[-1]
     launch_geglu_backward(
-        _rows(grad), _rows(gate), _rows(up), grad_gate.view(-1, d), grad_up.view(-1, d),
+        _rows(grad), _rows(gate), _rows(up), _rows(grad_gate), _rows(grad_up),
         approximate == "tanh",
     )
     return grad_gate, grad_up
+
+
+@geglu_forward.register_fake
+def _(gate, up, approximate):
+    return torch.empty_like(gate, memory_format=torch.contiguous_format)
+
+
+@geglu_backward.register_fake
+def _(grad, gate, up, approximate):
+    return (torch.empty_like(gate, memory_format=torch.contiguous_format),
+            torch.empty_like(gate, memory_format=torch.contiguous_format))
 
 
 def _setup_separate(ctx, inputs, output):
@@ -105,7 +123,7 @@ def geglu_packed_forward(x: torch.Tensor, approximate: str) -> torch.Tensor:
         return _torch_forward(x[..., :d], x[..., d:], approximate)
     out = torch.empty((*x.shape[:-1], d), dtype=x.dtype, device=x.device)
     gate, up = _halves(x)
-    launch_geglu_forward(gate, up, out.view(-1, d), approximate == "tanh")
+    launch_geglu_forward(gate, up, _rows(out), approximate == "tanh")
     return out
 
 
@@ -116,7 +134,7 @@ def geglu_packed_forward_out(out: torch.Tensor, x: torch.Tensor, approximate: st
         out.copy_(_torch_forward(x[..., :d], x[..., d:], approximate))
         return
     gate, up = _halves(x)
-    launch_geglu_forward(gate, up, out.view(-1, d), approximate == "tanh")
+    launch_geglu_forward(gate, up, _rows(out), approximate == "tanh")
 
 
 @triton_op(add_op_namespace_prefix("geglu_packed_backward"), mutates_args=())
@@ -129,6 +147,21 @@ def geglu_packed_backward(grad: torch.Tensor, x: torch.Tensor, approximate: str)
     grad_gate, grad_up = _halves(grad_x)
     launch_geglu_backward(_rows(grad), gate, up, grad_gate, grad_up, approximate == "tanh")
     return grad_x
+
+
+@geglu_packed_forward.register_fake
+def _(x, approximate):
+    return x.new_empty((*x.shape[:-1], x.shape[-1] // 2))
+
+
+@geglu_packed_forward_out.register_fake
+def _(out, x, approximate):
+    return None
+
+
+@geglu_packed_backward.register_fake
+def _(grad, x, approximate):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 def _setup_packed(ctx, inputs, output):
@@ -193,7 +226,7 @@ def check_out(out: torch.Tensor, x: torch.Tensor) -> None:
     if out.stride(-1) != 1:
         raise ValueError(f"out must have a unit stride in its last dimension, got strides {out.stride()}")
     try:
-        out.view(-1, expected[-1])
+        out.view(math.prod(expected[:-1]), expected[-1])
     except RuntimeError:
         raise ValueError(
             f"out (strides {out.stride()}) cannot be viewed as rows of {expected[-1]} without a copy"

@@ -1,21 +1,31 @@
-"""The layer-mapping metadata shipped with the kernel (layer_mapping.json) and its reader.
+"""The layer-mapping metadata shipped with the kernel (layer_mapping.json) and the code that
+acts on it: which transformers classes each layer serves, under which conditions, how the
+activation variant is chosen, and the kernels mapping that sends those classes to our layers.
 
-Readable without importing transformers: every class is named by module path + class name.
+The JSON is the single source of truth; it is readable without importing transformers
+(classes are named by module path + class name).
+
+    k = kernels.get_kernel("<repo-id>", version=1)
+    mapping = k.layer_mapping.register(model)          # tag the model's GeGLU classes
+    with kernels.use_kernel_mapping(mapping):
+        kernels.kernelize(model, mode=kernels.Mode.INFERENCE, device="cuda")
 """
 
+import importlib
 import json
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch.nn as nn
 
 _METADATA_FILE = Path(__file__).with_name("layer_mapping.json")
-
-
 _METADATA = json.loads(_METADATA_FILE.read_text(encoding="utf-8"))
 # Read once at import: forward passes (and torch.compile traces) only see constants.
 _ACTIVATION_NAMES = {
     approximate: frozenset(_METADATA["activations"][approximate]) for approximate in ("tanh", "none")
 }
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def load_layer_mapping() -> dict:
@@ -23,12 +33,19 @@ def load_layer_mapping() -> dict:
     return json.loads(_METADATA_FILE.read_text(encoding="utf-8"))
 
 
+# --- activation variant ---
+
 def _approximate_of_class(cls: type) -> str | None:
     for klass in cls.__mro__:
         for approximate, names in _ACTIVATION_NAMES.items():
             if klass.__name__ in names:
                 return approximate
     return None
+
+
+def supported_activation(act_fn: object) -> bool:
+    """Whether `act_fn` is a GELU this kernel implements (nn.GELU or a listed transformers class)."""
+    return isinstance(act_fn, nn.GELU) or _approximate_of_class(type(act_fn)) is not None
 
 
 def approximate_of(act_fn: nn.Module) -> str:
@@ -46,3 +63,109 @@ def approximate_of(act_fn: nn.Module) -> str:
 
 def _known_names() -> frozenset[str]:
     return _ACTIVATION_NAMES["tanh"] | _ACTIVATION_NAMES["none"]
+
+
+# --- conditions: which instances of a served class a layer may replace ---
+
+def _condition_check(spec: dict, activation_attribute: str) -> Callable[[nn.Module], bool]:
+    kind = spec["kind"]
+    if kind == "activation_is_gelu":
+        return lambda module: supported_activation(getattr(module, activation_attribute, None))
+    if kind == "attribute_not_positive":
+        attribute = spec["attribute"]
+        return lambda module: not getattr(module, attribute, 0) > 0
+    raise ValueError(f"layer_mapping.json: unknown condition kind {kind!r}")
+
+
+def condition_for(layer_name: str) -> Callable[[nn.Module], bool]:
+    """The kernelize condition for `layer_name`: True when an instance may be replaced."""
+    spec = _METADATA["layers"][layer_name]
+    checks = [_condition_check(c, spec["activation_attribute"]) for c in spec.get("conditions", [])]
+
+    def condition(module: nn.Module) -> bool:
+        return all(check(module) for check in checks)
+
+    condition.__name__ = f"{layer_name}_condition"
+    return condition
+
+
+# --- classes served, and tagging them for kernelize ---
+
+def served_classes(layer_name: str | None = None) -> list[tuple[str, str, str]]:
+    """(layer name, module path, class name) for every served class, without importing anything."""
+    return [
+        (name, entry["module"], entry["class"])
+        for name, spec in _METADATA["layers"].items()
+        if layer_name in (None, name)
+        for entry in spec["classes"]
+    ]
+
+
+def _resolve(module_path: str, class_name: str, import_modules: bool) -> type | None:
+    module = sys.modules.get(module_path)
+    if module is None and import_modules:
+        try:
+            module = importlib.import_module(module_path)
+        except ImportError:
+            return None  # a transformers release without this model
+    return getattr(module, class_name, None) if module is not None else None
+
+
+def tag_classes(model: nn.Module | None = None) -> dict[str, list[type]]:
+    """Tag the GeGLU classes for kernelize (sets `kernel_layer_name` and a `kernel_condition`).
+
+    With a model, only the classes of its modules are tagged and nothing is imported; without,
+    every served class the installed transformers has. Idempotent. A class that already carries
+    another layer name is left as it is. Returns {layer name: [classes tagged]}.
+    """
+    from kernels import replace_kernel_forward_from_hub
+
+    if model is not None:
+        present = {(type(m).__module__, type(m).__name__): type(m) for m in model.modules()}
+        candidates = [(n, present.get((mod, cls))) for n, mod, cls in served_classes()]
+    else:
+        candidates = [(n, _resolve(mod, cls, import_modules=True)) for n, mod, cls in served_classes()]
+    tagged: dict[str, list[type]] = {}
+    for layer_name, cls in candidates:
+        if cls is None or getattr(cls, "kernel_layer_name", layer_name) != layer_name:
+            continue
+        replace_kernel_forward_from_hub(cls, layer_name, condition_for(layer_name))
+        tagged.setdefault(layer_name, []).append(cls)
+    return tagged
+
+
+def kernel_mapping(
+    repo_id: str | None = None,
+    *,
+    version: int | None = None,
+    revision: str | None = None,
+    layer_names: Iterable[str] | None = None,
+) -> dict:
+    """The kernels mapping {layer name: {device: repository}} for our layers.
+
+    Without `repo_id` the repository is this very build (LocalLayerRepository on the folder
+    this module was loaded from): no network, and exactly the code already loaded. With
+    `repo_id`, a LayerRepository by `version` (or `revision`).
+    """
+    from kernels import LayerRepository, LocalLayerRepository
+
+    names = list(layer_names) if layer_names is not None else list(_METADATA["layers"])
+    mapping = {}
+    for name in names:
+        if repo_id is None:
+            repo = LocalLayerRepository(repo_path=_PACKAGE_DIR, layer_name=name)
+        else:
+            repo = LayerRepository(repo_id, layer_name=name, version=version, revision=revision)
+        mapping[name] = {device: repo for device in _METADATA["layers"][name]["devices"]}
+    return mapping
+
+
+def register(model: nn.Module | None = None, **repository) -> dict:
+    """Tag the GeGLU classes of `model` (or of transformers) and return the kernels mapping for
+    the layers they use. `repository` is passed to `kernel_mapping` (repo_id, version, revision).
+
+    Use the result with `kernels.use_kernel_mapping(...)` or `kernels.register_kernel_mapping(...)`,
+    then `kernels.kernelize(model, mode=..., device=...)`.
+    """
+    tagged = tag_classes(model)
+    return kernel_mapping(layer_names=tagged, **repository)

@@ -72,3 +72,83 @@ class GeluAndMul(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _geglu_packed(x, "none")
+
+
+class T5DenseGatedGeGLU(nn.Module):
+    """wo(dropout(gelu(wi_0(x)) * wi_1(x))), the product cast to wo's dtype first where wo
+    is kept in another float dtype (T5 keeps it in fp32), exactly as T5DenseGatedActDense.
+
+    Shapes: x [..., d_model] -> [..., d_model]; the intermediate is [..., d_ff].
+    """
+
+    wi_0: nn.Linear
+    wi_1: nn.Linear
+    wo: nn.Linear
+    act: nn.Module
+    dropout: nn.Dropout
+
+    has_backward = True
+    can_torch_compile = True
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(_geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), self.act))
+        weight = self.wo.weight
+        if isinstance(weight, torch.Tensor) and h.dtype != weight.dtype and weight.dtype != torch.int8:
+            h = h.to(weight.dtype)
+        return self.wo(h)
+
+
+class LongT5DenseGatedGeGLU(nn.Module):
+    """wo(dropout(gelu(wi_0(x)) * wi_1(x))), no dtype cast (LongT5DenseGatedActDense).
+
+    Shapes: x [..., d_model] -> [..., d_model].
+    """
+
+    wi_0: nn.Linear
+    wi_1: nn.Linear
+    wo: nn.Linear
+    act: nn.Module
+    dropout: nn.Dropout
+
+    has_backward = True
+    can_torch_compile = True
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.wo(self.dropout(_geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), self.act)))
+
+
+class ModernBertGeGLUMLP(nn.Module):
+    """Wo(drop(gelu(a) * b)), [a, b] = Wi(x) split in halves: the packed layout, read in place.
+
+    Shapes: x [..., hidden] -> [..., hidden]; Wi(x) is [..., 2 * intermediate].
+    """
+
+    Wi: nn.Linear
+    Wo: nn.Linear
+    act: nn.Module
+    drop: nn.Dropout
+
+    has_backward = True
+    can_torch_compile = True
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        h = _geglu_packed(self.Wi(hidden_states), approximate_of(self.act))
+        return self.Wo(self.drop(h))
+
+
+class ClvpGeGLU(nn.Module):
+    """a * gelu(b), [a, b] = proj(x) split in halves: the activation is on the SECOND half
+    (ClvpGatedLinearUnit); both halves are read in place as strided views.
+
+    Shapes: x [..., hidden] -> [..., intermediate]; proj(x) is [..., 2 * intermediate].
+    """
+
+    proj: nn.Linear
+    activation_fn: nn.Module
+
+    has_backward = True
+    can_torch_compile = True
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        up, gate = self.proj(hidden_states).chunk(2, dim=-1)
+        return _geglu(gate, up, self.activation_fn)

@@ -1,0 +1,77 @@
+"""Shared fixtures: the kernel is built like kernel-builder builds it and loaded the way
+users load it, `kernels.get_kernel(<repo-id>, version=1)` with LOCAL_KERNELS pointing at
+the build. Without a GPU the Triton kernels run in the interpreter (TRITON_INTERPRET=1).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    # Must be set before triton.jit runs, i.e. before the kernel is imported.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import build_variants  # noqa: E402
+
+CONFIG = build_variants.read_build_toml(ROOT)
+REPO_ID = CONFIG.repo_id
+
+# One tolerance table for every numerics test: (rtol, atol) against a float64 reference.
+# fp32: a few fp32 operations of rounding (torch's own fp32 defaults), 40x below the largest
+# tanh-vs-erf difference. 16-bit: two roundings to the storage dtype (eager's rounding
+# points) cost up to about 1 ulp; the interpreter truncates instead of rounding, one more.
+_EPS16 = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
+TOLERANCES = {torch.float32: (1e-5, 1e-5)} | {
+    dtype: ((2.0 if INTERPRETED else 1.0) * eps, eps) for dtype, eps in _EPS16.items()
+}
+
+gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (run on the GPU machine)")
+
+
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory) -> Path:
+    """A fresh noarch build of the working tree: build/torch-<backend>/ for every backend."""
+    out = tmp_path_factory.mktemp("kernel") / "build"
+    build_variants.build(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def kernel(build_dir):
+    """The kernel as users get it: get_kernel(repo_id, version=1) resolved through LOCAL_KERNELS."""
+    from kernels import get_kernel
+
+    previous = os.environ.get("LOCAL_KERNELS")
+    os.environ["LOCAL_KERNELS"] = f"{REPO_ID}={build_dir}"
+    try:
+        yield get_kernel(REPO_ID, version=1)
+    finally:
+        if previous is None:
+            os.environ.pop("LOCAL_KERNELS", None)
+        else:
+            os.environ["LOCAL_KERNELS"] = previous
+
+
+@pytest.fixture(params=["triton", "torch"])
+def device(request, monkeypatch) -> str:
+    """'triton': the Triton kernels (GPU, or the interpreter on CPU). 'torch': the PyTorch
+    implementation that plain CPU tensors run."""
+    if request.param == "triton":
+        return "cuda" if HAS_CUDA else "cpu"
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    return "cpu"
+
+
+def assert_close_to_reference(actual: torch.Tensor, reference: torch.Tensor, what: str = "") -> None:
+    """actual (in its dtype) against a float64 reference, at the dtype's tolerance."""
+    rtol, atol = TOLERANCES[actual.dtype]
+    torch.testing.assert_close(
+        actual.double(), reference.double().to(actual.device), rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}"
+    )

@@ -1,0 +1,125 @@
+"""The registered ops: opcheck, torch.compile without graph breaks, CUDA graphs."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import HAS_CUDA, assert_close_to_reference, gpu
+from reference import geglu64
+
+
+def _op_cases(kernel, device, dtype):
+    ops = kernel.custom_ops
+    g = (2 * torch.randn(5, 3, 70, device=device)).to(dtype)
+    u = torch.randn(5, 3, 70, device=device).to(dtype)
+    x = torch.randn(5, 3, 140, device=device).to(dtype)
+    dh = torch.randn(5, 3, 70, device=device).to(dtype)
+    for approximate in ("tanh", "none"):
+        yield ops.geglu_forward, (g.clone().requires_grad_(), u.clone().requires_grad_(), approximate)
+        yield ops.geglu_backward, (dh, g, u, approximate)
+        yield ops.geglu_packed_forward, (x.clone().requires_grad_(), approximate)
+        yield ops.geglu_packed_backward, (dh, x, approximate)
+        yield ops.geglu_packed_forward_out, (torch.empty_like(dh), x, approximate)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_opcheck(kernel, device, dtype):
+    for op, args in _op_cases(kernel, device, dtype):
+        torch.library.opcheck(op, args)
+
+
+def test_op_namespace_is_the_build_id(kernel):
+    import json
+    from pathlib import Path
+
+    meta = json.loads((Path(kernel.__file__).parent / "metadata.json").read_text())
+    assert kernel.custom_ops.geglu_forward._qualname == f"{meta['id']}::geglu_forward"
+    assert hasattr(getattr(torch.ops, meta["id"]), "geglu_packed_backward")
+
+
+def _mlp_step(kernel, x, wg, wu, wd, packed):
+    if packed:
+        h = kernel.layers.GeluTanhAndMul()(x @ torch.cat([wg, wu]).t())
+    else:
+        h = kernel.geglu(x @ wg.t(), x @ wu.t(), approximate="tanh")
+    return h @ wd.t()
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["separate", "packed"])
+def test_torch_compile_fullgraph(kernel, device, packed):
+    """fullgraph=True fails on any graph break. Inductor on the GPU; on CPU the aot_eager
+    backend (Inductor cannot compile Triton for the CPU interpreter)."""
+    torch._dynamo.reset()
+    backend = "inductor" if device == "cuda" else "aot_eager"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    x = torch.randn(33, 64, device=device, dtype=dtype, requires_grad=True)
+    wg, wu, wd = (torch.randn(s, device=device, dtype=dtype) / 8 for s in [(96, 64), (96, 64), (64, 96)])
+    compiled = torch.compile(lambda *a: _mlp_step(kernel, *a, packed), fullgraph=True, backend=backend)
+    y = compiled(x, wg, wu, wd)
+    y.sum().backward()
+    grad_compiled = x.grad.clone()
+    x.grad = None
+    y_eager = _mlp_step(kernel, x, wg, wu, wd, packed)
+    y_eager.sum().backward()
+    tol = dict(rtol=2e-2, atol=2e-2) if dtype == torch.bfloat16 else {}
+    torch.testing.assert_close(y, y_eager, **tol)
+    torch.testing.assert_close(grad_compiled, x.grad, **tol)
+    # A new token count recompiles at most once (dynamic shapes), and never breaks the graph.
+    compiled(torch.randn(17, 64, device=device, dtype=dtype), wg, wu, wd)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_gpu_tight_against_eager(kernel, dtype):
+    """bf16/fp16 on the GPU: same rounding points as eager, so nearly every element is equal."""
+    torch.manual_seed(0)
+    g = (2 * torch.randn(2048, 16384 // 4, device="cuda")).to(dtype).requires_grad_()
+    u = torch.randn_like(g).requires_grad_()
+    h = kernel.geglu(g, u)
+    eager = F.gelu(g.detach(), approximate="tanh") * u.detach()
+    frac = (h.detach() != eager).float().mean().item()
+    assert frac < (1e-3 if dtype != torch.float32 else 1.0), frac
+    assert_close_to_reference(h, geglu64(g, u, "tanh"))
+
+
+@gpu
+def test_cuda_graph_capture_and_replay(kernel):
+    torch.manual_seed(0)
+    static_x = torch.randn(64, 2 * 4096, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    static_g = torch.randn(64, 4096, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    static_u = torch.randn_like(static_g, requires_grad=True)
+    layer = kernel.layers.GeluTanhAndMul()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up outside the capture
+        for _ in range(2):
+            layer(static_x).sum().backward()
+            kernel.geglu(static_g, static_u, approximate="none").sum().backward()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    static_x.grad = static_g.grad = static_u.grad = None
+    with torch.cuda.graph(graph):
+        out_packed = layer(static_x)
+        out_packed.float().sum().backward()
+        out_sep = kernel.geglu(static_g, static_u, approximate="none")
+        out_sep.float().sum().backward()
+    for _ in range(3):
+        with torch.no_grad():
+            static_x.copy_(torch.randn_like(static_x))
+            static_g.copy_(torch.randn_like(static_g))
+            static_u.copy_(torch.randn_like(static_u))
+        graph.replay()
+        torch.cuda.synchronize()
+        d = 4096
+        assert_close_to_reference(out_packed, geglu64(static_x[:, :d], static_x[:, d:], "tanh"))
+        assert_close_to_reference(out_sep, geglu64(static_g, static_u, "none"))
+        ref = F.gelu(static_x[:, :d].detach().float(), approximate="tanh")
+        torch.testing.assert_close(static_x.grad[:, d:].float(), ref, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="CPU-only check")
+def test_cpu_path_without_interpreter_uses_no_triton(kernel, monkeypatch):
+    """Plain CPU tensors run the PyTorch implementation: it equals eager bit for bit."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    g, u = torch.randn(8, 100, dtype=torch.bfloat16), torch.randn(8, 100, dtype=torch.bfloat16)
+    assert torch.equal(kernel.geglu(g, u, approximate="none"), F.gelu(g) * u)
