@@ -1,0 +1,75 @@
+"""Helpers shared by the GPU benchmark scripts: load the local build, time, count bytes."""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import triton
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def load_local_build(out: Path | None = None):
+    """Build the variants from the working tree and load the one for this torch."""
+    import build_variants
+    from kernels import get_local_kernel
+
+    out = out or ROOT / "build"
+    build_variants.build(out)
+    return get_local_kernel(out)
+
+
+def median_us(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
+    """Median device time of fn() in microseconds (events; do_bench clears L2 between reps)."""
+    return 1e3 * triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
+
+
+def copy_bandwidth_gbs(nbytes: int = 2 << 30) -> float:
+    """Device-to-device copy bandwidth, counting bytes read plus bytes written."""
+    src = torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    t = median_us(lambda: dst.copy_(src))
+    return 2 * src.numel() / (t * 1e-6) / 1e9
+
+
+def rotating(make, n: int = 3):
+    """n independent input sets and a function returning the next one (cycling)."""
+    sets = [make() for _ in range(n)]
+    state = {"i": 0}
+
+    def next_set():
+        state["i"] = (state["i"] + 1) % n
+        return sets[state["i"]]
+
+    return next_set
+
+
+def environment() -> dict:
+    props = torch.cuda.get_device_properties(0)
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:
+        driver = "unknown"
+    import kernels
+    return {
+        "device": props.name,
+        "sms": props.multi_processor_count,
+        "driver": driver,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "kernels": kernels.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    if os.environ.get("OUT"):
+        print(f"wrote {path}")

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
+# benchmark named by $1 (sweep | compare | none). Logs and results go to $OUT.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
+python3 -c "import torch, triton, transformers, kernels; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, 'kernels', kernels.__version__)" | tee -a "$OUT/device.txt"
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  python3 -m pytest tests -q -p no:cacheprovider -x ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest_gpu.log" | tail -25
+fi
+case "${1:-none}" in
+  sweep) (cd benchmarks && python3 sweep_pointwise.py --out "$OUT/sweep.json") 2>&1 | tee "$OUT/sweep.log" ;;
+  compare) (cd benchmarks && python3 compare_peers.py --out "$OUT") 2>&1 | tee "$OUT/compare.log" | tail -60 ;;
+esac
