@@ -12,7 +12,10 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
 python3 -c "import torch, triton, transformers, kernels; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, 'kernels', kernels.__version__)" | tee -a "$OUT/device.txt"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  python3 -m pytest tests -q -p no:cacheprovider -x ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest_gpu.log" | tail -25
+  # The flake and git checks need nix and a git checkout, which the GPU machine lacks; CI runs them.
+  python3 -m pytest tests -q -p no:cacheprovider -x \
+    --deselect tests/test_build.py::test_flake_nix_parses \
+    --deselect tests/test_build.py::test_dirty_tree_is_marked 2>&1 | tee "$OUT/pytest_gpu.log" | tail -25
 fi
 case "${1:-none}" in
   sweep) (cd benchmarks && python3 sweep_pointwise.py --out "$OUT/sweep.json") 2>&1 | tee "$OUT/sweep.log" ;;

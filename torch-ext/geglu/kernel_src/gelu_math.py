@@ -8,10 +8,10 @@ needs no libdevice call (libdevice does not run under TRITON_INTERPRET=1).
 import triton
 import triton.language as tl
 
-SQRT_2_OVER_PI = 0.7978845608028654  # sqrt(2 / pi)
-TANH_COEFF = 0.044715
-INV_SQRT_2 = 0.7071067811865476  # 1 / sqrt(2)
-INV_SQRT_2PI = 0.3989422804014327  # 1 / sqrt(2 pi)
+SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)  # sqrt(2 / pi)
+TANH_COEFF = tl.constexpr(0.044715)
+INV_SQRT_2 = tl.constexpr(0.7071067811865476)  # 1 / sqrt(2)
+INV_SQRT_2PI = tl.constexpr(0.3989422804014327)  # 1 / sqrt(2 pi)
 
 
 @triton.jit
