@@ -19,5 +19,5 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
 fi
 case "${1:-none}" in
   sweep) (cd benchmarks && python3 sweep_pointwise.py --out "$OUT/sweep.json") 2>&1 | tee "$OUT/sweep.log" ;;
-  compare) (cd benchmarks && python3 compare_peers.py --out "$OUT") 2>&1 | tee "$OUT/compare.log" | tail -60 ;;
+  compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac

@@ -27,23 +27,14 @@ def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str = "tanh") -> to
     Returns:
         A new tensor [..., d] in the inputs' dtype.
     """
-    _custom_ops.check_approximate(approximate)
-    _custom_ops.check_gate_up(gate, up)
-    return _custom_ops.geglu_forward(gate, up, approximate)
-
-
-def _gelu_and_mul(out: torch.Tensor, x: torch.Tensor, approximate: str) -> torch.Tensor:
-    _custom_ops.check_packed(x)
-    _custom_ops.check_out(out, x)
-    _custom_ops.geglu_packed_forward_out(out, x, approximate)
-    return out
+    return _custom_ops.geglu(gate, up, approximate)
 
 
 def gelu_tanh_and_mul(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """out = gelu_tanh(x[..., :d]) * x[..., d:], written into `out` ([..., d]); returns out."""
-    return _gelu_and_mul(out, x, "tanh")
+    return _custom_ops.geglu_packed_out(out, x, "tanh")
 
 
 def gelu_and_mul(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """out = gelu(x[..., :d]) * x[..., d:] with exact erf, written into `out` ([..., d]); returns out."""
-    return _gelu_and_mul(out, x, "none")
+    return _custom_ops.geglu_packed_out(out, x, "none")

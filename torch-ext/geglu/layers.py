@@ -13,13 +13,10 @@ from .layer_mapping import approximate_of
 
 
 def _geglu(gate: torch.Tensor, up: torch.Tensor, act_fn: nn.Module) -> torch.Tensor:
-    custom_ops.check_gate_up(gate, up)
-    return custom_ops.geglu_forward(gate, up, approximate_of(act_fn))
+    return custom_ops.geglu(gate, up, approximate_of(act_fn))
 
 
-def _geglu_packed(x: torch.Tensor, approximate: str) -> torch.Tensor:
-    custom_ops.check_packed(x)
-    return custom_ops.geglu_packed_forward(x, approximate)
+_geglu_packed = custom_ops.geglu_packed
 
 
 class GeGLUMLP(nn.Module):

@@ -12,7 +12,9 @@ only: a new token count never triggers tuning or a recompile (the row count is
 excluded from Triton's integer specialization).
 """
 
+import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import triton
@@ -22,6 +24,10 @@ from torch.library import wrap_triton
 from .gelu_math import gelu, gelu_and_grad
 
 
+# libdevice (tanh) only exists on a real device; the interpreter gets an equivalent formula.
+_USE_LIBDEVICE = os.environ.get("TRITON_INTERPRET") != "1"
+
+
 @dataclass(frozen=True)
 class PointwiseConfig:
     block_rows: int
@@ -29,6 +35,7 @@ class PointwiseConfig:
     num_warps: int
 
 
+@lru_cache(maxsize=None)
 def pointwise_launch_config(n_cols: int) -> PointwiseConfig:
     """Tile shape for a [rows, n_cols] problem.
 
@@ -48,6 +55,7 @@ def _geglu_forward_kernel(
     n_rows, n_cols,
     stride_gate, stride_up, stride_out,
     APPROX_TANH: tl.constexpr,
+    USE_LIBDEVICE: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
@@ -63,7 +71,7 @@ def _geglu_forward_kernel(
     g = tl.load(gate_ptr + rows * stride_gate + cols, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + rows * stride_up + cols, mask=mask, other=0.0).to(tl.float32)
     out_dtype = out_ptr.dtype.element_ty
-    act = gelu(g, APPROX_TANH).to(out_dtype).to(tl.float32)
+    act = gelu(g, APPROX_TANH, USE_LIBDEVICE).to(out_dtype).to(tl.float32)
     tl.store(out_ptr + rows * stride_out + cols, (act * u).to(out_dtype), mask=mask)
 
 
@@ -73,6 +81,7 @@ def _geglu_backward_kernel(
     n_rows, n_cols,
     stride_grad, stride_gate, stride_up, stride_grad_gate, stride_grad_up,
     APPROX_TANH: tl.constexpr,
+    USE_LIBDEVICE: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
@@ -88,7 +97,7 @@ def _geglu_backward_kernel(
     g = tl.load(gate_ptr + rows * stride_gate + cols, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + rows * stride_up + cols, mask=mask, other=0.0).to(tl.float32)
     dtype = grad_gate_ptr.dtype.element_ty
-    act, act_grad = gelu_and_grad(g, APPROX_TANH)
+    act, act_grad = gelu_and_grad(g, APPROX_TANH, USE_LIBDEVICE)
     act = act.to(dtype).to(tl.float32)
     dh_u = (dh * u).to(dtype).to(tl.float32)
     tl.store(grad_up_ptr + rows * stride_grad_up + cols, (dh * act).to(dtype), mask=mask)
@@ -99,20 +108,27 @@ def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int]:
     return (triton.cdiv(n_rows, cfg.block_rows) * triton.cdiv(n_cols, cfg.block_cols),)
 
 
+def _kernel(kernel, traceable: bool):
+    # wrap_triton lets torch.compile / make_fx see the launch; a call known not to be traced
+    # (the eager fast path) launches directly and skips the higher-order-op dispatch.
+    return wrap_triton(kernel) if traceable else kernel
+
+
 def launch_geglu_forward(
     gate: torch.Tensor, up: torch.Tensor, out: torch.Tensor, approx_tanh: bool,
-    config: PointwiseConfig | None = None,
+    config: PointwiseConfig | None = None, traceable: bool = True,
 ) -> None:
     """out = gelu(gate) * up on 2-D views with unit column stride."""
     n_rows, n_cols = gate.shape
     if n_rows == 0 or n_cols == 0:
         return
     cfg = config or pointwise_launch_config(n_cols)
-    wrap_triton(_geglu_forward_kernel)[_grid(n_rows, n_cols, cfg)](
+    _kernel(_geglu_forward_kernel, traceable)[_grid(n_rows, n_cols, cfg)](
         gate, up, out,
         n_rows, n_cols,
         gate.stride(0), up.stride(0), out.stride(0),
         APPROX_TANH=approx_tanh,
+        USE_LIBDEVICE=_USE_LIBDEVICE,
         BLOCK_ROWS=cfg.block_rows,
         BLOCK_COLS=cfg.block_cols,
         num_warps=cfg.num_warps,
@@ -122,18 +138,19 @@ def launch_geglu_forward(
 def launch_geglu_backward(
     grad: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
     grad_gate: torch.Tensor, grad_up: torch.Tensor, approx_tanh: bool,
-    config: PointwiseConfig | None = None,
+    config: PointwiseConfig | None = None, traceable: bool = True,
 ) -> None:
     """grad_gate, grad_up of h = gelu(gate) * up, given grad = dL/dh (2-D views)."""
     n_rows, n_cols = gate.shape
     if n_rows == 0 or n_cols == 0:
         return
     cfg = config or pointwise_launch_config(n_cols)
-    wrap_triton(_geglu_backward_kernel)[_grid(n_rows, n_cols, cfg)](
+    _kernel(_geglu_backward_kernel, traceable)[_grid(n_rows, n_cols, cfg)](
         grad, gate, up, grad_gate, grad_up,
         n_rows, n_cols,
         grad.stride(0), gate.stride(0), up.stride(0), grad_gate.stride(0), grad_up.stride(0),
         APPROX_TANH=approx_tanh,
+        USE_LIBDEVICE=_USE_LIBDEVICE,
         BLOCK_ROWS=cfg.block_rows,
         BLOCK_COLS=cfg.block_cols,
         num_warps=cfg.num_warps,

@@ -1,12 +1,15 @@
 """GELU and its derivative, written once as Triton device functions.
 
-All arithmetic is fp32. The tanh form is evaluated through the identity
-0.5 * (1 + tanh(z)) = sigmoid(2 z), which is accurate in the negative tail and
-needs no libdevice call (libdevice does not run under TRITON_INTERPRET=1).
+All arithmetic is fp32. On the GPU the formulas are those of PyTorch's CUDA kernels
+(0.5 x (1 + tanh(z)) with libdevice tanh; 0.5 x (1 + erf(x / sqrt 2))), so that, with the
+same rounding points, results agree with eager bit for bit in all but rare elements.
+libdevice does not run under TRITON_INTERPRET=1; there (FAST_TANH=False) tanh is evaluated
+through the identity 1 + tanh(z) = 2 sigmoid(2 z), equal up to fp32 rounding.
 """
 
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)  # sqrt(2 / pi)
 TANH_COEFF = tl.constexpr(0.044715)
@@ -15,24 +18,34 @@ INV_SQRT_2PI = tl.constexpr(0.3989422804014327)  # 1 / sqrt(2 pi)
 
 
 @triton.jit
-def gelu(x, APPROX_TANH: tl.constexpr):
-    """gelu(x): tanh approximation when APPROX_TANH, exact erf otherwise."""
-    if APPROX_TANH:
-        z = SQRT_2_OVER_PI * (x + TANH_COEFF * x * x * x)
-        return x * tl.sigmoid(2.0 * z)
+def _tanh(z, USE_LIBDEVICE: tl.constexpr):
+    if USE_LIBDEVICE:
+        return libdevice.tanh(z)
     else:
-        return 0.5 * x * (1.0 + tl.math.erf(x * INV_SQRT_2))
+        return 2.0 * tl.sigmoid(2.0 * z) - 1.0
 
 
 @triton.jit
-def gelu_and_grad(x, APPROX_TANH: tl.constexpr):
+def gelu(x, APPROX_TANH: tl.constexpr, USE_LIBDEVICE: tl.constexpr):
+    """gelu(x): tanh approximation when APPROX_TANH, exact erf otherwise."""
+    if APPROX_TANH:
+        inner = SQRT_2_OVER_PI * (x + TANH_COEFF * (x * x * x))
+        return 0.5 * x * (1.0 + _tanh(inner, USE_LIBDEVICE))
+    else:
+        return x * 0.5 * (1.0 + tl.math.erf(x * INV_SQRT_2))
+
+
+@triton.jit
+def gelu_and_grad(x, APPROX_TANH: tl.constexpr, USE_LIBDEVICE: tl.constexpr):
     """(gelu(x), gelu'(x)), sharing the transcendental between the two."""
     if APPROX_TANH:
-        z = SQRT_2_OVER_PI * (x + TANH_COEFF * x * x * x)
-        s = tl.sigmoid(2.0 * z)  # = 0.5 * (1 + tanh z)
-        # 0.5 x (1 - tanh^2 z) dz/dx, with 1 - tanh^2 z = 4 s (1 - s)
-        dz = SQRT_2_OVER_PI * (1.0 + 3.0 * TANH_COEFF * x * x)
-        return x * s, s + 2.0 * x * s * (1.0 - s) * dz
+        x_sq = x * x
+        inner = SQRT_2_OVER_PI * (x + TANH_COEFF * (x_sq * x))
+        t = _tanh(inner, USE_LIBDEVICE)
+        right = 1.0 + t
+        left = 0.5 * x
+        grad = 0.5 * right + left * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * TANH_COEFF * x_sq)
+        return left * right, grad
     else:
         cdf = 0.5 * (1.0 + tl.math.erf(x * INV_SQRT_2))
         pdf = INV_SQRT_2PI * tl.exp(-0.5 * x * x)
