@@ -1,41 +1,37 @@
 """Side-by-side timing on the GPU: our kernels vs eager PyTorch, torch.compile (default and
-dynamic=True) and Liger, in one process. Writes JSON, a markdown table and a PNG plot.
+dynamic=True) and Liger, in one process. Writes JSON; `report.py` turns it into the markdown
+table and the PNG plot.
 
-    python benchmarks/compare_peers.py --out benchmarks/results/<device> [--sections pointwise,mlp,extras]
+    python benchmarks/compare_peers.py --out DIR [--sections extras,pointwise,mlp]
 
-Bytes counted (bf16, T tokens, intermediate I): pointwise forward reads g, u and writes h:
-3*T*I*2; backward reads dh, g, u and writes dg, du: 5*T*I*2. The fraction is achieved
-bandwidth over the device-to-device copy bandwidth measured in the same run.
+Two times per case: `*_us` is device time per call (calls captured in a CUDA graph and
+replayed: no host launch overhead), `*_plain_us` a plain call timed by do_bench (host
+overhead included where the GPU waits on the host). Bytes counted (bf16, T tokens,
+intermediate I): pointwise forward reads g, u and writes h: 3*T*I*2; backward reads dh, g, u
+and writes dg, du: 5*T*I*2. `*_frac` is achieved bandwidth over the device-to-device copy
+bandwidth measured in the same run.
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import copy_bandwidth_gbs, environment, load_local_build, median_us, rotating, write_json
+from common import copy_bandwidth_gbs, environment, graph_us, load_local_build, median_us, write_json
 
 DIMS = [(768, 3072), (2048, 16384), (2560, 10240), (3584, 14336)]
 TOKENS = [1, 16, 128, 512, 2048, 8192]
-PEERS = ["ours", "eager", "compile", "compile_dynamic", "liger"]
+SETS = 3  # independent input sets, cycled through by consecutive calls
 
 torch._dynamo.config.cache_size_limit = 256
 torch._dynamo.config.accumulated_cache_size_limit = 4096
 
 
-def liger_geglu():
-    try:
-        from liger_kernel.ops.geglu import LigerGELUMulFunction
-    except ImportError:
-        return None
-    return LigerGELUMulFunction.apply
-
-
-def eager_pointwise(g, u):
+def eager_separate(g, u):
     return F.gelu(g, approximate="tanh") * u
 
 
@@ -44,67 +40,86 @@ def eager_packed(x):
     return F.gelu(g, approximate="tanh") * u
 
 
-def pointwise_fns(k):
+def peers(k):
     """name -> (separate fn(g, u), packed fn(x) or None)."""
-    liger = liger_geglu()
     fns = {
         "ours": (lambda g, u: k.geglu(g, u, approximate="tanh"), k.layers.GeluTanhAndMul()),
-        "eager": (eager_pointwise, eager_packed),
-        "compile": (torch.compile(eager_pointwise), torch.compile(eager_packed)),
-        "compile_dynamic": (torch.compile(eager_pointwise, dynamic=True), torch.compile(eager_packed, dynamic=True)),
+        "eager": (eager_separate, eager_packed),
+        "compile": (torch.compile(eager_separate), torch.compile(eager_packed)),
+        "compile_dynamic": (torch.compile(eager_separate, dynamic=True), torch.compile(eager_packed, dynamic=True)),
     }
-    if liger is not None:
-        fns["liger"] = (liger, None)  # Liger has no packed-input GeGLU
+    try:
+        from liger_kernel.ops.geglu import LigerGELUMulFunction
+
+        fns["liger"] = (LigerGELUMulFunction.apply, None)  # Liger has no packed-input GeGLU
+    except ImportError:
+        pass
     return fns
+
+
+def cycling(calls):
+    """One function that runs calls[0], calls[1], ... in turn."""
+    state = [0]
+
+    def run():
+        state[0] = (state[0] + 1) % len(calls)
+        return calls[state[0]]()
+
+    return run
+
+
+def both_times(row, key, fn):
+    for suffix, timer in (("_us", graph_us), ("_plain_us", median_us)):
+        try:
+            row[key + suffix] = timer(fn)
+        except Exception as exc:  # one peer failing (e.g. under graph capture) must not end the run
+            row[key + suffix] = float("nan")
+            row[key + suffix.replace("us", "error")] = f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def bench_pointwise(k, bw, dtype=torch.bfloat16, inters=(3072, 16384, 10240, 14336), tokens=TOKENS):
     rows = []
-    fns = pointwise_fns(k)
+    fns = peers(k)
+    nbytes = dtype.itemsize
     for inter in inters:
         for t in tokens:
-            nxt = rotating(lambda: (torch.randn(t, inter, device="cuda", dtype=dtype),
-                                    torch.randn(t, inter, device="cuda", dtype=dtype),
-                                    torch.randn(t, 2 * inter, device="cuda", dtype=dtype),
-                                    torch.randn(t, inter, device="cuda", dtype=dtype)))
-            fwd_bytes, bwd_bytes = 3 * t * inter * dtype.itemsize, 5 * t * inter * dtype.itemsize
+            sets = [SimpleNamespace(
+                g=torch.randn(t, inter, device="cuda", dtype=dtype, requires_grad=True),
+                u=torch.randn(t, inter, device="cuda", dtype=dtype, requires_grad=True),
+                x=torch.randn(t, 2 * inter, device="cuda", dtype=dtype, requires_grad=True),
+                dh=torch.randn(t, inter, device="cuda", dtype=dtype)) for _ in range(SETS)]
             for name, (sep, packed) in fns.items():
                 row = dict(stage="pointwise", I=inter, T=t, dtype=str(dtype).removeprefix("torch."), peer=name)
                 with torch.no_grad():
-                    row["fwd_us"] = median_us(lambda: (lambda g, u, x, dh: sep(g, u))(*nxt()))
+                    both_times(row, "fwd", cycling([lambda s=s: sep(s.g, s.u) for s in sets]))
                     if packed is not None:
-                        row["fwd_packed_us"] = median_us(lambda: (lambda g, u, x, dh: packed(x))(*nxt()))
-
-                def fwd_bwd(g, u, x, dh, fn=sep):
-                    g.requires_grad_(True), u.requires_grad_(True)
-                    out = torch.autograd.grad(fn(g, u), (g, u), dh)
-                    g.requires_grad_(False), u.requires_grad_(False)
-                    return out
-
-                row["fwd_bwd_us"] = median_us(lambda: fwd_bwd(*nxt()))
+                        both_times(row, "fwd_packed", cycling([lambda s=s: packed(s.x) for s in sets]))
+                both_times(row, "fwd_bwd", cycling(
+                    [lambda s=s: torch.autograd.grad(sep(s.g, s.u), (s.g, s.u), s.dh) for s in sets]))
+                if packed is not None:
+                    both_times(row, "fwd_bwd_packed", cycling(
+                        [lambda s=s: torch.autograd.grad(packed(s.x), (s.x,), s.dh) for s in sets]))
                 if name == "ours":
-                    row["bwd_us"] = median_us(lambda: (lambda g, u, x, dh: k.custom_ops.geglu_backward_impl(dh, g, u, "tanh"))(*nxt()))
-                    row["bwd_packed_us"] = median_us(
-                        lambda: (lambda g, u, x, dh: k.custom_ops.geglu_packed_backward_impl(dh, x, "tanh"))(*nxt()))
+                    ops = k.custom_ops
+                    both_times(row, "bwd", cycling(
+                        [lambda s=s: ops.geglu_backward_impl(s.dh, s.g.detach(), s.u.detach(), "tanh") for s in sets]))
+                    both_times(row, "bwd_packed", cycling(
+                        [lambda s=s: ops.geglu_packed_backward_impl(s.dh, s.x.detach(), "tanh") for s in sets]))
                 elif name == "eager":
-                    # What eager autograd runs for gelu(g) * u, given the saved gelu(g).
-                    def eager_bwd(g, u, x, dh):
-                        act = F.gelu(g, approximate="tanh")
-                        return torch.ops.aten.gelu_backward(dh * u, g, approximate="tanh"), dh * act
-                    saved = {}
-                    def eager_bwd_saved(g, u, x, dh):
-                        a = saved.setdefault(g.data_ptr(), F.gelu(g, approximate="tanh"))
-                        return torch.ops.aten.gelu_backward(dh * u, g, approximate="tanh"), dh * a
-                    row["bwd_us"] = median_us(lambda: eager_bwd_saved(*nxt()))
-                for key in ("fwd_us", "fwd_packed_us"):
-                    if key in row:
-                        row[key.replace("_us", "_frac")] = fwd_bytes / (row[key] * 1e-6) / 1e9 / bw
-                for key in ("bwd_us", "bwd_packed_us"):
-                    if key in row:
-                        row[key.replace("_us", "_frac")] = bwd_bytes / (row[key] * 1e-6) / 1e9 / bw
+                    # What eager autograd runs in backward for gelu(g) * u, given the saved gelu(g).
+                    acts = [F.gelu(s.g.detach(), approximate="tanh") for s in sets]
+                    both_times(row, "bwd", cycling([
+                        lambda s=s, a=a: (torch.ops.aten.gelu_backward(s.dh * s.u.detach(), s.g.detach(), approximate="tanh"),
+                                          s.dh * a) for s, a in zip(sets, acts)]))
+                for key in [k_ for k_ in list(row) if k_.endswith("_us")]:
+                    moved = (3 if key.startswith("fwd_") and not key.startswith("fwd_bwd") else
+                             5 if key.startswith("bwd") else 8) * t * inter * nbytes
+                    row[key.replace("_us", "_gbs")] = moved / (row[key] * 1e-6) / 1e9
+                    row[key.replace("_us", "_frac")] = row[key.replace("_us", "_gbs")] / bw
                 rows.append(row)
-            print(" | ".join(f"{r['peer']}:{r['fwd_us']:.1f}/{r.get('bwd_us', float('nan')):.1f}/{r['fwd_bwd_us']:.1f}"
-                             for r in rows[-len(fns):]), f"  <- pointwise I={inter} T={t} fwd/bwd/fwd+bwd us", flush=True)
+            print(f"pointwise {str(dtype)[6:]} I={inter:5d} T={t:5d} fwd/fwd_bwd device us: " + " | ".join(
+                f"{r['peer']} {r['fwd_us']:.1f}/{r['fwd_bwd_us']:.1f}" for r in rows[-len(fns):]), flush=True)
+            del sets
     return rows
 
 
@@ -120,16 +135,19 @@ class GemmaLikeMLP(nn.Module):
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
-def mlp_fns(k, hidden, inter):
+def mlp_peers(k, hidden, inter):
     base = GemmaLikeMLP(hidden, inter).to("cuda", torch.bfloat16)
-    ours = lambda x: k.layers.GeGLUMLP.forward(base, x)
-    fns = {"ours": ours, "eager": base, "compile": torch.compile(base), "compile_dynamic": torch.compile(base, dynamic=True)}
+    fns = {
+        "ours": lambda x: k.layers.GeGLUMLP.forward(base, x),
+        "eager": base,
+        "compile": torch.compile(base),
+        "compile_dynamic": torch.compile(base, dynamic=True),
+    }
     try:
         from liger_kernel.transformers.geglu import LigerGEGLUMLP
-        from types import SimpleNamespace
 
         liger = LigerGEGLUMLP(SimpleNamespace(hidden_size=hidden, intermediate_size=inter, hidden_act="gelu_pytorch_tanh"))
-        liger.to("cuda", torch.bfloat16).load_state_dict(base.state_dict(), strict=False)
+        liger.to("cuda", torch.bfloat16).load_state_dict(base.state_dict())
         fns["liger"] = liger
     except ImportError:
         pass
@@ -139,69 +157,65 @@ def mlp_fns(k, hidden, inter):
 def bench_mlp(k, dims=DIMS, tokens=TOKENS):
     rows = []
     for hidden, inter in dims:
-        base, fns = mlp_fns(k, hidden, inter)
-        params = list(base.parameters())
+        base, fns = mlp_peers(k, hidden, inter)
         for t in tokens:
-            nxt = rotating(lambda: torch.randn(t, hidden, device="cuda", dtype=torch.bfloat16))
+            xs = [torch.randn(t, hidden, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(SETS)]
             for name, fn in fns.items():
+                params = list(fn.parameters()) if isinstance(fn, nn.Module) else list(base.parameters())
                 row = dict(stage="mlp", H=hidden, I=inter, T=t, peer=name)
                 with torch.no_grad():
-                    row["fwd_us"] = median_us(lambda: fn(nxt()))
-                mod_params = list(fn.parameters()) if isinstance(fn, nn.Module) else params
-
-                def step(x):
-                    x.requires_grad_(True)
-                    y = fn(x)
-                    grads = torch.autograd.grad(y, [x, *mod_params], torch.ones_like(y))
-                    x.requires_grad_(False)
-                    return grads
-
-                row["train_us"] = median_us(lambda: step(nxt()))
-                if t == tokens[-1]:
+                    both_times(row, "fwd", cycling([lambda x=x: fn(x) for x in xs]))
+                step = lambda x: torch.autograd.grad(fn(x), [x, *params], torch.ones(t, hidden, device="cuda", dtype=torch.bfloat16))
+                both_times(row, "train", cycling([lambda x=x: step(x) for x in xs]))
+                if t == max(tokens):
                     torch.cuda.synchronize()
                     torch.cuda.empty_cache()
-                    x = nxt()
-                    base_mem = torch.cuda.memory_allocated()
+                    before = torch.cuda.memory_allocated()
                     torch.cuda.reset_peak_memory_stats()
-                    step(x)
+                    step(xs[0])
                     torch.cuda.synchronize()
-                    row["train_peak_extra_mb"] = (torch.cuda.max_memory_allocated() - base_mem) / 2**20
+                    row["train_peak_extra_mib"] = (torch.cuda.max_memory_allocated() - before) / 2**20
                 rows.append(row)
-            print(" | ".join(f"{r['peer']}:{r['fwd_us']:.1f}/{r['train_us']:.1f}" for r in rows[-len(fns):]),
-                  f"  <- mlp H={hidden} I={inter} T={t} fwd/train us", flush=True)
+            print(f"mlp H={hidden} I={inter} T={t:5d} fwd/train device us: " + " | ".join(
+                f"{r['peer']} {r['fwd_us']:.1f}/{r['train_us']:.1f}" for r in rows[-len(fns):]), flush=True)
+        del base, fns
     return rows
 
 
 def bench_first_call(k, inter=16384, warm_t=2048, new_ts=(3001, 777, 5)):
-    """Host time of the first call at a new token count after warm-up at another one, over the
-    steady-state time at that count: tuning or recompiling would show here."""
+    """Host time (synchronised) of the first call at a new token count after warm-up at another
+    one, over the second call at that count timed the same way: tuning or recompiling shows here."""
     rows = []
-    for name, (sep, _) in pointwise_fns(k).items():
+    for name, (sep, _) in peers(k).items():
         g = torch.randn(warm_t, inter, device="cuda", dtype=torch.bfloat16)
         for _ in range(3):
             sep(g, g)
         for t in new_ts:
             g = torch.randn(t, inter, device="cuda", dtype=torch.bfloat16)
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            sep(g, g)
-            torch.cuda.synchronize()
-            first = (time.perf_counter() - start) * 1e6
-            steady = median_us(lambda: sep(g, g))
-            rows.append(dict(stage="first_call", peer=name, I=inter, T=t, first_us=first, steady_us=steady, ratio=first / steady))
-            print(f"first call {name:16s} T={t:5d}: {first:10.1f} us vs steady {steady:8.1f} us ({first / steady:.1f}x)", flush=True)
+            times = []
+            for _ in range(2):
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                sep(g, g)
+                torch.cuda.synchronize()
+                times.append((time.perf_counter() - start) * 1e6)
+            rows.append(dict(stage="first_call", peer=name, I=inter, T=t, first_us=times[0], second_us=times[1],
+                             ratio=times[0] / times[1]))
+            print(f"first call {name:16s} T={t:5d}: {times[0]:10.1f} us, second {times[1]:8.1f} us "
+                  f"({times[0] / times[1]:.1f}x)", flush=True)
     return rows
 
 
-def bench_launch_overhead(k):
-    """Host microseconds per call at T=1 (I=16384), no synchronisation: what a decode step pays."""
+def bench_host_overhead(k):
+    """Host microseconds per call at T=1 (I=16384), no synchronisation: what a decode step pays
+    on this machine's CPU when it does not replay graphs."""
     g = torch.randn(1, 16384, device="cuda", dtype=torch.bfloat16)
     rows = []
     calls = {
         "ours geglu()": lambda: k.geglu(g, g),
-        "ours op (dispatcher)": lambda: k.custom_ops.geglu_forward(g, g, "tanh"),
-        "ours impl (kernel launch only)": lambda: k.custom_ops.geglu_forward_impl(g, g, "tanh"),
-        "eager gelu*mul": lambda: eager_pointwise(g, g),
+        "ours registered op (dispatcher)": lambda: k.custom_ops.geglu_forward(g, g, "tanh"),
+        "ours kernel launch only": lambda: k.custom_ops.geglu_forward_impl(g, g, "tanh"),
+        "eager gelu*mul (2 aten ops)": lambda: eager_separate(g, g),
     }
     for name, fn in calls.items():
         for _ in range(200):
@@ -212,40 +226,32 @@ def bench_launch_overhead(k):
             fn()
         host = (time.perf_counter() - start) / 2000 * 1e6
         torch.cuda.synchronize()
-        rows.append(dict(stage="launch_overhead", peer=name, host_us=host))
-        print(f"host per call {name:32s} {host:6.1f} us", flush=True)
-    return rows
-
-
-def bench_other_dtypes(k, bw):
-    rows = []
-    for dtype in (torch.float16, torch.float32):
-        rows += bench_pointwise(k, bw, dtype=dtype, inters=(16384,), tokens=(8192,))
+        rows.append(dict(stage="host_overhead", peer=name, host_us=host))
+        print(f"host per call {name:34s} {host:6.1f} us", flush=True)
     return rows
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--sections", default="pointwise,mlp,extras")
+    parser.add_argument("--sections", default="extras,pointwise,mlp")
     args = parser.parse_args()
-    sections = args.sections.split(",")
     k = load_local_build()
     bw = copy_bandwidth_gbs()
     print(f"copy bandwidth {bw:.0f} GB/s", flush=True)
     result = {"env": environment(), "copy_gbs": bw, "date": time.strftime("%Y-%m-%d"), "rows": []}
-    path = args.out / f"compare_{'_'.join(sections)}.json"
-    if "extras" in sections:
-        result["rows"] += bench_launch_overhead(k)
-        result["rows"] += bench_first_call(k)
-        result["rows"] += bench_other_dtypes(k, bw)
-        write_json(path, result)
-    if "pointwise" in sections:
-        result["rows"] += bench_pointwise(k, bw)
-        write_json(path, result)
-    if "mlp" in sections:
-        result["rows"] += bench_mlp(k)
-        write_json(path, result)
+    for section in args.sections.split(","):
+        if section == "extras":
+            result["rows"] += bench_host_overhead(k)
+            result["rows"] += bench_first_call(k)
+            for dtype in (torch.float16, torch.float32):
+                result["rows"] += bench_pointwise(k, bw, dtype=dtype, inters=(16384,), tokens=(8192,))
+        elif section == "pointwise":
+            result["rows"] += bench_pointwise(k, bw)
+        elif section == "mlp":
+            result["rows"] += bench_mlp(k)
+        write_json(args.out / f"compare_{section}.json", {**result, "rows": [r for r in result["rows"]]})
+        result["rows"] = []
 
 
 if __name__ == "__main__":

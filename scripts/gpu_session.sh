@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
-# benchmark named by $1 (sweep | compare | none). Logs and results go to $OUT.
+# benchmark named by $1 (compare | none). Logs and results go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -18,6 +18,6 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     --deselect tests/test_build.py::test_dirty_tree_is_marked 2>&1 | tee "$OUT/pytest_gpu.log" | tail -25
 fi
 case "${1:-none}" in
-  sweep) (cd benchmarks && python3 sweep_pointwise.py --out "$OUT/sweep.json") 2>&1 | tee "$OUT/sweep.log" ;;
+
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac
