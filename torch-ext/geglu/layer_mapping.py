@@ -169,3 +169,16 @@ def register(model: nn.Module | None = None, **repository) -> dict:
     """
     tagged = tag_classes(model)
     return kernel_mapping(layer_names=tagged, **repository)
+
+
+def markdown_table() -> str:
+    """The README's table of served models, generated from the metadata."""
+    lines = ["| layer | transformers classes | activation from | left alone when |", "|---|---|---|---|"]
+    for name, spec in _METADATA["layers"].items():
+        classes = ", ".join(f"`{c['class']}`" for c in spec["classes"])
+        unless = "; ".join(
+            "activation is not a GELU" if c["kind"] == "activation_is_gelu" else f"`{c['attribute']}` > 0"
+            for c in spec.get("conditions", [])
+        )
+        lines.append(f"| `{name}` | {classes} | `{spec['activation_attribute']}` | {unless} |")
+    return "\n".join(lines)

@@ -1,0 +1,271 @@
+"""Load-time substitution into transformers models, for every GeGLU family (tiny models from
+configs, offline). The kernel's own layer_mapping does the tagging and builds the mapping."""
+
+import copy
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import HAS_CUDA, REPO_ID, ROOT
+from tiny_models import FAMILIES
+
+DEVICE = "cuda" if HAS_CUDA else "cpu"
+
+
+def _served(kernel):
+    return {(mod, cls): name for name, mod, cls in kernel.layer_mapping.served_classes()}
+
+
+def _geglu_modules(kernel, model):
+    served = _served(kernel)
+    return [m for m in model.modules() if (type(m).__module__, type(m).__name__) in served]
+
+
+def _excluded(kernel, module) -> bool:
+    name = _served(kernel)[(type(module).__module__, type(module).__name__)]
+    return not kernel.layer_mapping.condition_for(name)(module)
+
+
+def _kernelize(kernel, model, mode):
+    from kernels import kernelize, use_kernel_mapping
+
+    mapping = kernel.layer_mapping.register(model)
+    with use_kernel_mapping(mapping, inherit_mapping=False):
+        return kernelize(model, mode=mode, device=DEVICE)
+
+
+def _replaced(model):
+    return [m for m in model.modules() if "forward" in m.__dict__ and
+            getattr(m.forward, "__func__", None) is not None and
+            m.forward.__func__.__module__.endswith(".layers")]
+
+
+def _loss(out_getter, model, inputs):
+    out = out_getter(model(**inputs)).float()
+    return out, (out * torch.linspace(-1, 1, out.shape[-1], device=out.device)).sum()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_kernelized_matches_eager(kernel, family):
+    """Every GeGLU MLP (less those a condition excludes) is replaced; logits and the gradients
+    of a training step match the eager model in fp32."""
+    from kernels import Mode
+
+    build, make_inputs, out_getter = FAMILIES[family]
+    torch.manual_seed(int.from_bytes(os.urandom(2), "little"))
+    eager = build().to(DEVICE).float()
+    model = copy.deepcopy(eager)
+    inputs = {k: v.to(DEVICE) for k, v in make_inputs(model).items()}
+    mlps = _geglu_modules(kernel, model)
+    expected = [m for m in mlps if not _excluded(kernel, m)]
+    assert expected, f"{family}: no GeGLU module found"
+
+    _kernelize(kernel, model, Mode.INFERENCE)
+    eager.eval(), model.eval()
+    assert set(map(id, _replaced(model))) == set(map(id, expected))
+    with torch.no_grad():
+        torch.testing.assert_close(out_getter(model(**inputs)), out_getter(eager(**inputs)), rtol=1e-3, atol=1e-3)
+
+    # A training step, dropout active: the layers call the module's own dropout at the same
+    # point as the original forward, so the same seed gives the same masks.
+    _kernelize(kernel, model, Mode.TRAINING)
+    eager.train(), model.train()
+    seed = int.from_bytes(os.urandom(4), "little")
+    torch.manual_seed(seed)
+    _, loss = _loss(out_getter, model, inputs)
+    torch.manual_seed(seed)
+    _, loss_ref = _loss(out_getter, eager, inputs)
+    loss.backward()
+    loss_ref.backward()
+    for (name, p), p_ref in zip(model.named_parameters(), eager.parameters()):
+        if p_ref.grad is not None:
+            torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-3, atol=1e-3, msg=lambda m: f"{family}: grad of {name}: {m}")
+
+
+def test_bf16_gemma_within_tolerance(kernel):
+    from kernels import Mode
+
+    build, make_inputs, out_getter = FAMILIES["gemma"]
+    eager = build().to(DEVICE, torch.bfloat16).eval()
+    model = copy.deepcopy(eager)
+    _kernelize(kernel, model, Mode.INFERENCE)
+    inputs = {k: v.to(DEVICE) for k, v in make_inputs(model).items()}
+    with torch.no_grad():
+        ours, ref = out_getter(model(**inputs)).float(), out_getter(eager(**inputs)).float()
+    # bf16 logits: the kernel matches eager's rounding points; the interpreter truncates.
+    torch.testing.assert_close(ours, ref, rtol=2e-2, atol=2e-2)
+
+
+def test_dropout_is_active_only_in_training(kernel):
+    from kernels import Mode
+
+    build, make_inputs, out_getter = FAMILIES["t5_v1_1"]
+    model = build().to(DEVICE)
+    _kernelize(kernel, model, Mode.TRAINING)
+    inputs = {k: v.to(DEVICE) for k, v in make_inputs(model).items()}
+    model.train()
+    a, b = out_getter(model(**inputs)), out_getter(model(**inputs))
+    assert not torch.equal(a, b), "dropout should make two training passes differ"
+    _kernelize(kernel, model, Mode.INFERENCE)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(out_getter(model(**inputs)), out_getter(model(**inputs)))
+
+
+@pytest.mark.parametrize("family", ["modernbert", "pixtral", "udop_exact"])
+def test_exact_erf_models_use_the_exact_variant(kernel, family):
+    """fp32, scaled-up activations: the tanh variant would miss eager by far more than fp32 noise."""
+    if family == "udop_exact":
+        build, make_inputs, out_getter = FAMILIES["t5_v1_1"]
+        eager = build()
+        for m in eager.modules():
+            if hasattr(m, "act") and type(m.act).__name__ == "NewGELUActivation":
+                from transformers.activations import GELUActivation
+                m.act = GELUActivation()
+    else:
+        build, make_inputs, out_getter = FAMILIES[family]
+        eager = build()
+    eager = eager.to(DEVICE).eval()
+    mlps = _geglu_modules(kernel, eager)
+    from transformers.activations import GELUActivation
+    assert all(isinstance(getattr(m, kernel.layer_mapping.load_layer_mapping()["layers"][_served(kernel)[
+        (type(m).__module__, type(m).__name__)]]["activation_attribute"]), GELUActivation) for m in mlps)
+    module = mlps[0]
+    # Inputs scaled so that the gate pre-activations spread over [-6, 6], where erf and tanh
+    # differ by up to 4.7e-4.
+    x = torch.randn(5, 3, _in_features(module), device=DEVICE)
+    with torch.no_grad():
+        first = next(p for p in module.parameters() if p.dim() == 2)
+        x = x * (3.0 / (x @ first.t()).std())
+    layer = getattr(kernel.layers, _served(kernel)[(type(module).__module__, type(module).__name__)])
+    attr = kernel.layer_mapping.load_layer_mapping()["layers"][layer.__name__]["activation_attribute"]
+    with torch.no_grad():
+        ref = module(x)
+        ours_error = (layer.forward(module, x) - ref).abs().max()
+        original = getattr(module, attr)
+        setattr(module, attr, torch.nn.GELU(approximate="tanh"))  # what a tanh-only kernel would compute
+        tanh_error = (layer.forward(module, x) - ref).abs().max()
+        setattr(module, attr, original)
+    assert ours_error < 1e-5 * ref.abs().max() + 1e-6, ours_error
+    assert tanh_error > 20 * ours_error, (tanh_error, ours_error)
+
+
+def _in_features(module):
+    for name in ("gate_proj", "wi_0", "Wi", "proj"):
+        if hasattr(module, name):
+            return getattr(module, name).in_features
+    raise AssertionError(type(module))
+
+
+def test_metadata_matches_transformers_and_the_validator(kernel):
+    """Every listed class exists in the pinned transformers, its forward signature matches the
+    layer's (the kernels validator), and the attributes the layer relies on exist."""
+    from kernels.layer.layer import _validate_layer
+
+    meta = kernel.layer_mapping.load_layer_mapping()
+    import importlib
+
+    for name, module_path, class_name in kernel.layer_mapping.served_classes():
+        cls = getattr(importlib.import_module(module_path), class_name)
+        layer = getattr(kernel.layers, name)
+        _validate_layer(check_cls=cls, cls=layer, repo=f"geglu:{name}")
+        init_src = inspect.getsource(cls.__init__)
+        for attr, what in meta["layers"][name]["attributes"].items():
+            optional = what.startswith("optional")
+            assert optional or f"self.{attr} =" in init_src, f"{class_name} has no attribute {attr}"
+    # The activation classes named in the metadata exist in transformers.activations.
+    import transformers.activations as acts
+    for approximate in ("tanh", "none"):
+        for cls_name in meta["activations"][approximate]:
+            assert hasattr(acts, cls_name), cls_name
+
+
+def test_readme_table_matches_metadata(kernel):
+    readme = (ROOT / "README.md").read_text()
+    for name, _, class_name in kernel.layer_mapping.served_classes():
+        assert f"`{class_name}`" in readme and f"`{name}`" in readme, (name, class_name)
+    table = kernel.layer_mapping.markdown_table()
+    assert table in readme, "README's model table is out of date: paste layer_mapping.markdown_table()"
+
+
+def test_tagging_is_idempotent_and_leaves_untagged_code_alone(kernel):
+    from transformers.models.gemma.modeling_gemma import GemmaMLP, GemmaRMSNorm
+
+    first = kernel.layer_mapping.tag_classes()
+    second = kernel.layer_mapping.tag_classes()
+    assert {k: [c.__name__ for c in v] for k, v in first.items()} == {k: [c.__name__ for c in v] for k, v in second.items()}
+    assert GemmaMLP.kernel_layer_name == "GeGLUMLP"
+    assert getattr(GemmaRMSNorm, "kernel_layer_name", None) != "GeGLUMLP"
+    # Without kernelize, a tagged class still runs its own forward.
+    build, make_inputs, out_getter = FAMILIES["gemma"]
+    model = build()
+    assert all("forward" not in m.__dict__ for m in _geglu_modules(kernel, model))
+
+
+def test_train_eval_rekernelize_with_the_right_mode(kernel):
+    """transformers' model.train()/eval() re-kernelize; the GeGLU modules stay ours in both."""
+    from kernels import Mode
+
+    build, make_inputs, out_getter = FAMILIES["gemma2"]
+    model = build().to(DEVICE)
+    _kernelize(kernel, model, Mode.INFERENCE)
+    n = len(_replaced(model))
+    mapping = kernel.layer_mapping.register(model)
+    from kernels import use_kernel_mapping
+    with use_kernel_mapping(mapping, inherit_mapping=False):
+        model.train()
+        assert len(_replaced(model)) == n
+        model.eval()
+        assert len(_replaced(model)) == n
+
+
+def test_transformers_use_kernels_path(kernel, build_dir, tmp_path):
+    """The load-time path: tag, then from_pretrained(use_kernels=True). KernelConfig refuses CPU,
+    so on CPU the equivalent registered mapping is used; with CUDA the KernelConfig itself."""
+    from transformers import AutoModelForCausalLM
+
+    build, make_inputs, out_getter = FAMILIES["gemma"]
+    torch.manual_seed(0)
+    saved = tmp_path / "tiny-gemma"
+    build().save_pretrained(saved)
+    eager = AutoModelForCausalLM.from_pretrained(saved).to(DEVICE).eval()
+
+    kernel.layer_mapping.tag_classes()  # line 1 of the two a user adds
+    if HAS_CUDA:
+        from transformers import KernelConfig
+        os.environ["LOCAL_KERNELS"] = f"{REPO_ID}={build_dir}"
+        config = KernelConfig({"GeGLUMLP": f"{REPO_ID}:GeGLUMLP"})
+        model = AutoModelForCausalLM.from_pretrained(saved, use_kernels=True, kernel_config=config, device_map="cuda")
+    else:
+        from kernels import register_kernel_mapping
+        register_kernel_mapping(kernel.layer_mapping.kernel_mapping(layer_names=["GeGLUMLP"]))
+        model = AutoModelForCausalLM.from_pretrained(saved, use_kernels=True)
+    model.eval()
+    assert len(_replaced(model)) == model.config.num_hidden_layers
+    inputs = {k: v.to(DEVICE) for k, v in make_inputs(model).items()}
+    with torch.no_grad():
+        torch.testing.assert_close(out_getter(model(**inputs)), out_getter(eager(**inputs)), rtol=1e-4, atol=1e-4)
+
+
+def test_disable_kernel_mapping_leaves_every_module_alone(build_dir):
+    code = f"""
+import os, sys, torch
+sys.path.insert(0, {str(ROOT / 'tests')!r})
+from pathlib import Path
+from kernels import get_local_kernel, kernelize, use_kernel_mapping, Mode
+from tiny_models import FAMILIES
+k = get_local_kernel(Path({str(build_dir)!r}))
+model = FAMILIES["gemma"][0]()
+with use_kernel_mapping(k.layer_mapping.register(model), inherit_mapping=False):
+    kernelize(model, mode=Mode.INFERENCE, device="cpu")
+mods = [m for m in model.modules() if "forward" in m.__dict__ and m.forward.__func__.__module__.endswith(".layers")]
+print("REPLACED", len(mods))
+"""
+    env = {**os.environ, "DISABLE_KERNEL_MAPPING": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert "REPLACED 0" in out.stdout, out.stdout + out.stderr
