@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
-# benchmark named by $1 (compare | none). Logs and results go to $OUT.
+# job named by $1 (gemma | compare | none). Logs and results go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -18,6 +18,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     --deselect tests/test_build.py::test_dirty_tree_is_marked 2>&1 | tee "$OUT/pytest_gpu.log" | tail -25
 fi
 case "${1:-none}" in
+  gemma) python3 scripts/gpu_gemma_check.py --out "$OUT/gemma_check.json" 2>&1 | tee "$OUT/gemma_check.log" | tail -30 ;;
 
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac

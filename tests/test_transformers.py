@@ -239,7 +239,8 @@ def test_transformers_use_kernels_path(kernel, build_dir, tmp_path):
     if HAS_CUDA:
         from transformers import KernelConfig
         os.environ["LOCAL_KERNELS"] = f"{REPO_ID}={build_dir}"
-        config = KernelConfig({"GeGLUMLP": f"{REPO_ID}:GeGLUMLP"})
+        # With LOCAL_KERNELS a repository resolves offline by revision (a version lists Hub branches).
+        config = KernelConfig({"GeGLUMLP": (f"{REPO_ID}:GeGLUMLP", {"revision": "v1"})})
         model = AutoModelForCausalLM.from_pretrained(saved, use_kernels=True, kernel_config=config, device_map="cuda")
     else:
         from kernels import register_kernel_mapping
