@@ -45,7 +45,8 @@ def main():
     eager = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.bfloat16, device_map="cuda").eval()
     geglu = get_kernel(cfg.repo_id, revision=f"v{cfg.version}")
     geglu.layer_mapping.tag_classes()
-    kernel_config = KernelConfig({"GeGLUMLP": (f"{cfg.repo_id}:GeGLUMLP", {"revision": f"v{cfg.version}"})})
+    kernel_config = KernelConfig({"GeGLUMLP": (f"{cfg.repo_id}:GeGLUMLP", {"revision": f"v{cfg.version}"})},
+                                 inherit_mapping=False)  # offline machine: no Hub lookups for other layers
     model = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.bfloat16, device_map="cuda", use_kernels=True,
                                                  kernel_config=kernel_config).eval()
     replaced = [n for n, m in model.named_modules() if "forward" in m.__dict__

@@ -240,7 +240,7 @@ def test_transformers_use_kernels_path(kernel, build_dir, tmp_path):
         from transformers import KernelConfig
         os.environ["LOCAL_KERNELS"] = f"{REPO_ID}={build_dir}"
         # With LOCAL_KERNELS a repository resolves offline by revision (a version lists Hub branches).
-        config = KernelConfig({"GeGLUMLP": (f"{REPO_ID}:GeGLUMLP", {"revision": "v1"})})
+        config = KernelConfig({"GeGLUMLP": (f"{REPO_ID}:GeGLUMLP", {"revision": "v1"})}, inherit_mapping=False)
         model = AutoModelForCausalLM.from_pretrained(saved, use_kernels=True, kernel_config=config, device_map="cuda")
     else:
         from kernels import register_kernel_mapping

@@ -131,7 +131,7 @@ def launch_geglu_forward(
     n_rows, n_cols = gate.shape
     if n_rows == 0 or n_cols == 0:
         return
-    cfg = config or pointwise_launch_config(n_cols)
+    cfg = config or pointwise_launch_config(int(n_cols))  # int(): a traced width specialises (fixed per model)
     _kernel(_geglu_forward_kernel, traceable)[_grid(n_rows, n_cols, cfg)](
         gate, up, out,
         n_rows, n_cols,
@@ -153,7 +153,7 @@ def launch_geglu_backward(
     n_rows, n_cols = gate.shape
     if n_rows == 0 or n_cols == 0:
         return
-    cfg = config or pointwise_launch_config(n_cols)
+    cfg = config or pointwise_launch_config(int(n_cols))
     _kernel(_geglu_backward_kernel, traceable)[_grid(n_rows, n_cols, cfg)](
         grad, gate, up, grad_gate, grad_up,
         n_rows, n_cols,
