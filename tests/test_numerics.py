@@ -88,11 +88,10 @@ def test_variant_is_the_one_asked_for(kernel, device, approximate):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("approximate", APPROXIMATIONS)
 def test_matches_eager_rounding(kernel, device, dtype, approximate):
-    """Eager's rounding points. The PyTorch path equals eager exactly. On the GPU the tanh
-    variant uses eager's formula and equals eager in all but rare elements; the exact variant
-    evaluates Phi through erfc, accurate where eager's fp32 1 + erf cancels, so it is the
-    float64 value rounded, within one ulp of eager. Elsewhere (interpreter, truncating stores):
-    within two ulps plus eps/16 absolute for the fp32 cancellation."""
+    """Eager's rounding points. The PyTorch path equals eager exactly. On the GPU within one
+    ulp of eager; the tanh variant equal in all but rare elements, the exact one in all but
+    under 1.5% (libdevice's erff and PyTorch's differ in the last fp32 bit where 1 + erf
+    cancels). Interpreter (truncating stores): within two ulps plus eps/16 absolute."""
     gate, up = _inputs((64, 515), dtype, device, requires_grad=True)
     grad = torch.randn(gate.shape, device=device).to(dtype)
     h = kernel.geglu(gate, up, approximate=approximate)
@@ -111,13 +110,9 @@ def test_matches_eager_rounding(kernel, device, dtype, approximate):
         ulps = 2 if interpreted else 1
         allowed = ulps * eps * theirs.double().abs() + (eps / 16 if interpreted else 0)
         assert ((ours.double() - theirs.double()).abs() <= allowed).all(), f"{what}: over {ulps} ulp from eager"
-        if HAS_CUDA and approximate == "tanh":
+        if HAS_CUDA:
             frac = (ours != theirs).float().mean().item()
-            assert frac < 1e-3, f"{what}: {frac:.2e} of elements differ from eager"
-    if HAS_CUDA and approximate == "none":
-        # The exact forward is the correctly rounded float64 value (up to rare ties).
-        exact = (gelu64(gate.detach(), "none").to(dtype).double() * up.detach().double()).to(dtype)
-        assert (h.detach() != exact).float().mean().item() < 1e-3
+            assert frac < (1e-3 if approximate == "tanh" else 1.5e-2), f"{what}: {frac:.2e} of elements differ"
 
 
 def test_strided_views_are_read_in_place(kernel, device):
