@@ -15,10 +15,13 @@ def _op_cases(kernel, device, dtype):
     x = torch.randn(5, 3, 140, device=device).to(dtype)
     dh = torch.randn(5, 3, 70, device=device).to(dtype)
     for approximate in ("tanh", "none"):
-        yield ops.geglu_forward, (g.clone().requires_grad_(), u.clone().requires_grad_(), approximate)
+        for in_place in (False, True):
+            yield ops.geglu_forward, (g.clone().requires_grad_(), u.clone().requires_grad_(), approximate, in_place)
+            yield ops.geglu_packed_forward, (x.clone().requires_grad_(), approximate, in_place)
         yield ops.geglu_backward, (dh, g, u, approximate)
-        yield ops.geglu_packed_forward, (x.clone().requires_grad_(), approximate)
+        yield ops.geglu_backward_in_place, (dh, g.clone(), u.clone(), approximate)
         yield ops.geglu_packed_backward, (dh, x, approximate)
+        yield ops.geglu_packed_backward_in_place, (dh, x.clone(), approximate)
         yield ops.geglu_packed_forward_out, (torch.empty_like(dh), x, approximate)
 
 
@@ -26,6 +29,30 @@ def _op_cases(kernel, device, dtype):
 def test_opcheck(kernel, device, dtype):
     for op, args in _op_cases(kernel, device, dtype):
         torch.library.opcheck(op, args)
+
+
+def test_in_place_backward_matches_and_guards_the_saved_inputs(kernel, device):
+    """The layers' in-place backward gives the same gradients; a second backward through the
+    same graph raises instead of reading the overwritten inputs."""
+    ops = kernel.custom_ops
+    x = torch.randn(6, 40, device=device, requires_grad=True)
+    w = torch.randn(2 * 70, 40, device=device)
+    for packed in (False, True):
+        grads = []
+        for in_place in (False, True):
+            x.grad = None
+            proj = x @ w.t()
+            if packed:
+                h = ops.geglu_packed(proj, "tanh", backward_in_place=in_place)
+            else:
+                h = ops.geglu(proj[:, :70].contiguous(), proj[:, 70:].contiguous(), "tanh", backward_in_place=in_place)
+            loss = (h * torch.linspace(-1, 1, 70, device=device)).sum()
+            loss.backward(retain_graph=True)
+            grads.append(x.grad.clone())
+            if in_place:
+                with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+                    loss.backward()
+        torch.testing.assert_close(grads[0], grads[1])
 
 
 def test_op_namespace_is_the_build_id(kernel):

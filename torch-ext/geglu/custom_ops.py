@@ -1,11 +1,19 @@
 """Torch custom ops for GeGLU: registration, fake (meta) implementations, autograd.
 
 Ops (names pass through `add_op_namespace_prefix`, so two builds can coexist):
-  geglu_forward(gate, up, approximate) -> h                 (autograd)
+  geglu_forward(gate, up, approximate, backward_in_place) -> h       (autograd)
   geglu_backward(grad, gate, up, approximate) -> (dgate, dup)
-  geglu_packed_forward(x, approximate) -> h                 (autograd; x = [..., 2I])
+  geglu_backward_in_place(grad, gate, up, approximate) -> None       (dgate, dup into gate, up)
+  geglu_packed_forward(x, approximate, backward_in_place) -> h       (autograd; x = [..., 2I])
   geglu_packed_backward(grad, x, approximate) -> dx
-  geglu_packed_forward_out(out, x, approximate) -> None     (writes out)
+  geglu_packed_backward_in_place(grad, x, approximate) -> None       (dx into x)
+  geglu_packed_forward_out(out, x, approximate) -> None              (writes out)
+
+backward_in_place=True makes the backward write the gradients over the saved inputs, as
+Liger does: one [T, I] buffer less at the peak of a training step. Only the layers use it,
+for the projections they compute themselves (no one else holds those tensors); the public
+functions never modify their inputs. The saved inputs' version is bumped, so a second
+backward through the same graph fails loudly instead of reading overwritten values.
 
 CUDA/ROCm/XPU tensors, and CPU tensors under TRITON_INTERPRET=1, run the Triton
 kernels; plain CPU tensors run `_torch_*` below, the same math and rounding points
@@ -102,6 +110,15 @@ def geglu_backward_impl(grad, gate, up, approximate, traceable=False):
     return grad_gate, grad_up
 
 
+def geglu_backward_in_place_impl(grad, gate, up, approximate, traceable=False):
+    if not _use_triton(gate):
+        grad_gate, grad_up = _torch_backward(grad, gate, up, approximate)
+        gate.copy_(grad_gate), up.copy_(grad_up)
+        return
+    g2, u2 = _rows(gate), _rows(up)
+    launch_geglu_backward(_rows(grad), g2, u2, g2, u2, approximate == "tanh", traceable=traceable)
+
+
 def geglu_packed_forward_out_impl(out, x, approximate, traceable=False):
     if not _use_triton(x):
         d = x.shape[-1] // 2
@@ -131,10 +148,18 @@ def geglu_packed_backward_impl(grad, x, approximate, traceable=False):
     return grad_x
 
 
+def geglu_packed_backward_in_place_impl(grad, x, approximate, traceable=False):
+    if not _use_triton(x):
+        x.copy_(torch.cat(_torch_backward(grad, *x.chunk(2, dim=-1), approximate), dim=-1))
+        return
+    gate, up = _halves(x)
+    launch_geglu_backward(_rows(grad), gate, up, gate, up, approximate == "tanh", traceable=traceable)
+
+
 # --- separate gate / up ---
 
 @triton_op(add_op_namespace_prefix("geglu_forward"), mutates_args=())
-def geglu_forward(gate: torch.Tensor, up: torch.Tensor, approximate: str) -> torch.Tensor:
+def geglu_forward(gate: torch.Tensor, up: torch.Tensor, approximate: str, backward_in_place: bool) -> torch.Tensor:
     return geglu_forward_impl(gate, up, approximate, traceable=True)
 
 
@@ -145,8 +170,18 @@ def geglu_backward(
     return geglu_backward_impl(grad, gate, up, approximate, traceable=True)
 
 
+@triton_op(add_op_namespace_prefix("geglu_backward_in_place"), mutates_args={"gate", "up"})
+def geglu_backward_in_place(grad: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, approximate: str) -> None:
+    geglu_backward_in_place_impl(grad, gate, up, approximate, traceable=True)
+
+
+@geglu_backward_in_place.register_fake
+def _(grad, gate, up, approximate):
+    return None
+
+
 @geglu_forward.register_fake
-def _(gate, up, approximate):
+def _(gate, up, approximate, backward_in_place):
     return torch.empty_like(gate, memory_format=torch.contiguous_format)
 
 
@@ -157,16 +192,30 @@ def _(grad, gate, up, approximate):
 
 
 def _setup_separate(ctx, inputs, output):
-    gate, up, approximate = inputs
+    gate, up, approximate, backward_in_place = inputs
     ctx.save_for_backward(gate, up)
     ctx.approximate = approximate
+    ctx.backward_in_place = backward_in_place
 
 
 def _backward_separate(ctx, grad):
     gate, up = ctx.saved_tensors
-    backward = geglu_backward_impl if eager_fast_path(grad, gate, up) else geglu_backward
-    grad_gate, grad_up = backward(grad, gate, up, ctx.approximate)
-    return grad_gate, grad_up, None
+    fast = eager_fast_path(grad, gate, up)
+    if ctx.backward_in_place:
+        if fast:
+            geglu_backward_in_place_impl(grad, gate, up, ctx.approximate)
+            _bump_versions(gate, up)
+        else:
+            geglu_backward_in_place(grad, gate, up, ctx.approximate)
+        return gate, up, None, None
+    grad_gate, grad_up = (geglu_backward_impl if fast else geglu_backward)(grad, gate, up, ctx.approximate)
+    return grad_gate, grad_up, None, None
+
+
+def _bump_versions(*tensors):
+    # What the dispatcher does for a mutating op; the fast path writes through Triton directly.
+    for t in tensors:
+        torch.autograd.graph.increment_version(t)
 
 
 geglu_forward.register_autograd(_backward_separate, setup_context=_setup_separate)
@@ -175,7 +224,7 @@ geglu_forward.register_autograd(_backward_separate, setup_context=_setup_separat
 # --- packed [..., 2I]: activation on the first half ---
 
 @triton_op(add_op_namespace_prefix("geglu_packed_forward"), mutates_args=())
-def geglu_packed_forward(x: torch.Tensor, approximate: str) -> torch.Tensor:
+def geglu_packed_forward(x: torch.Tensor, approximate: str, backward_in_place: bool) -> torch.Tensor:
     return geglu_packed_forward_impl(x, approximate, traceable=True)
 
 
@@ -189,8 +238,18 @@ def geglu_packed_backward(grad: torch.Tensor, x: torch.Tensor, approximate: str)
     return geglu_packed_backward_impl(grad, x, approximate, traceable=True)
 
 
+@triton_op(add_op_namespace_prefix("geglu_packed_backward_in_place"), mutates_args={"x"})
+def geglu_packed_backward_in_place(grad: torch.Tensor, x: torch.Tensor, approximate: str) -> None:
+    geglu_packed_backward_in_place_impl(grad, x, approximate, traceable=True)
+
+
+@geglu_packed_backward_in_place.register_fake
+def _(grad, x, approximate):
+    return None
+
+
 @geglu_packed_forward.register_fake
-def _(x, approximate):
+def _(x, approximate, backward_in_place):
     return x.new_empty((*x.shape[:-1], x.shape[-1] // 2))
 
 
@@ -205,15 +264,23 @@ def _(grad, x, approximate):
 
 
 def _setup_packed(ctx, inputs, output):
-    x, approximate = inputs
+    x, approximate, backward_in_place = inputs
     ctx.save_for_backward(x)
     ctx.approximate = approximate
+    ctx.backward_in_place = backward_in_place
 
 
 def _backward_packed(ctx, grad):
     (x,) = ctx.saved_tensors
-    backward = geglu_packed_backward_impl if eager_fast_path(grad, x) else geglu_packed_backward
-    return backward(grad, x, ctx.approximate), None
+    fast = eager_fast_path(grad, x)
+    if ctx.backward_in_place:
+        if fast:
+            geglu_packed_backward_in_place_impl(grad, x, ctx.approximate)
+            _bump_versions(x)
+        else:
+            geglu_packed_backward_in_place(grad, x, ctx.approximate)
+        return x, None, None
+    return (geglu_packed_backward_impl if fast else geglu_packed_backward)(grad, x, ctx.approximate), None, None
 
 
 geglu_packed_forward.register_autograd(_backward_packed, setup_context=_setup_packed)
@@ -221,19 +288,19 @@ geglu_packed_forward.register_autograd(_backward_packed, setup_context=_setup_pa
 
 # --- entry points for the public API and layers: checked inputs, fast path when eager ---
 
-def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str) -> torch.Tensor:
+def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, backward_in_place: bool = False) -> torch.Tensor:
     check_approximate(approximate)
     check_gate_up(gate, up)
     if eager_fast_path(gate, up):
         return geglu_forward_impl(gate, up, approximate)
-    return geglu_forward(gate, up, approximate)
+    return geglu_forward(gate, up, approximate, backward_in_place)
 
 
-def geglu_packed(x: torch.Tensor, approximate: str) -> torch.Tensor:
+def geglu_packed(x: torch.Tensor, approximate: str, backward_in_place: bool = False) -> torch.Tensor:
     check_packed(x)
     if eager_fast_path(x):
         return geglu_packed_forward_impl(x, approximate)
-    return geglu_packed_forward(x, approximate)
+    return geglu_packed_forward(x, approximate, backward_in_place)
 
 
 def geglu_packed_out(out: torch.Tensor, x: torch.Tensor, approximate: str) -> torch.Tensor:

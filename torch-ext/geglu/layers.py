@@ -12,8 +12,10 @@ from . import custom_ops
 from .layer_mapping import approximate_of
 
 
-def _geglu(gate: torch.Tensor, up: torch.Tensor, act_fn: nn.Module) -> torch.Tensor:
-    return custom_ops.geglu(gate, up, approximate_of(act_fn))
+def _geglu(gate: torch.Tensor, up: torch.Tensor, act_fn: nn.Module, own_inputs: bool = False) -> torch.Tensor:
+    # own_inputs: gate and up are projections this layer just computed and nobody else holds,
+    # so the backward may write the gradients over them (one [T, I] buffer less at the peak).
+    return custom_ops.geglu(gate, up, approximate_of(act_fn), backward_in_place=own_inputs)
 
 
 _geglu_packed = custom_ops.geglu_packed
@@ -38,7 +40,7 @@ class GeGLUMLP(nn.Module):
     can_torch_compile = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = _geglu(self.gate_proj(x), self.up_proj(x), self.act_fn)
+        h = _geglu(self.gate_proj(x), self.up_proj(x), self.act_fn, own_inputs=True)
         dropout = getattr(self, "dropout", None)
         if dropout is not None:
             h = dropout(h)
@@ -88,7 +90,7 @@ class T5DenseGatedGeGLU(nn.Module):
     can_torch_compile = True
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(_geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), self.act))
+        h = self.dropout(_geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), self.act, own_inputs=True))
         weight = self.wo.weight
         if isinstance(weight, torch.Tensor) and h.dtype != weight.dtype and weight.dtype != torch.int8:
             h = h.to(weight.dtype)
@@ -111,7 +113,7 @@ class LongT5DenseGatedGeGLU(nn.Module):
     can_torch_compile = True
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.wo(self.dropout(_geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), self.act)))
+        return self.wo(self.dropout(_geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), self.act, own_inputs=True)))
 
 
 class ModernBertGeGLUMLP(nn.Module):
@@ -129,7 +131,7 @@ class ModernBertGeGLUMLP(nn.Module):
     can_torch_compile = True
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        h = _geglu_packed(self.Wi(hidden_states), approximate_of(self.act))
+        h = _geglu_packed(self.Wi(hidden_states), approximate_of(self.act), backward_in_place=True)
         return self.Wo(self.drop(h))
 
 

@@ -7,9 +7,10 @@ Rounding matches PyTorch eager for 16-bit dtypes: gelu(g) is rounded to the stor
 dtype before the multiply, and in backward dh * u is rounded before it meets gelu'(g).
 For fp32 those roundings are exact no-ops.
 
-Launch parameters come from `pointwise_launch_config`, a function of the column count
-only: a new token count never triggers tuning or a recompile (the row count is
-excluded from Triton's integer specialization).
+Launch parameters come from `pointwise_launch_config`: three tile shapes per column count
+(small, medium, large problems), all compiled at the first launch of a width, so a new
+token count never triggers tuning or a recompile (the row count is also excluded from
+Triton's integer specialization).
 """
 
 import os
@@ -35,27 +36,62 @@ class PointwiseConfig:
     num_warps: int
 
 
-@lru_cache(maxsize=None)
-def pointwise_launch_config(n_cols: int) -> PointwiseConfig:
-    """Tile shape for a [rows, n_cols] problem, from the column count alone.
+# Problem sizes (elements) up to which the latency-bound tile shapes win (H100 sweep,
+# benchmarks/NOTES.md): tiny tiles and many warps spread a few tokens over many SMs.
+SMALL_PROBLEM = 1 << 16
+MEDIUM_PROBLEM = 1 << 19
 
-    One row segment of 2048, 1024 or 512 columns per program (the widest that wastes at most
-    1/16 of its lanes on the ragged end, else the one that wastes least), 8 elements per
-    thread: 16-byte accesses in 16-bit dtypes, no masked rows at small token counts, and a
-    grid of T * cdiv(I, block) programs that fills the GPU from a few tokens on. Narrow rows
-    (I < 512) are packed several to a program.
+
+def _packed(block_elems: int, n_cols: int, num_warps: int) -> PointwiseConfig:
+    block_cols = min(block_elems, triton.next_power_of_2(n_cols))
+    return PointwiseConfig(block_rows=block_elems // block_cols, block_cols=block_cols, num_warps=num_warps)
+
+
+@lru_cache(maxsize=None)
+def pointwise_launch_configs(n_cols: int) -> tuple[PointwiseConfig, PointwiseConfig, PointwiseConfig]:
+    """The (small, medium, large) tile shapes for rows of n_cols, from the column count alone.
+
+    large: one row segment of 2048, 1024 or 512 columns per program (the widest that wastes at
+    most 1/16 of its lanes on the ragged end, else the one that wastes least), 8 elements per
+    thread: 16-byte accesses in 16-bit dtypes; narrow rows are packed several to a program.
+    medium / small: 1024 / 256 elements per program over 8 warps (4 / 1 per thread), for
+    problems whose time is latency, not bandwidth.
     """
     n_cols = max(n_cols, 1)
+    small, medium = _packed(256, n_cols, 8), _packed(1024, n_cols, 8)
     if n_cols < 512:
-        block_cols = triton.next_power_of_2(n_cols)
-        return PointwiseConfig(block_rows=max(1, 512 // block_cols), block_cols=block_cols, num_warps=2)
+        return small, medium, _packed(512, n_cols, 2)
 
     def waste(block: int) -> float:
         return 1.0 - n_cols / (triton.cdiv(n_cols, block) * block)
 
     candidates = (2048, 1024, 512)
     block_cols = next((b for b in candidates if waste(b) <= 1 / 16), min(candidates, key=waste))
-    return PointwiseConfig(block_rows=1, block_cols=block_cols, num_warps=block_cols // 256)
+    return small, medium, PointwiseConfig(block_rows=1, block_cols=block_cols, num_warps=block_cols // 256)
+
+
+def pointwise_launch_config(n_rows: int, n_cols: int, traceable: bool = False) -> PointwiseConfig:
+    """The tile shape for a launch. A traced launch (torch.compile) always takes the large
+    shape, so the compiled graph holds no guard on the token count."""
+    small, medium, large = pointwise_launch_configs(n_cols)
+    if traceable:
+        return large
+    n = n_rows * n_cols
+    return small if n <= SMALL_PROBLEM else medium if n <= MEDIUM_PROBLEM else large
+
+
+_warmed: set = set()
+
+
+def _prewarm(kernel, key, args, kwargs, n_cols: int) -> None:
+    """Compile every tile shape of this width at its first launch, so that a later token count
+    in another size regime launches without compiling."""
+    if key in _warmed or not _USE_LIBDEVICE:  # the interpreter compiles nothing
+        return
+    _warmed.add(key)
+    for cfg in pointwise_launch_configs(n_cols):
+        kernel.warmup(*args, **kwargs, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols,
+                      num_warps=cfg.num_warps, grid=(1,))
 
 
 @triton.jit(do_not_specialize=["n_rows"])
@@ -131,16 +167,14 @@ def launch_geglu_forward(
     n_rows, n_cols = gate.shape
     if n_rows == 0 or n_cols == 0:
         return
-    cfg = config or pointwise_launch_config(int(n_cols))  # int(): a traced width specialises (fixed per model)
+    args = (gate, up, out, n_rows, n_cols, gate.stride(0), up.stride(0), out.stride(0))
+    kwargs = dict(APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE)
+    if not traceable:
+        _prewarm(_geglu_forward_kernel, ("fwd", n_cols, gate.dtype, approx_tanh), args, kwargs, n_cols)
+    # int(): a traced width specialises the graph (the width is fixed per model).
+    cfg = config or pointwise_launch_config(n_rows, int(n_cols), traceable)
     _kernel(_geglu_forward_kernel, traceable)[_grid(n_rows, n_cols, cfg)](
-        gate, up, out,
-        n_rows, n_cols,
-        gate.stride(0), up.stride(0), out.stride(0),
-        APPROX_TANH=approx_tanh,
-        USE_LIBDEVICE=_USE_LIBDEVICE,
-        BLOCK_ROWS=cfg.block_rows,
-        BLOCK_COLS=cfg.block_cols,
-        num_warps=cfg.num_warps,
+        *args, **kwargs, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols, num_warps=cfg.num_warps,
     )
 
 
@@ -149,18 +183,17 @@ def launch_geglu_backward(
     grad_gate: torch.Tensor, grad_up: torch.Tensor, approx_tanh: bool,
     config: PointwiseConfig | None = None, traceable: bool = True,
 ) -> None:
-    """grad_gate, grad_up of h = gelu(gate) * up, given grad = dL/dh (2-D views)."""
+    """grad_gate, grad_up of h = gelu(gate) * up, given grad = dL/dh (2-D views). grad_gate and
+    grad_up may be gate and up themselves: each element is read before it is written."""
     n_rows, n_cols = gate.shape
     if n_rows == 0 or n_cols == 0:
         return
-    cfg = config or pointwise_launch_config(int(n_cols))
+    args = (grad, gate, up, grad_gate, grad_up, n_rows, n_cols,
+            grad.stride(0), gate.stride(0), up.stride(0), grad_gate.stride(0), grad_up.stride(0))
+    kwargs = dict(APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE)
+    if not traceable:
+        _prewarm(_geglu_backward_kernel, ("bwd", n_cols, gate.dtype, approx_tanh), args, kwargs, n_cols)
+    cfg = config or pointwise_launch_config(n_rows, int(n_cols), traceable)
     _kernel(_geglu_backward_kernel, traceable)[_grid(n_rows, n_cols, cfg)](
-        grad, gate, up, grad_gate, grad_up,
-        n_rows, n_cols,
-        grad.stride(0), gate.stride(0), up.stride(0), grad_gate.stride(0), grad_up.stride(0),
-        APPROX_TANH=approx_tanh,
-        USE_LIBDEVICE=_USE_LIBDEVICE,
-        BLOCK_ROWS=cfg.block_rows,
-        BLOCK_COLS=cfg.block_cols,
-        num_warps=cfg.num_warps,
+        *args, **kwargs, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols, num_warps=cfg.num_warps,
     )
