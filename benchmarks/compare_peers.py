@@ -213,7 +213,7 @@ def bench_host_overhead(k):
     rows = []
     calls = {
         "ours geglu()": lambda: k.geglu(g, g),
-        "ours registered op (dispatcher)": lambda: k.custom_ops.geglu_forward(g, g, "tanh"),
+        "ours registered op (dispatcher)": lambda: k.custom_ops.geglu_forward(g, g, "tanh", False),
         "ours kernel launch only": lambda: k.custom_ops.geglu_forward_impl(g, g, "tanh"),
         "eager gelu*mul (2 aten ops)": lambda: eager_separate(g, g),
     }

@@ -91,7 +91,8 @@ def test_matches_eager_rounding(kernel, device, dtype, approximate):
     """Eager's rounding points. The PyTorch path equals eager exactly. On the GPU within one
     ulp of eager; the tanh variant equal in all but rare elements, the exact one in all but
     under 1.5% (libdevice's erff and PyTorch's differ in the last fp32 bit where 1 + erf
-    cancels). Interpreter (truncating stores): within two ulps plus eps/16 absolute."""
+    cancels), plus eps/16 absolute for that cancellation. Interpreter (truncating stores):
+    within two ulps."""
     gate, up = _inputs((64, 515), dtype, device, requires_grad=True)
     grad = torch.randn(gate.shape, device=device).to(dtype)
     h = kernel.geglu(gate, up, approximate=approximate)
@@ -108,7 +109,9 @@ def test_matches_eager_rounding(kernel, device, dtype, approximate):
             continue
         eps = torch.finfo(dtype).eps
         ulps = 2 if interpreted else 1
-        allowed = ulps * eps * theirs.double().abs() + (eps / 16 if interpreted else 0)
+        # eps/16 absolute: where 1 + erf (or 1 + tanh) cancels, fp32 last-bit differences between
+        # libdevice and PyTorch are large relative to the tiny result.
+        allowed = ulps * eps * theirs.double().abs() + eps / 16
         assert ((ours.double() - theirs.double()).abs() <= allowed).all(), f"{what}: over {ulps} ulp from eager"
         if HAS_CUDA:
             frac = (ours != theirs).float().mean().item()
