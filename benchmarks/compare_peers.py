@@ -182,7 +182,7 @@ def bench_mlp(k, dims=DIMS, tokens=TOKENS):
     return rows
 
 
-def bench_first_call(k, inter=16384, warm_t=2048, new_ts=(3001, 777, 5)):
+def bench_first_call(k, inter=16384, warm_t=2048, new_ts=(3001, 4099, 777, 1029, 5, 3, 61, 97)):
     """Host time (synchronised) of the first call at a new token count after warm-up at another
     one, over the second call at that count timed the same way: tuning or recompiling shows here."""
     rows = []

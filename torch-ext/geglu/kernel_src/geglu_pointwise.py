@@ -90,8 +90,12 @@ def _prewarm(kernel, key, args, kwargs, n_cols: int) -> None:
         return
     _warmed.add(key)
     for cfg in pointwise_launch_configs(n_cols):
-        kernel.warmup(*args, **kwargs, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols,
-                      num_warps=cfg.num_warps, grid=(1,))
+        compiled = kernel.warmup(*args, **kwargs, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols,
+                                 num_warps=cfg.num_warps, grid=(1,))
+        # Load the module onto the device now too (Triton does it lazily at the first launch).
+        init = getattr(compiled, "_init_handles", None)
+        if init is not None:
+            init()
 
 
 @triton.jit(do_not_specialize=["n_rows"])
