@@ -19,5 +19,8 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
 fi
 case "${1:-none}" in
   gemma) python3 scripts/gpu_gemma_check.py --out "$OUT/gemma_check.json" 2>&1 | tee "$OUT/gemma_check.log" | tail -30 ;;
+  final)
+    python3 scripts/gpu_gemma_check.py --out "$OUT/gemma_check.json" 2>&1 | tee "$OUT/gemma_check.log" | tail -4
+    (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections extras,mlp) 2>&1 | tee "$OUT/compare.log" | grep -v "^pointwise" | tail -40 ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac
