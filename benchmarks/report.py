@@ -1,0 +1,133 @@
+"""Turn the GPU benchmark JSON into the markdown tables and the PNG plot committed with it.
+
+    python benchmarks/report.py benchmarks/results/h100
+"""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+PEERS = ["ours", "eager", "compile", "compile_dynamic", "liger"]
+
+
+def load(folder: Path, name: str) -> dict:
+    return json.loads((folder / name).read_text())
+
+
+def fmt(v):
+    return "n/a" if v is None or v != v else f"{v:.1f}"
+
+
+def pointwise_table(rows, key, title, frac=True):
+    lines = [f"### {title}", "", "| I | T | ours | eager | compile | compile dyn | Liger | ours % copy BW | ours vs best peer |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    cases = sorted({(r["I"], r["T"]) for r in rows})
+    for inter, t in cases:
+        by = {r["peer"]: r for r in rows if r["I"] == inter and r["T"] == t}
+        vals = {p: by.get(p, {}).get(key) for p in PEERS}
+        peers = [v for p, v in vals.items() if p != "ours" and v is not None and v == v]
+        speed = min(peers) / vals["ours"] if peers and vals["ours"] else float("nan")
+        fr = by["ours"].get(key.replace("_us", "_frac"))
+        lines.append(f"| {inter} | {t} | " + " | ".join(fmt(vals[p]) for p in PEERS)
+                     + f" | {fr * 100:.0f}% |" .replace("nan%", "n/a") + f" {speed:.2f}x |")
+    return "\n".join(lines)
+
+
+def mlp_table(rows, key, title):
+    lines = [f"### {title}", "", "| H, I | T | ours | eager | compile | compile dyn | Liger |", "|---|---|---|---|---|---|---|"]
+    for h, inter, t in sorted({(r["H"], r["I"], r["T"]) for r in rows}):
+        by = {r["peer"]: r for r in rows if (r["H"], r["I"], r["T"]) == (h, inter, t)}
+        lines.append(f"| {h}, {inter} | {t} | " + " | ".join(fmt(by.get(p, {}).get(key)) for p in PEERS) + " |")
+    return "\n".join(lines)
+
+
+def plot(pointwise, folder: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    inters = sorted({r["I"] for r in pointwise})
+    fig, axes = plt.subplots(2, len(inters), figsize=(4.2 * len(inters), 7), sharex=True)
+    for col, inter in enumerate(inters):
+        for row, key in enumerate(("fwd_us", "fwd_bwd_us")):
+            ax = axes[row][col]
+            for peer in PEERS:
+                pts = sorted((r["T"], r[key]) for r in pointwise if r["I"] == inter and r["peer"] == peer and key in r)
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=peer)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"I={inter}: {'forward' if key == 'fwd_us' else 'forward+backward'}")
+            ax.set_xlabel("tokens T")
+            ax.set_ylabel("device time per call (us)")
+            ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend()
+    fig.suptitle("GeGLU pointwise stage, bf16, H100 (CUDA-graph replay)")
+    fig.tight_layout()
+    fig.savefig(folder / "pointwise.png", dpi=90)
+
+
+def main():
+    folder = Path(sys.argv[1])
+    pw = load(folder, "compare_pointwise.json")
+    extras = load(folder, "compare_extras.json")
+    mlp = load(folder, "compare_mlp.json")
+    env = pw["env"]
+    bf16 = [r for r in pw["rows"] if r["dtype"] == "bfloat16"]
+    other = [r for r in extras["rows"] if r["stage"] == "pointwise"]
+    first = [r for r in extras["rows"] if r["stage"] == "first_call"]
+    host = [r for r in extras["rows"] if r["stage"] == "host_overhead"]
+    parts = [
+        f"# Benchmark results: {env['device']}",
+        "",
+        f"Measured {pw['date']} on the lent {env['device']} ({env['sms']} SMs, driver {env['driver']}), "
+        f"torch {env['torch']}, triton {env['triton']}, kernels {env['kernels']}, Liger-Kernel 0.8.5. "
+        f"Device-to-device copy bandwidth in the same run: {pw['copy_gbs']:.0f} GB/s. "
+        "Times are medians in microseconds of device time per call (calls captured in a CUDA graph, "
+        "replays timed with `triton.testing.do_bench`, 3 input sets cycled); the JSON also has plain-call "
+        "times (`*_plain_us`). Produced by `benchmarks/compare_peers.py`, tables by `benchmarks/report.py`.",
+        "",
+        "![pointwise](pointwise.png)",
+        "",
+        pointwise_table(bf16, "fwd_us", "Pointwise forward, separate gate/up, bf16"),
+        "",
+        pointwise_table(bf16, "fwd_packed_us", "Pointwise forward, packed [T, 2I], bf16"),
+        "",
+        pointwise_table(bf16, "bwd_us", "Pointwise backward (ours and eager's composite), bf16"),
+        "",
+        pointwise_table(bf16, "fwd_bwd_us", "Pointwise forward + backward (autograd), bf16"),
+        "",
+        pointwise_table(other, "fwd_us", "Pointwise forward, fp16 and fp32 (T=8192, I=16384)"),
+        "",
+        mlp_table(mlp["rows"], "fwd_us", "Whole MLP forward, bf16"),
+        "",
+        mlp_table(mlp["rows"], "train_us", "Whole MLP training step (forward + backward), bf16"),
+        "",
+        "### Training-step peak memory above the inputs, T=8192 (MiB)",
+        "",
+        "| H, I | " + " | ".join(PEERS) + " |",
+        "|---|" + "---|" * len(PEERS),
+    ]
+    for h, inter in sorted({(r["H"], r["I"]) for r in mlp["rows"]}):
+        by = {r["peer"]: r for r in mlp["rows"] if (r["H"], r["I"]) == (h, inter) and "train_peak_extra_mib" in r}
+        parts.append(f"| {h}, {inter} | " + " | ".join(f"{by[p]['train_peak_extra_mib']:.0f}" for p in PEERS if p in by) + " |")
+    parts += ["", "### First call at a new token count (after warm-up at T=2048), I=16384",
+              "", "| peer | median first/second | max first/second | worst case |", "|---|---|---|---|"]
+    for peer in PEERS:
+        rs = [r for r in first if r["peer"] == peer]
+        if rs:
+            worst = max(rs, key=lambda r: r["ratio"])
+            parts.append(f"| {peer} | {statistics.median(r['ratio'] for r in rs):.2f} | {worst['ratio']:.2f} | "
+                         f"T={worst['T']}: {worst['first_us']:.0f} us vs {worst['second_us']:.0f} us |")
+    parts += ["", "### Host time per call at T=1 (no synchronisation, this machine's CPU)", "",
+              "| call | host us |", "|---|---|"]
+    parts += [f"| {r['peer']} | {r['host_us']:.1f} |" for r in host]
+    (folder / "README.md").write_text("\n".join(parts) + "\n")
+    plot(bf16, folder)
+    print((folder / "README.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
