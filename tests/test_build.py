@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,19 @@ def test_dirty_tree_is_marked(tmp_path):
     cfg = build_variants.read_build_toml(repo)
     assert build_variants.variant_id(cfg, "cuda", commit, True) == f"_geglu_cuda_{commit[:7]}_dirty"
     del env
+
+
+def test_kernels_benchmark_runs_on_a_local_build(build_dir, tmp_path):
+    """`kernels benchmark ./<repo>` finds benchmarks/benchmark*.py and verifies every workload
+    against eager (the CLI exits non-zero on a failed verification)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(build_dir, repo / "build")
+    shutil.copytree(ROOT / "benchmarks", repo / "benchmarks", ignore=shutil.ignore_patterns("results", "__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "kernels"), "benchmark", "./repo", "--iterations", "3", "--warmup", "1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    for workload in ("forward_tanh", "forward_exact", "packed_gelu_tanh_and_mul", "backward_d_up", "mlp_forward"):
+        assert workload in result.stdout + result.stderr
