@@ -4,8 +4,9 @@ build does, plus build/CARD.md.
 
 Each variant is a copy of torch-ext/<package>/ (files whose extension is listed in
 [torch-noarch].pyext), a generated _ops.py whose op namespace is the metadata `id`
-(_<package>_<backend>_<7 hex of HEAD>[_dirty]), and metadata.json with a sha256 digest of
-the variant's files.
+(_<package>_<backend>_<7 hex of HEAD>[_dirty]), api_manifest.json (the public API it ships,
+for publish.py's versioning guard), and metadata.json with a sha256 digest of the variant's
+files.
 
     python scripts/build_variants.py [--out build]
 """
@@ -13,6 +14,7 @@ the variant's files.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import shutil
 import subprocess
@@ -101,6 +103,38 @@ def _copy_package(cfg: KernelConfig, dest: Path) -> None:
         shutil.copyfile(src, target)
 
 
+MANIFEST = "api_manifest.json"
+
+
+def api_manifest(package_dir: Path) -> dict:
+    """The public API a build ships, read from the source without importing it: names in
+    `__all__`, the public functions' signatures, each layer's forward signature and flags, and
+    the layer-mapping metadata. Publishing compares it with what a branch already serves."""
+    init = ast.parse((package_dir / "__init__.py").read_text(encoding="utf-8"))
+    names = next(
+        ast.literal_eval(node.value) for node in init.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets)
+    )
+    functions = {
+        node.name: f"({ast.unparse(node.args)})" + (f" -> {ast.unparse(node.returns)}" if node.returns else "")
+        for node in init.body if isinstance(node, ast.FunctionDef) and node.name in names
+    }
+    layers = {}
+    for node in ast.parse((package_dir / "layers.py").read_text(encoding="utf-8")).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        flags = {"has_backward": True, "can_torch_compile": False}  # kernels' defaults
+        forward = None
+        for item in node.body:
+            if isinstance(item, ast.Assign) and getattr(item.targets[0], "id", None) in flags:
+                flags[item.targets[0].id] = ast.literal_eval(item.value)
+            if isinstance(item, ast.FunctionDef) and item.name == "forward":
+                forward = f"({ast.unparse(item.args)})"
+        layers[node.name] = {"forward": forward, **flags}
+    mapping = json.loads((package_dir / "layer_mapping.json").read_text(encoding="utf-8"))
+    return {"all": names, "functions": functions, "layers": layers, "layer_mapping": mapping}
+
+
 def build_variant(cfg: KernelConfig, backend: str, out: Path, commit: str, dirty: bool) -> Path:
     from kernels._rust import Digest, DigestAlgorithm  # the digest kernels itself computes
 
@@ -111,6 +145,8 @@ def build_variant(cfg: KernelConfig, backend: str, out: Path, commit: str, dirty
     _copy_package(cfg, dest)
     kid = variant_id(cfg, backend, commit, dirty)
     (dest / "_ops.py").write_text(OPS_TEMPLATE.format(namespace=kid), encoding="utf-8")
+    (dest / MANIFEST).write_text(json.dumps(api_manifest(cfg.package_dir), indent=1, sort_keys=True) + "\n",
+                                 encoding="utf-8")
     # Taken before metadata.json exists: the digest covers every other file of the variant.
     digest = Digest.hash_variant(DigestAlgorithm.SHA256, dest)
     metadata = {
@@ -154,8 +190,8 @@ def write_card(cfg: KernelConfig, out: Path) -> Path:
     return path
 
 
-def build(out: Path = ROOT / "build", root: Path = ROOT) -> list[Path]:
-    cfg = read_build_toml(root)
+def build(out: Path = ROOT / "build", root: Path = ROOT, cfg: KernelConfig | None = None) -> list[Path]:
+    cfg = cfg or read_build_toml(root)
     commit, dirty = git_state(root)
     out.mkdir(parents=True, exist_ok=True)
     variants = [build_variant(cfg, b, out, commit, dirty) for b in cfg.backends]

@@ -63,7 +63,7 @@ def test_every_variant_is_complete(build_dir):
         assert meta_raw["python-depends"] == []
         assert f'torch.ops.{meta.id}' in (path / "_ops.py").read_text()
         files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
-        assert files == sorted(shipped + ["_ops.py", "metadata.json"])
+        assert files == sorted(shipped + ["_ops.py", "api_manifest.json", "metadata.json"])
         # The recorded digest is what anyone re-hashing the variant gets.
         Digest.hash_variant(DigestAlgorithm.SHA256, path).validate(meta.digest)
         assert set(meta.digest.files) == set(files) - {"metadata.json"}
