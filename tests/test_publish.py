@@ -81,6 +81,13 @@ def _run(hub, code, env=None):
     return result.stdout
 
 
+def _ship_fix(source, note):
+    """A same-API change to the kernel source, committed."""
+    pointwise = source / "torch-ext" / "geglu" / "kernel_src" / "geglu_pointwise.py"
+    pointwise.write_text(pointwise.read_text() + f"\n# {note}\n")
+    _commit(source, note)
+
+
 def _set_version(source, version):
     toml = source / "build.toml"
     toml.write_text(re.sub(r"(?m)^version = \d+", f"version = {version}", toml.read_text()))
@@ -141,7 +148,6 @@ def test_publish_v1_then_get_kernel_and_kernelize_over_http(hub, source):
         torch.testing.assert_close(model(x), eager(x))
     """)
 
-    card = files["README.md"].decode() if "README.md" in files else hub.files(REPO_ID, "main")["README.md"].decode()
     card = hub.files(REPO_ID, "main")["README.md"].decode()
     assert card.startswith("---\nlibrary_name: kernels\nlicense: apache-2.0")
     for name in ("geglu(gate, up", "gelu_tanh_and_mul", "GeGLUMLP", "T5DenseGatedGeGLU", f'get_kernel("{REPO_ID}", version=1)'):
@@ -179,9 +185,7 @@ def test_fix_on_same_version_replaces_files_and_removes_stale_ones(hub, source):
     assert "build/torch-cpu/kernel_src/obsolete_helper.py" in hub.files(REPO_ID, "v1")
 
     helper.unlink()
-    pointwise = source / "torch-ext" / "geglu" / "kernel_src" / "geglu_pointwise.py"
-    pointwise.write_text(pointwise.read_text() + "\n# fix: a comment stands in for a bug fix\n")
-    _commit(source, "fix")
+    _ship_fix(source, "fix: a comment stands in for a bug fix")
     plan = _publish(hub, source, "--dry-run").stdout
     assert "remove build/torch-cpu/kernel_src/obsolete_helper.py" in plan and "dry run: nothing written" in plan
     assert "build/torch-cpu/kernel_src/obsolete_helper.py" in hub.files(REPO_ID, "v1")
@@ -197,9 +201,7 @@ def test_fix_on_same_version_replaces_files_and_removes_stale_ones(hub, source):
 def test_rejected_commit_leaves_the_branch_and_a_retry_succeeds(hub, source):
     _publish(hub, source)
     before = dict(hub.state.repos[REPO_ID].branches)
-    pointwise = source / "torch-ext" / "geglu" / "kernel_src" / "geglu_pointwise.py"
-    pointwise.write_text(pointwise.read_text() + "\n# another fix\n")
-    _commit(source, "fix")
+    _ship_fix(source, "another fix")
     hub.state.fail_next_commits = 1
     failed = _publish(hub, source, check=False)
     assert failed.returncode == 1
@@ -224,9 +226,7 @@ def test_dirty_tree_is_refused_unless_allowed(hub, source):
 def test_create_pr_leaves_branches_untouched(hub, source):
     _publish(hub, source)
     before = dict(hub.state.repos[REPO_ID].branches)
-    pointwise = source / "torch-ext" / "geglu" / "kernel_src" / "geglu_pointwise.py"
-    pointwise.write_text(pointwise.read_text() + "\n# proposed fix\n")
-    _commit(source, "proposed")
+    _ship_fix(source, "proposed fix")
     out = _publish(hub, source, "--create-pr").stdout
     assert "opened pull request" in out
     assert hub.state.repos[REPO_ID].branches == before and hub.state.repos[REPO_ID].pulls

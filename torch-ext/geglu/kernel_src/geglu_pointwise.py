@@ -98,6 +98,18 @@ def _prewarm(kernel, key, args, kwargs, n_cols: int) -> None:
             init()
 
 
+@triton.jit
+def _tile(n_rows, n_cols, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
+    """This program's [BLOCK_ROWS, BLOCK_COLS] tile: int64 row indices (a [T, I] tensor may
+    exceed 2^31 elements), column indices, and the in-bounds mask."""
+    pid = tl.program_id(0)
+    col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
+    rows = (pid // col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    cols = (pid % col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    return rows.to(tl.int64)[:, None], cols[None, :], mask
+
+
 @triton.jit(do_not_specialize=["n_rows"])
 def _geglu_forward_kernel(
     gate_ptr, up_ptr, out_ptr,
@@ -108,15 +120,7 @@ def _geglu_forward_kernel(
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
-    rows = (pid // col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    cols = (pid % col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
-    # int64 row offsets: a [T, I] tensor may exceed 2^31 elements.
-    rows = rows.to(tl.int64)[:, None]
-    cols = cols[None, :]
-
+    rows, cols, mask = _tile(n_rows, n_cols, BLOCK_ROWS, BLOCK_COLS)
     g = tl.load(gate_ptr + rows * stride_gate + cols, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + rows * stride_up + cols, mask=mask, other=0.0).to(tl.float32)
     out_dtype = out_ptr.dtype.element_ty
@@ -134,14 +138,7 @@ def _geglu_backward_kernel(
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
-    rows = (pid // col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    cols = (pid % col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
-    rows = rows.to(tl.int64)[:, None]
-    cols = cols[None, :]
-
+    rows, cols, mask = _tile(n_rows, n_cols, BLOCK_ROWS, BLOCK_COLS)
     dh = tl.load(grad_ptr + rows * stride_grad + cols, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(gate_ptr + rows * stride_gate + cols, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + rows * stride_up + cols, mask=mask, other=0.0).to(tl.float32)
