@@ -82,9 +82,12 @@ def test_family_kernelized_matches_eager(kernel, family):
     _, loss_ref = _loss(out_getter, eager, inputs)
     loss.backward()
     loss_ref.backward()
+    # Relative to each gradient's norm: fp32 reassociation deep in a model moves single elements
+    # of large gradients by ~1e-3 relative while the whole tensor agrees to ~1e-6.
     for (name, p), p_ref in zip(model.named_parameters(), eager.parameters()):
         if p_ref.grad is not None:
-            torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-3, atol=1e-3, msg=lambda m: f"{family}: grad of {name}: {m}")
+            rel = ((p.grad - p_ref.grad).norm() / p_ref.grad.norm().clamp_min(1e-12)).item()
+            assert rel < 1e-4, f"{family}: grad of {name} differs from eager by {rel:.2e} (relative norm)"
 
 
 def test_bf16_gemma_within_tolerance(kernel):
