@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import HAS_CUDA, INTERPRETED, assert_close_to_reference
+from conftest import HAS_CUDA, assert_close_to_reference
 from reference import geglu64, geglu64_grads, gelu64
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
