@@ -25,5 +25,8 @@ case "${1:-none}" in
   final)
     python3 scripts/gpu_gemma_check.py --out "$OUT/gemma_check.json" 2>&1 | tee "$OUT/gemma_check.log" | tail -4
     (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections extras,mlp) 2>&1 | tee "$OUT/compare.log" | grep -v "^pointwise" | tail -40 ;;
+  small)
+    (cd benchmarks && python3 sweep_small_tokens.py --out "$OUT") 2>&1 | grep -v dirty | tee "$OUT/sweep.log"
+    (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections pointwise) 2>&1 | tee "$OUT/compare.log" | grep -E "T=    1|T=   16|T=  128" ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac

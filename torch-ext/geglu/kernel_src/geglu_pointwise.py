@@ -34,6 +34,9 @@ class PointwiseConfig:
     block_rows: int
     block_cols: int
     num_warps: int
+    # Small problems whose operands are all contiguous: one flat 32-bit index over T * I
+    # elements (block_rows * block_cols per program) instead of strided 2-D tiles.
+    flat: bool = False
 
 
 # Problem sizes (elements) up to which the latency-bound tile shapes win (H100 sweep,
@@ -70,14 +73,21 @@ def pointwise_launch_configs(n_cols: int) -> tuple[PointwiseConfig, PointwiseCon
     return small, medium, PointwiseConfig(block_rows=1, block_cols=block_cols, num_warps=block_cols // 256)
 
 
-def pointwise_launch_config(n_rows: int, n_cols: int, traceable: bool = False) -> PointwiseConfig:
+def pointwise_launch_config(n_rows: int, n_cols: int, traceable: bool = False, contiguous: bool = False,
+                            ) -> PointwiseConfig:
     """The tile shape for a launch. A traced launch (torch.compile) always takes the large
-    shape, so the compiled graph holds no guard on the token count."""
+    shape, so the compiled graph holds no guard on the token count. Small and medium problems
+    whose operands are all contiguous take the flat form of their shape."""
     small, medium, large = pointwise_launch_configs(n_cols)
     if traceable:
         return large
     n = n_rows * n_cols
-    return small if n <= SMALL_PROBLEM else medium if n <= MEDIUM_PROBLEM else large
+    cfg = small if n <= SMALL_PROBLEM else medium if n <= MEDIUM_PROBLEM else large
+    return _as_flat(cfg) if contiguous and cfg is not large else cfg
+
+
+def _as_flat(cfg: PointwiseConfig) -> PointwiseConfig:
+    return PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, flat=True)
 
 
 _warmed: set = set()
@@ -89,9 +99,10 @@ def _prewarm(kernel, key, args, kwargs, n_cols: int) -> None:
     if key in _warmed or not _USE_LIBDEVICE:  # the interpreter compiles nothing
         return
     _warmed.add(key)
-    for cfg in pointwise_launch_configs(n_cols):
-        compiled = kernel.warmup(*args, **kwargs, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols,
-                                 num_warps=cfg.num_warps, grid=(1,))
+    small, medium, large = pointwise_launch_configs(n_cols)
+    for cfg in (small, medium, large, _as_flat(small), _as_flat(medium)):
+        compiled = kernel.warmup(*args, **kwargs, FLAT=cfg.flat, BLOCK_ROWS=cfg.block_rows,
+                                 BLOCK_COLS=cfg.block_cols, num_warps=cfg.num_warps, grid=(1,))
         # Load the module onto the device now too (Triton does it lazily at the first launch).
         init = getattr(compiled, "_init_handles", None)
         if init is not None:
@@ -99,15 +110,20 @@ def _prewarm(kernel, key, args, kwargs, n_cols: int) -> None:
 
 
 @triton.jit
-def _tile(n_rows, n_cols, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
-    """This program's [BLOCK_ROWS, BLOCK_COLS] tile: int64 row indices (a [T, I] tensor may
-    exceed 2^31 elements), column indices, and the in-bounds mask."""
+def _tile(n_rows, n_cols, FLAT: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
+    """This program's tile as (rows, cols, mask), element offsets being rows * row_stride + cols.
+    2-D: a [BLOCK_ROWS, BLOCK_COLS] tile with int64 rows (a [T, I] tensor may exceed 2^31
+    elements). FLAT (small contiguous problems): BLOCK_COLS consecutive elements, rows = 0."""
     pid = tl.program_id(0)
-    col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
-    rows = (pid // col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    cols = (pid % col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
-    return rows.to(tl.int64)[:, None], cols[None, :], mask
+    if FLAT:
+        offs = pid * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+        return tl.zeros([1], dtype=tl.int32), offs, offs < n_rows * n_cols
+    else:
+        col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
+        rows = (pid // col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+        cols = (pid % col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+        mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+        return rows.to(tl.int64)[:, None], cols[None, :], mask
 
 
 @triton.jit(do_not_specialize=["n_rows"])
@@ -117,10 +133,11 @@ def _geglu_forward_kernel(
     stride_gate, stride_up, stride_out,
     APPROX_TANH: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
+    FLAT: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
-    rows, cols, mask = _tile(n_rows, n_cols, BLOCK_ROWS, BLOCK_COLS)
+    rows, cols, mask = _tile(n_rows, n_cols, FLAT, BLOCK_ROWS, BLOCK_COLS)
     g = tl.load(gate_ptr + rows * stride_gate + cols, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + rows * stride_up + cols, mask=mask, other=0.0).to(tl.float32)
     out_dtype = out_ptr.dtype.element_ty
@@ -135,10 +152,11 @@ def _geglu_backward_kernel(
     stride_grad, stride_gate, stride_up, stride_grad_gate, stride_grad_up,
     APPROX_TANH: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
+    FLAT: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
-    rows, cols, mask = _tile(n_rows, n_cols, BLOCK_ROWS, BLOCK_COLS)
+    rows, cols, mask = _tile(n_rows, n_cols, FLAT, BLOCK_ROWS, BLOCK_COLS)
     dh = tl.load(grad_ptr + rows * stride_grad + cols, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(gate_ptr + rows * stride_gate + cols, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + rows * stride_up + cols, mask=mask, other=0.0).to(tl.float32)
@@ -151,7 +169,13 @@ def _geglu_backward_kernel(
 
 
 def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int]:
+    if cfg.flat:
+        return (triton.cdiv(n_rows * n_cols, cfg.block_cols),)
     return (triton.cdiv(n_rows, cfg.block_rows) * triton.cdiv(n_cols, cfg.block_cols),)
+
+
+def _contiguous(n_rows: int, n_cols: int, *tensors: torch.Tensor) -> bool:
+    return n_rows == 1 or all(t.stride(0) == n_cols for t in tensors)
 
 
 def _kernel(kernel, traceable: bool):
@@ -173,9 +197,11 @@ def launch_geglu_forward(
     if not traceable:
         _prewarm(_geglu_forward_kernel, ("fwd", n_cols, gate.dtype, approx_tanh), args, kwargs, n_cols)
     # int(): a traced width specialises the graph (the width is fixed per model).
-    cfg = config or pointwise_launch_config(n_rows, int(n_cols), traceable)
+    cfg = config or pointwise_launch_config(n_rows, int(n_cols), traceable,
+                                            not traceable and _contiguous(n_rows, n_cols, gate, up, out))
     _kernel(_geglu_forward_kernel, traceable)[_grid(n_rows, n_cols, cfg)](
-        *args, **kwargs, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols, num_warps=cfg.num_warps,
+        *args, **kwargs, FLAT=cfg.flat, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols,
+        num_warps=cfg.num_warps,
     )
 
 
@@ -194,7 +220,9 @@ def launch_geglu_backward(
     kwargs = dict(APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE)
     if not traceable:
         _prewarm(_geglu_backward_kernel, ("bwd", n_cols, gate.dtype, approx_tanh), args, kwargs, n_cols)
-    cfg = config or pointwise_launch_config(n_rows, int(n_cols), traceable)
+    contiguous = not traceable and _contiguous(n_rows, n_cols, grad, gate, up, grad_gate, grad_up)
+    cfg = config or pointwise_launch_config(n_rows, int(n_cols), traceable, contiguous)
     _kernel(_geglu_backward_kernel, traceable)[_grid(n_rows, n_cols, cfg)](
-        *args, **kwargs, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols, num_warps=cfg.num_warps,
+        *args, **kwargs, FLAT=cfg.flat, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols,
+        num_warps=cfg.num_warps,
     )
