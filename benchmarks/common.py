@@ -54,18 +54,6 @@ def copy_bandwidth_gbs(nbytes: int = 2 << 30) -> float:
     return 2 * src.numel() / (t * 1e-6) / 1e9
 
 
-def rotating(make, n: int = 3):
-    """n independent input sets and a function returning the next one (cycling)."""
-    sets = [make() for _ in range(n)]
-    state = {"i": 0}
-
-    def next_set():
-        state["i"] = (state["i"] + 1) % n
-        return sets[state["i"]]
-
-    return next_set
-
-
 def environment() -> dict:
     props = torch.cuda.get_device_properties(0)
     try:

@@ -8,9 +8,9 @@ dtype before the multiply, and in backward dh * u is rounded before it meets gel
 For fp32 those roundings are exact no-ops.
 
 Launch parameters come from `pointwise_launch_config`: three tile shapes per column count
-(small, medium, large problems), all compiled at the first launch of a width, so a new
-token count never triggers tuning or a recompile (the row count is also excluded from
-Triton's integer specialization).
+(small, medium, large problems; the first two also in a flat form for contiguous operands),
+all compiled at the first launch of a width, so a new token count never triggers tuning or
+a recompile (the row count is also excluded from Triton's integer specialization).
 """
 
 import os
@@ -73,8 +73,9 @@ def pointwise_launch_configs(n_cols: int) -> tuple[PointwiseConfig, PointwiseCon
     return small, medium, PointwiseConfig(block_rows=1, block_cols=block_cols, num_warps=block_cols // 256)
 
 
-def pointwise_launch_config(n_rows: int, n_cols: int, traceable: bool = False, contiguous: bool = False,
-                            ) -> PointwiseConfig:
+def pointwise_launch_config(
+    n_rows: int, n_cols: int, traceable: bool = False, contiguous: bool = False
+) -> PointwiseConfig:
     """The tile shape for a launch. A traced launch (torch.compile) always takes the large
     shape, so the compiled graph holds no guard on the token count. Small and medium problems
     whose operands are all contiguous take the flat form of their shape."""
