@@ -87,7 +87,10 @@ def main():
         f"Device-to-device copy bandwidth in the same run: {pw['copy_gbs']:.0f} GB/s. "
         "Times are medians in microseconds of device time per call (calls captured in a CUDA graph, "
         "replays timed with `triton.testing.do_bench`, 3 input sets cycled); the JSON also has plain-call "
-        "times (`*_plain_us`). Produced by `benchmarks/compare_peers.py`, tables by `benchmarks/report.py`.",
+        "times (`*_plain_us`). Produced by `benchmarks/compare_peers.py`, tables by `benchmarks/report.py`. "
+        "Each JSON file is one run; the MLP, memory, first-call and host tables (`compare_mlp.json`, "
+        "`compare_extras.json`) come from a run made before the last kernel change (flat indexing for "
+        "small contiguous problems), which leaves the large-token paths they measure unchanged.",
         "",
         "![pointwise](pointwise.png)",
         "",
