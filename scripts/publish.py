@@ -21,7 +21,10 @@ places (HF_TOKEN, `hf auth login`). Errors from the Hub are reported in one line
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -76,10 +79,16 @@ class Plan:
 
 def check_loads(build_dir: Path) -> None:
     result = subprocess.run([sys.executable, "-c", LOAD_CHECK, str(build_dir)], capture_output=True, text=True,
-                            env={**__import__("os").environ, "TRITON_INTERPRET": "0"})
+                            env={**os.environ, "TRITON_INTERPRET": "0"})
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise PublishError(f"the kernel does not load from {build_dir}: {last}")
+
+
+def blob_id(path: Path) -> str:
+    """The git blob id of a file, as the Hub reports it for files in a tree."""
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def manifest_diff(old: dict, new: dict) -> list[str]:
@@ -116,7 +125,9 @@ def publish(repo_id: str | None = None, dry_run: bool = False, create_pr: bool =
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     cfg = build_variants.read_build_toml()
-    repo_id = repo_id or cfg.repo_id
+    if repo_id:  # the card's loading snippet must name the repo actually published to
+        cfg = dataclasses.replace(cfg, repo_id=repo_id)
+    repo_id = cfg.repo_id
     branch = f"v{cfg.version}"
     commit, dirty = build_variants.git_state()
     if dirty and not allow_dirty:
@@ -124,7 +135,7 @@ def publish(repo_id: str | None = None, dry_run: bool = False, create_pr: bool =
                            "or pass --allow-dirty (the build's metadata will then say dirty)")
 
     build_dir = Path(tempfile.mkdtemp(prefix="geglu-publish-")) / "build"
-    variants = build_variants.build(build_dir)
+    variants = build_variants.build(build_dir, cfg=cfg)
     check_loads(build_dir)
     new_manifest = json.loads((variants[0] / build_variants.MANIFEST).read_text())
 
@@ -166,12 +177,6 @@ def publish(repo_id: str | None = None, dry_run: bool = False, create_pr: bool =
                 local[f"build/{variant.name}/{path.relative_to(variant)}"] = path
     for path in sorted((ROOT / "benchmarks").glob("benchmark*.py")):
         local[f"benchmarks/{path.name}"] = path
-
-    import hashlib
-
-    def blob_id(p: Path) -> str:
-        data = p.read_bytes()
-        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
     uploaded_variants = tuple(f"build/{v.name}/" for v in variants)
     plan = Plan(repo_id=repo_id, branch=branch, create_repo=create_repo, create_branch=create_branch,

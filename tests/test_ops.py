@@ -32,20 +32,23 @@ def test_opcheck(kernel, device, dtype):
 
 
 def test_in_place_backward_matches_and_guards_the_saved_inputs(kernel, device):
-    """The layers' in-place backward gives the same gradients; a second backward through the
-    same graph raises instead of reading the overwritten inputs."""
+    """The layers' in-place backward gives the same gradients, also for inputs without a row
+    view; a second backward through the same graph raises instead of reading overwritten inputs."""
     ops = kernel.custom_ops
     x = torch.randn(6, 40, device=device, requires_grad=True)
     w = torch.randn(2 * 70, 40, device=device)
-    for packed in (False, True):
+    for layout in ("separate", "packed", "transposed"):
         grads = []
         for in_place in (False, True):
             x.grad = None
             proj = x @ w.t()
-            if packed:
+            if layout == "packed":
                 h = ops.geglu_packed(proj, "tanh", backward_in_place=in_place)
-            else:
+            elif layout == "separate":
                 h = ops.geglu(proj[:, :70].contiguous(), proj[:, 70:].contiguous(), "tanh", backward_in_place=in_place)
+            else:  # column-major inputs: no row view to write through, the results must still arrive
+                gate, up = (t.t().contiguous().t() for t in (proj[:, :70], proj[:, 70:]))
+                h = ops.geglu(gate, up, "tanh", backward_in_place=in_place)
             loss = (h * torch.linspace(-1, 1, 70, device=device)).sum()
             loss.backward(retain_graph=True)
             grads.append(x.grad.clone())

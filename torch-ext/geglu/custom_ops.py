@@ -63,11 +63,21 @@ def eager_fast_path(*tensors: torch.Tensor) -> bool:
     return not (torch.compiler.is_compiling() or _functorch_active())
 
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """A 2-D [rows, last] view; copies only if the layout cannot be viewed so."""
+def _row_view(t: torch.Tensor) -> torch.Tensor | None:
+    """t as a 2-D [rows, last] view with unit column stride, or None if its layout has none."""
     if t.stride(-1) != 1:
-        t = t.contiguous()
-    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
+        return None
+    try:
+        return t.view(math.prod(t.shape[:-1]), t.shape[-1])
+    except RuntimeError:
+        return None
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """A 2-D [rows, last] view; a contiguous copy only if the layout cannot be viewed so
+    (for inputs only: writes into a copy would be lost)."""
+    view = _row_view(t)
+    return view if view is not None else t.contiguous().view(math.prod(t.shape[:-1]), t.shape[-1])
 
 
 def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,11 +121,12 @@ def geglu_backward_impl(grad, gate, up, approximate, traceable=False):
 
 
 def geglu_backward_in_place_impl(grad, gate, up, approximate, traceable=False):
-    if not _use_triton(gate):
-        grad_gate, grad_up = _torch_backward(grad, gate, up, approximate)
+    g2, u2 = _row_view(gate), _row_view(up)
+    if not _use_triton(gate) or g2 is None or u2 is None:
+        # No row view to write through (or no Triton): compute aside, then copy over the inputs.
+        grad_gate, grad_up = geglu_backward_impl(grad, gate, up, approximate, traceable)
         gate.copy_(grad_gate), up.copy_(grad_up)
         return
-    g2, u2 = _rows(gate), _rows(up)
     launch_geglu_backward(_rows(grad), g2, u2, g2, u2, approximate == "tanh", traceable=traceable)
 
 
@@ -149,10 +160,12 @@ def geglu_packed_backward_impl(grad, x, approximate, traceable=False):
 
 
 def geglu_packed_backward_in_place_impl(grad, x, approximate, traceable=False):
-    if not _use_triton(x):
-        x.copy_(torch.cat(_torch_backward(grad, *x.chunk(2, dim=-1), approximate), dim=-1))
+    x2 = _row_view(x)
+    if not _use_triton(x) or x2 is None:
+        x.copy_(geglu_packed_backward_impl(grad, x, approximate, traceable))
         return
-    gate, up = _halves(x)
+    d = x2.shape[-1] // 2
+    gate, up = x2[:, :d], x2[:, d:]
     launch_geglu_backward(_rows(grad), gate, up, gate, up, approximate == "tanh", traceable=traceable)
 
 
@@ -359,12 +372,8 @@ def check_out(out: torch.Tensor, x: torch.Tensor) -> None:
         raise ValueError(f"out must have shape {expected} for x of shape {tuple(x.shape)}, got {tuple(out.shape)}")
     if out.stride(-1) != 1:
         raise ValueError(f"out must have a unit stride in its last dimension, got strides {out.stride()}")
-    try:
-        out.view(math.prod(expected[:-1]), expected[-1])
-    except RuntimeError:
-        raise ValueError(
-            f"out (strides {out.stride()}) cannot be viewed as rows of {expected[-1]} without a copy"
-        ) from None
+    if _row_view(out) is None:
+        raise ValueError(f"out (strides {out.stride()}) cannot be viewed as rows of {expected[-1]} without a copy")
     if out.numel() and x.numel() and _overlap(out, x):
         raise ValueError("out must not overlap x")
 
