@@ -29,7 +29,7 @@ def median_us(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
     return 1e3 * triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
 
 
-def graph_us(fn, calls: int = 10) -> float:
+def graph_us(fn, calls: int = 10, rep_ms: int = 100) -> float:
     """Device time per call in microseconds: `calls` back-to-back calls captured in one CUDA
     graph, replays timed by do_bench. Host launch overhead is excluded, which is what a serving
     stack that replays graphs sees; `median_us` gives the plain-call time."""
@@ -43,7 +43,7 @@ def graph_us(fn, calls: int = 10) -> float:
     with torch.cuda.graph(graph):
         for _ in range(calls):
             fn()
-    return median_us(graph.replay) / calls
+    return median_us(graph.replay, rep_ms=rep_ms) / calls
 
 
 def copy_bandwidth_gbs(nbytes: int = 2 << 30) -> float:

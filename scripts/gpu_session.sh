@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
-# job named by $1 (gemma | compare | none). Logs and results go to $OUT.
+# job named by $1 (gemma | final | sweep | compare | none). Logs and results go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -25,8 +25,8 @@ case "${1:-none}" in
   final)
     python3 scripts/gpu_gemma_check.py --out "$OUT/gemma_check.json" 2>&1 | tee "$OUT/gemma_check.log" | tail -4
     (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections extras,mlp) 2>&1 | tee "$OUT/compare.log" | grep -v "^pointwise" | tail -40 ;;
-  small)
-    (cd benchmarks && python3 sweep_small_tokens.py --out "$OUT") 2>&1 | grep -v dirty | tee "$OUT/sweep.log"
-    (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections pointwise) 2>&1 | tee "$OUT/compare.log" | grep -E "T=    1|T=   16|T=  128" ;;
+  sweep)
+    (cd benchmarks && python3 sweep_launch_configs.py --out "$OUT" --layouts "${LAYOUTS:-separate,packed}") 2>&1 \
+      | grep -v dirty | tee "$OUT/sweep.log" ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac

@@ -170,3 +170,42 @@ def test_offsets_past_int32(kernel):
     ref_gate, ref_up = geglu64_grads(grad[tail], gate[tail], up[tail], "tanh")
     assert_close_to_reference(dup[tail], ref_up, "tail d up")
     assert_close_to_reference(dgate[tail], ref_gate, "tail d gate")
+
+
+def _launch_configs(pointwise, n_cols):
+    """Every tile shape the heuristic can pick for this width, in each indexing form."""
+    configs = set(pointwise.pointwise_launch_configs(n_cols))
+    for cfg in list(configs):
+        configs.add(pointwise.PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, 1))
+        configs.add(pointwise.PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, 2))
+        configs.add(pointwise.PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, 3))
+    return sorted(configs, key=str)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["separate", "packed"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(5, 300), (3, 1100)], ids=str)
+def test_every_launch_form(kernel, shape, dtype, packed):
+    """Each tile shape and indexing form (2-D tiles, flat, flat with a row division) forced on
+    contiguous and strided rows, forward and backward; the heuristic only reaches some of them
+    at a given size. Flat form 1 needs contiguous operands, so strided rows skip it."""
+    import importlib
+
+    pointwise = importlib.import_module(kernel.__name__ + ".kernel_src.geglu_pointwise")
+    device = "cuda" if HAS_CUDA else "cpu"
+    n_rows, n_cols = shape
+    x = (2 * torch.randn(n_rows, 2 * n_cols, device=device)).to(dtype)
+    gate, up = (x[:, :n_cols], x[:, n_cols:]) if packed else (x[:, :n_cols].contiguous(), x[:, n_cols:].contiguous())
+    grad = torch.randn(n_rows, n_cols, device=device).to(dtype)
+    ref = geglu64(gate, up, "tanh")
+    ref_gate, ref_up = geglu64_grads(grad, gate, up, "tanh")
+    for cfg in _launch_configs(pointwise, n_cols):
+        if packed and cfg.flat == 1:
+            continue
+        out = torch.full_like(grad, float("nan"))
+        pointwise.launch_geglu_forward(gate, up, out, True, cfg, traceable=False)
+        assert_close_to_reference(out, ref, f"forward {cfg}")
+        d_gate, d_up = torch.full_like(grad, float("nan")), torch.full_like(grad, float("nan"))
+        pointwise.launch_geglu_backward(grad, gate, up, d_gate, d_up, True, cfg, traceable=False)
+        assert_close_to_reference(d_gate, ref_gate, f"d gate {cfg}")
+        assert_close_to_reference(d_up, ref_up, f"d up {cfg}")

@@ -34,9 +34,10 @@ class PointwiseConfig:
     block_rows: int
     block_cols: int
     num_warps: int
-    # Small problems whose operands are all contiguous: one flat 32-bit index over T * I
-    # elements (block_rows * block_cols per program) instead of strided 2-D tiles.
-    flat: bool = False
+    # 0: 2-D tiles over strided rows. 1: operands all contiguous, one flat 32-bit index over
+    # the T * I elements (block_cols per program). 2: the same flat index over strided rows,
+    # each element's row found by a division (every address below 2^31).
+    flat: int = 0
 
 
 # Problem sizes (elements) up to which the latency-bound tile shapes win (H100 sweep,
@@ -88,7 +89,7 @@ def pointwise_launch_config(
 
 
 def _as_flat(cfg: PointwiseConfig) -> PointwiseConfig:
-    return PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, flat=True)
+    return PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, flat=1)
 
 
 _warmed: set = set()
@@ -111,20 +112,31 @@ def _prewarm(kernel, key, args, kwargs, n_cols: int) -> None:
 
 
 @triton.jit
-def _tile(n_rows, n_cols, FLAT: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
-    """This program's tile as (rows, cols, mask), element offsets being rows * row_stride + cols.
-    2-D: a [BLOCK_ROWS, BLOCK_COLS] tile with int64 rows (a [T, I] tensor may exceed 2^31
-    elements). FLAT (small contiguous problems): BLOCK_COLS consecutive elements, rows = 0."""
+def _tile(n_rows, n_cols, stride, FLAT: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
+    """This program's element offsets (for a tensor of row stride `stride`) and mask.
+    FLAT == 0: a [BLOCK_ROWS, BLOCK_COLS] tile, int64 rows (a [T, I] tensor may exceed 2^31
+    elements). FLAT == 1 (all operands contiguous): BLOCK_COLS consecutive elements, 32-bit.
+    FLAT == 2 (strided rows, addresses below 2^31): BLOCK_COLS consecutive elements of the
+    logical [T, I] array, their row found by a division. FLAT == 3: one row segment per
+    program, rows on the grid's first axis, column blocks on its second."""
     pid = tl.program_id(0)
-    if FLAT:
+    if FLAT == 1:
         offs = pid * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-        return tl.zeros([1], dtype=tl.int32), offs, offs < n_rows * n_cols
+        return offs, offs < n_rows * n_cols
+    elif FLAT == 3:
+        # One row segment per program on a 2-D grid: the row offset is a per-program scalar.
+        cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+        return tl.program_id(0).to(tl.int64) * stride + cols, cols < n_cols
+    elif FLAT == 2:
+        idx = pid * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+        rows = idx // n_cols
+        return rows * stride + (idx - rows * n_cols), idx < n_rows * n_cols
     else:
         col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
         rows = (pid // col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         cols = (pid % col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
         mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
-        return rows.to(tl.int64)[:, None], cols[None, :], mask
+        return rows.to(tl.int64)[:, None] * stride + cols[None, :], mask
 
 
 @triton.jit(do_not_specialize=["n_rows"])
@@ -138,12 +150,14 @@ def _geglu_forward_kernel(
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
-    rows, cols, mask = _tile(n_rows, n_cols, FLAT, BLOCK_ROWS, BLOCK_COLS)
-    g = tl.load(gate_ptr + rows * stride_gate + cols, mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(up_ptr + rows * stride_up + cols, mask=mask, other=0.0).to(tl.float32)
+    g_offs, mask = _tile(n_rows, n_cols, stride_gate, FLAT, BLOCK_ROWS, BLOCK_COLS)
+    u_offs, _ = _tile(n_rows, n_cols, stride_up, FLAT, BLOCK_ROWS, BLOCK_COLS)
+    h_offs, _ = _tile(n_rows, n_cols, stride_out, FLAT, BLOCK_ROWS, BLOCK_COLS)
+    g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
     out_dtype = out_ptr.dtype.element_ty
     act = gelu(g, APPROX_TANH, USE_LIBDEVICE).to(out_dtype).to(tl.float32)
-    tl.store(out_ptr + rows * stride_out + cols, (act * u).to(out_dtype), mask=mask)
+    tl.store(out_ptr + h_offs, (act * u).to(out_dtype), mask=mask)
 
 
 @triton.jit(do_not_specialize=["n_rows"])
@@ -157,20 +171,26 @@ def _geglu_backward_kernel(
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
-    rows, cols, mask = _tile(n_rows, n_cols, FLAT, BLOCK_ROWS, BLOCK_COLS)
-    dh = tl.load(grad_ptr + rows * stride_grad + cols, mask=mask, other=0.0).to(tl.float32)
-    g = tl.load(gate_ptr + rows * stride_gate + cols, mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(up_ptr + rows * stride_up + cols, mask=mask, other=0.0).to(tl.float32)
+    dh_offs, mask = _tile(n_rows, n_cols, stride_grad, FLAT, BLOCK_ROWS, BLOCK_COLS)
+    g_offs, _ = _tile(n_rows, n_cols, stride_gate, FLAT, BLOCK_ROWS, BLOCK_COLS)
+    u_offs, _ = _tile(n_rows, n_cols, stride_up, FLAT, BLOCK_ROWS, BLOCK_COLS)
+    dh = tl.load(grad_ptr + dh_offs, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
     dtype = grad_gate_ptr.dtype.element_ty
     act, act_grad = gelu_and_grad(g, APPROX_TANH, USE_LIBDEVICE)
     act = act.to(dtype).to(tl.float32)
     dh_u = (dh * u).to(dtype).to(tl.float32)
-    tl.store(grad_up_ptr + rows * stride_grad_up + cols, (dh * act).to(dtype), mask=mask)
-    tl.store(grad_gate_ptr + rows * stride_grad_gate + cols, (dh_u * act_grad).to(dtype), mask=mask)
+    du_offs, _ = _tile(n_rows, n_cols, stride_grad_up, FLAT, BLOCK_ROWS, BLOCK_COLS)
+    dg_offs, _ = _tile(n_rows, n_cols, stride_grad_gate, FLAT, BLOCK_ROWS, BLOCK_COLS)
+    tl.store(grad_up_ptr + du_offs, (dh * act).to(dtype), mask=mask)
+    tl.store(grad_gate_ptr + dg_offs, (dh_u * act_grad).to(dtype), mask=mask)
 
 
 def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int]:
-    if cfg.flat:
+    if cfg.flat == 3:
+        return (n_rows, triton.cdiv(n_cols, cfg.block_cols))
+    if cfg.flat != 0:
         return (triton.cdiv(n_rows * n_cols, cfg.block_cols),)
     return (triton.cdiv(n_rows, cfg.block_rows) * triton.cdiv(n_cols, cfg.block_cols),)
 

@@ -1,0 +1,93 @@
+"""Launch-parameter sweep of the pointwise kernels (device time under CUDA-graph replay), with
+torch.compile's fused kernel timed on the same inputs as the reference. The heuristic in
+kernel_src/geglu_pointwise.py is chosen from this sweep; notes: benchmarks/NOTES.md.
+
+    python benchmarks/sweep_launch_configs.py --out DIR [--layouts separate,packed]
+"""
+
+import argparse
+import importlib
+import itertools
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+torch._dynamo.config.cache_size_limit = 256
+torch._dynamo.config.accumulated_cache_size_limit = 4096
+
+from functools import partial
+
+from common import environment, graph_us, load_local_build, write_json
+
+graph_us = partial(graph_us, rep_ms=40)  # many configs: shorter timing windows than compare_peers
+
+INTERS = [3072, 10240, 14336, 16384]
+TOKENS = [1, 16, 128, 512, 2048, 8192]
+# (elements per program, warps): 1 to 16 elements per thread.
+BLOCKS = [(256, 8), (256, 2), (512, 8), (512, 4), (512, 2), (1024, 8), (1024, 4), (1024, 2),
+          (2048, 8), (2048, 4), (4096, 8)]
+
+
+def name_of(cfg) -> str:
+    return "heuristic" if cfg is None else f"{('tile', 'flat', 'flatdiv', 'rowgrid')[cfg.flat]}{cfg.block_cols}w{cfg.num_warps}"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--layouts", default="separate,packed")
+    parser.add_argument("--inters", default=",".join(map(str, INTERS)))
+    parser.add_argument("--tokens", default=",".join(map(str, TOKENS)))
+    args = parser.parse_args()
+    k = load_local_build()
+    pw = importlib.import_module(k.__name__ + ".kernel_src.geglu_pointwise")
+    rows = []
+    for layout in args.layouts.split(","):
+        # Separate operands are contiguous (flat mode 1); packed halves have strided rows (mode 2).
+        modes = (0, 1, 3) if layout == "separate" else (0, 2, 3)
+        configs = [pw.PointwiseConfig(1, c, w, m) for m, (c, w) in itertools.product(modes, BLOCKS)]
+        # References: what a user's torch.compile(fn) runs (it goes dynamic after the first new
+        # shape) and a kernel specialised and autotuned for each shape (dynamic=False).
+        if layout == "separate":
+            base = lambda g, u: F.gelu(g, approximate="tanh") * u  # noqa: E731
+        else:
+            base = lambda x: F.gelu(x[:, :x.shape[1] // 2], approximate="tanh") * x[:, x.shape[1] // 2:]  # noqa: E731
+        compiled = {"compile": torch.compile(base), "compile_static": torch.compile(base, dynamic=False)}
+        for inter, t in itertools.product(map(int, args.inters.split(",")), map(int, args.tokens.split(","))):
+            x = torch.randn(t, 2 * inter, device="cuda", dtype=torch.bfloat16)
+            if layout == "separate":
+                g, u = torch.randn_like(x[:, :inter]), torch.randn_like(x[:, :inter])
+                refs = {name: (lambda f=f: f(g, u)) for name, f in compiled.items()}
+            else:
+                g, u = x[:, :inter], x[:, inter:]
+                refs = {name: (lambda f=f: f(x)) for name, f in compiled.items()}
+            dh = torch.randn_like(g)
+            out, dg, du = torch.empty_like(dh), torch.empty_like(dh), torch.empty_like(dh)
+            ref_us = {name: graph_us(ref) for name, ref in refs.items()}
+            shape_rows = []
+            for cfg in [None] + configs:
+                fwd = graph_us(lambda: pw.launch_geglu_forward(g, u, out, True, cfg, traceable=False))
+                bwd = graph_us(lambda: pw.launch_geglu_backward(dh, g, u, dg, du, True, cfg, traceable=False))
+                shape_rows.append(dict(layout=layout, I=inter, T=t, config=name_of(cfg), fwd_us=fwd, bwd_us=bwd,
+                                       **{f"{name}_fwd_us": us for name, us in ref_us.items()}))
+            # Timed again after our configs: the spread between the two is the run's noise.
+            for name, ref in refs.items():
+                us = graph_us(ref)
+                for r in shape_rows:
+                    r[f"{name}_fwd_after_us"] = us
+            rows += shape_rows
+            h = shape_rows[0]
+            top_f = sorted(shape_rows[1:], key=lambda r: r["fwd_us"])[:3]
+            top_b = sorted(shape_rows[1:], key=lambda r: r["bwd_us"])[:2]
+            refs_text = " ".join(f"{n} {h[n + '_fwd_us']:.2f}/{h[n + '_fwd_after_us']:.2f}" for n in refs)
+            print(f"{layout:8s} I={inter:5d} T={t:5d} {refs_text} | heur fwd "
+                  f"{h['fwd_us']:7.2f} bwd {h['bwd_us']:7.2f} | fwd " +
+                  " ".join(f"{r['config']} {r['fwd_us']:.2f}" for r in top_f) + " | bwd " +
+                  " ".join(f"{r['config']} {r['bwd_us']:.2f}" for r in top_b), flush=True)
+            write_json(args.out / f"sweep_launch_configs_{args.layouts.replace(',', '_')}.json",
+                       {"env": environment(), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
