@@ -1,5 +1,6 @@
 """Forward and backward against a float64 reference, fresh random inputs every run."""
 
+import itertools
 import os
 
 import pytest
@@ -173,18 +174,21 @@ def test_offsets_past_int32(kernel):
 
 
 def _launch_configs(pointwise, n_cols):
-    """Every tile shape the heuristic can pick for this width, in each indexing form."""
-    configs = set(pointwise.pointwise_launch_configs(n_cols))
+    """Every tile shape the heuristic can pick for this width, each also in every indexing
+    form that applies to both layouts."""
+    configs = {pointwise.tiles_config(n_cols)}
+    for contiguous, backward in itertools.product([False, True], repeat=2):
+        configs.update(pointwise.pointwise_launch_configs(n_cols, contiguous, backward))
     for cfg in list(configs):
-        configs.add(pointwise.PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, 1))
-        configs.add(pointwise.PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, 2))
-        configs.add(pointwise.PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, 3))
+        configs.add(pointwise.PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, pointwise.TILES))
+        for indexing in (pointwise.FLAT, pointwise.FLAT_ROW_DIV, pointwise.ROW_GRID):  # one row per block
+            configs.add(pointwise.PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, indexing))
     return sorted(configs, key=str)
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["separate", "packed"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("shape", [(5, 300), (3, 1100)], ids=str)
+@pytest.mark.parametrize("shape", [(9, 100), (5, 300), (3, 1100)], ids=str)
 def test_every_launch_form(kernel, shape, dtype, packed):
     """Each tile shape and indexing form (2-D tiles, flat, flat with a row division) forced on
     contiguous and strided rows, forward and backward; the heuristic only reaches some of them
@@ -200,7 +204,7 @@ def test_every_launch_form(kernel, shape, dtype, packed):
     ref = geglu64(gate, up, "tanh")
     ref_gate, ref_up = geglu64_grads(grad, gate, up, "tanh")
     for cfg in _launch_configs(pointwise, n_cols):
-        if packed and cfg.flat == 1:
+        if packed and cfg.indexing == pointwise.FLAT:
             continue
         out = torch.full_like(grad, float("nan"))
         pointwise.launch_geglu_forward(gate, up, out, True, cfg, traceable=False)
@@ -209,3 +213,26 @@ def test_every_launch_form(kernel, shape, dtype, packed):
         pointwise.launch_geglu_backward(grad, gate, up, d_gate, d_up, True, cfg, traceable=False)
         assert_close_to_reference(d_gate, ref_gate, f"d gate {cfg}")
         assert_close_to_reference(d_up, ref_up, f"d up {cfg}")
+
+
+def test_launch_config_choice(kernel):
+    """The regime rules: size picks the shape, layout the indexing form, 32-bit forms only
+    below 2^31, traced launches always 2-D tiles (no guard on the token count)."""
+    import importlib
+
+    pw = importlib.import_module(kernel.__name__ + ".kernel_src.geglu_pointwise")
+    tiny = pw.pointwise_launch_config(1, 3072, contiguous=True)
+    large = pw.pointwise_launch_config(8192, 16384, contiguous=True)
+    assert tiny.indexing == large.indexing == pw.FLAT and tiny.block_cols < large.block_cols * large.num_warps
+    # The backward moves 5/3 the bytes, so it reaches a larger regime at fewer tokens.
+    rows = next(t for t in range(1, 4096) if pw.regime(5 * t * 3072) > pw.regime(3 * t * 3072))
+    assert pw.pointwise_launch_config(rows, 3072, backward=True, contiguous=True) != \
+        pw.pointwise_launch_config(rows, 3072, contiguous=True)
+    assert pw.pointwise_launch_config(16, 3072).indexing == pw.ROW_GRID  # strided rows
+    assert pw.pointwise_launch_config(16, 300).indexing == pw.FLAT_ROW_DIV  # narrow: row segments waste lanes
+    assert pw.pointwise_launch_config(8192, 16384).indexing == pw.FLAT_ROW_DIV
+    huge = pw.pointwise_launch_config(2**17, 2**14, contiguous=True)  # 2^31 elements
+    assert huge == pw.tiles_config(2**14) and huge.indexing == pw.TILES
+    assert pw.pointwise_launch_config(8192, 16384, max_offset=2**31).indexing == pw.TILES
+    assert pw.pointwise_launch_config(3, 3072, traceable=True) == pw.tiles_config(3072)
+    assert pw.tiles_config(100).block_rows > 1  # narrow rows share a program

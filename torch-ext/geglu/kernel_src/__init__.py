@@ -5,6 +5,8 @@ from .geglu_pointwise import (
     launch_geglu_forward,
     pointwise_launch_config,
     pointwise_launch_configs,
+    tiles_config,
 )
 
-__all__ = ["launch_geglu_forward", "launch_geglu_backward", "pointwise_launch_config", "pointwise_launch_configs"]
+__all__ = ["launch_geglu_forward", "launch_geglu_backward", "pointwise_launch_config", "pointwise_launch_configs",
+           "tiles_config"]

@@ -7,10 +7,11 @@ Rounding matches PyTorch eager for 16-bit dtypes: gelu(g) is rounded to the stor
 dtype before the multiply, and in backward dh * u is rounded before it meets gelu'(g).
 For fp32 those roundings are exact no-ops.
 
-Launch parameters come from `pointwise_launch_config`: three tile shapes per column count
-(small, medium, large problems; the first two also in a flat form for contiguous operands),
-all compiled at the first launch of a width, so a new token count never triggers tuning or
-a recompile (the row count is also excluded from Triton's integer specialization).
+Launch parameters come from `pointwise_launch_config`: five problem-size regimes, each with
+its tile shape and indexing form, chosen from an H100 sweep (benchmarks/NOTES.md). All shapes
+a call can reach are compiled at its width's first launch, so a new token count never
+triggers tuning or a recompile (the row count is also excluded from Triton's integer
+specialization).
 """
 
 import os
@@ -28,82 +29,104 @@ from .gelu_math import gelu, gelu_and_grad
 # libdevice (tanh) only exists on a real device; the interpreter gets an equivalent formula.
 _USE_LIBDEVICE = os.environ.get("TRITON_INTERPRET") != "1"
 
+# How a program finds its elements (the kernels' INDEXING constexpr):
+TILES = 0  # [block_rows, block_cols] tiles over strided rows, int64 row offsets: any size
+FLAT = 1  # operands all contiguous: block_cols consecutive elements, 32-bit offsets
+FLAT_ROW_DIV = 2  # flat over strided rows, each element's row found by a division, 32-bit
+ROW_GRID = 3  # one row segment per program on a 2-D grid (rows, column blocks)
+
+_INT32_SAFE = 2**31 - 2**16  # largest offset for the 32-bit forms (the last block overshoots)
+_MAX_GRID_Y = 65535
+
 
 @dataclass(frozen=True)
 class PointwiseConfig:
     block_rows: int
     block_cols: int
     num_warps: int
-    # 0: 2-D tiles over strided rows. 1: operands all contiguous, one flat 32-bit index over
-    # the T * I elements (block_cols per program). 2: the same flat index over strided rows,
-    # each element's row found by a division (every address below 2^31).
-    flat: int = 0
+    indexing: int = TILES
 
 
-# Problem sizes (elements) up to which the latency-bound tile shapes win (H100 sweep,
-# benchmarks/NOTES.md): tiny tiles and many warps spread a few tokens over many SMs.
-SMALL_PROBLEM = 1 << 16
-MEDIUM_PROBLEM = 1 << 19
+# Regime limits in elements moved by one launch (read + written: 3 per output element in
+# forward, 5 in backward), so the backward switches to larger tiles at fewer tokens.
+REGIME_LIMITS = (3 << 18, 3 << 20, 3 << 22, 3 << 24)
+# (elements per program, warps) per regime, smallest problems first. Tiny problems want many
+# small programs (1-2 elements per thread) spread over every SM; mid sizes 8 elements per
+# thread (16-byte accesses, fewer waves); large ones 4 per thread over 4 warps.
+_CONTIGUOUS = ((256, 8), (512, 8), (1024, 8), (1024, 4), (512, 4))
+# Strided rows: row-grid programs up to the fourth regime; above it the flat form with a row
+# division keeps consecutive programs on consecutive addresses (row-grid was 4-6% slower
+# there). The backward's five streams want half the forward's elements per thread.
+_STRIDED = ((256, 8), (512, 8), (512, 4), (1024, 4))
+_STRIDED_LARGE = {False: (4096, 8), True: (2048, 8)}
 
 
-def _packed(block_elems: int, n_cols: int, num_warps: int) -> PointwiseConfig:
-    block_cols = min(block_elems, triton.next_power_of_2(n_cols))
-    return PointwiseConfig(block_rows=block_elems // block_cols, block_cols=block_cols, num_warps=num_warps)
+def regime(moved: int) -> int:
+    """0 (tiny) to 4 (large): how many regime limits `moved` elements reach."""
+    return sum(moved >= limit for limit in REGIME_LIMITS)
+
+
+def _waste(n_cols: int, block: int) -> float:
+    return 1.0 - n_cols / (triton.cdiv(n_cols, block) * block)
 
 
 @lru_cache(maxsize=None)
-def pointwise_launch_configs(n_cols: int) -> tuple[PointwiseConfig, PointwiseConfig, PointwiseConfig]:
-    """The (small, medium, large) tile shapes for rows of n_cols, from the column count alone.
-
-    large: one row segment of 2048, 1024 or 512 columns per program (the widest that wastes at
-    most 1/16 of its lanes on the ragged end, else the one that wastes least), 8 elements per
-    thread: 16-byte accesses in 16-bit dtypes; narrow rows are packed several to a program.
-    medium / small: 1024 / 256 elements per program over 8 warps (4 / 1 per thread), for
-    problems whose time is latency, not bandwidth.
-    """
+def tiles_config(n_cols: int) -> PointwiseConfig:
+    """2-D tiles with int64 offsets, for traced launches (no guard on the token count) and
+    tensors beyond 32-bit offsets: one row segment of 2048, 1024 or 512 columns (the widest
+    that wastes at most 1/16 of its lanes, else the least wasteful), 8 elements per thread;
+    rows narrower than 512 are packed several to a program."""
     n_cols = max(n_cols, 1)
-    small, medium = _packed(256, n_cols, 8), _packed(1024, n_cols, 8)
     if n_cols < 512:
-        return small, medium, _packed(512, n_cols, 2)
-
-    def waste(block: int) -> float:
-        return 1.0 - n_cols / (triton.cdiv(n_cols, block) * block)
-
+        block_cols = triton.next_power_of_2(n_cols)
+        return PointwiseConfig(512 // block_cols, block_cols, 2)
     candidates = (2048, 1024, 512)
-    block_cols = next((b for b in candidates if waste(b) <= 1 / 16), min(candidates, key=waste))
-    return small, medium, PointwiseConfig(block_rows=1, block_cols=block_cols, num_warps=block_cols // 256)
+    block_cols = next((b for b in candidates if _waste(n_cols, b) <= 1 / 16),
+                      min(candidates, key=lambda b: _waste(n_cols, b)))
+    return PointwiseConfig(1, block_cols, block_cols // 256)
+
+
+@lru_cache(maxsize=None)
+def pointwise_launch_configs(n_cols: int, contiguous: bool, backward: bool) -> tuple[PointwiseConfig, ...]:
+    """The tile shape of each regime for rows of n_cols (index = `regime(...)`)."""
+    if contiguous:
+        return tuple(PointwiseConfig(1, block, warps, FLAT) for block, warps in _CONTIGUOUS)
+    configs = []
+    for block, warps in _STRIDED:
+        # Row segments that leave many lanes idle (narrow or ragged rows) go flat instead.
+        row_grid = _waste(n_cols, block) <= 1 / 8 and triton.cdiv(n_cols, block) <= _MAX_GRID_Y
+        configs.append(PointwiseConfig(1, block, warps, ROW_GRID if row_grid else FLAT_ROW_DIV))
+    return (*configs, PointwiseConfig(1, *_STRIDED_LARGE[backward], FLAT_ROW_DIV))
 
 
 def pointwise_launch_config(
-    n_rows: int, n_cols: int, traceable: bool = False, contiguous: bool = False
+    n_rows: int, n_cols: int, backward: bool = False, traceable: bool = False,
+    contiguous: bool = False, max_offset: int | None = None,
 ) -> PointwiseConfig:
-    """The tile shape for a launch. A traced launch (torch.compile) always takes the large
-    shape, so the compiled graph holds no guard on the token count. Small and medium problems
-    whose operands are all contiguous take the flat form of their shape."""
-    small, medium, large = pointwise_launch_configs(n_cols)
+    """The tile shape for a launch over [n_rows, n_cols] views. A traced launch (torch.compile)
+    always takes `tiles_config`, so the compiled graph holds no guard on the token count.
+    max_offset: the largest element offset any operand reaches (n_rows * n_cols if None);
+    32-bit forms are only used below 2^31."""
     if traceable:
-        return large
+        return tiles_config(n_cols)
     n = n_rows * n_cols
-    cfg = small if n <= SMALL_PROBLEM else medium if n <= MEDIUM_PROBLEM else large
-    return _as_flat(cfg) if contiguous and cfg is not large else cfg
-
-
-def _as_flat(cfg: PointwiseConfig) -> PointwiseConfig:
-    return PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, flat=1)
+    cfg = pointwise_launch_configs(n_cols, contiguous, backward)[regime((5 if backward else 3) * n)]
+    if cfg.indexing in (FLAT, FLAT_ROW_DIV) and max(n, max_offset or 0) >= _INT32_SAFE:
+        return tiles_config(n_cols)
+    return cfg
 
 
 _warmed: set = set()
 
 
-def _prewarm(kernel, key, args, kwargs, n_cols: int) -> None:
-    """Compile every tile shape of this width at its first launch, so that a later token count
-    in another size regime launches without compiling."""
+def _prewarm(kernel, key, args, kwargs, configs) -> None:
+    """Compile every tile shape this kind of call can reach at its first launch, so that a
+    later token count in another regime launches without compiling."""
     if key in _warmed or not _USE_LIBDEVICE:  # the interpreter compiles nothing
         return
     _warmed.add(key)
-    small, medium, large = pointwise_launch_configs(n_cols)
-    for cfg in (small, medium, large, _as_flat(small), _as_flat(medium)):
-        compiled = kernel.warmup(*args, **kwargs, FLAT=cfg.flat, BLOCK_ROWS=cfg.block_rows,
+    for cfg in dict.fromkeys(configs):
+        compiled = kernel.warmup(*args, **kwargs, INDEXING=cfg.indexing, BLOCK_ROWS=cfg.block_rows,
                                  BLOCK_COLS=cfg.block_cols, num_warps=cfg.num_warps, grid=(1,))
         # Load the module onto the device now too (Triton does it lazily at the first launch).
         init = getattr(compiled, "_init_handles", None)
@@ -112,26 +135,23 @@ def _prewarm(kernel, key, args, kwargs, n_cols: int) -> None:
 
 
 @triton.jit
-def _tile(n_rows, n_cols, stride, FLAT: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
-    """This program's element offsets (for a tensor of row stride `stride`) and mask.
-    FLAT == 0: a [BLOCK_ROWS, BLOCK_COLS] tile, int64 rows (a [T, I] tensor may exceed 2^31
-    elements). FLAT == 1 (all operands contiguous): BLOCK_COLS consecutive elements, 32-bit.
-    FLAT == 2 (strided rows, addresses below 2^31): BLOCK_COLS consecutive elements of the
-    logical [T, I] array, their row found by a division. FLAT == 3: one row segment per
-    program, rows on the grid's first axis, column blocks on its second."""
-    pid = tl.program_id(0)
-    if FLAT == 1:
-        offs = pid * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+def _tile(n_rows, n_cols, stride, INDEXING: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
+    """This program's element offsets in a tensor of row stride `stride`, and their mask.
+    INDEXING (the forms named at the top of this file): 1 FLAT, 2 FLAT_ROW_DIV, 3 ROW_GRID,
+    0 TILES."""
+    if INDEXING == 1:
+        offs = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
         return offs, offs < n_rows * n_cols
-    elif FLAT == 3:
-        # One row segment per program on a 2-D grid: the row offset is a per-program scalar.
-        cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-        return tl.program_id(0).to(tl.int64) * stride + cols, cols < n_cols
-    elif FLAT == 2:
-        idx = pid * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    elif INDEXING == 2:
+        idx = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
         rows = idx // n_cols
         return rows * stride + (idx - rows * n_cols), idx < n_rows * n_cols
+    elif INDEXING == 3:
+        # The row offset is one scalar per program, not a per-lane product.
+        cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+        return tl.program_id(0).to(tl.int64) * stride + cols, cols < n_cols
     else:
+        pid = tl.program_id(0)
         col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
         rows = (pid // col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         cols = (pid % col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
@@ -146,13 +166,13 @@ def _geglu_forward_kernel(
     stride_gate, stride_up, stride_out,
     APPROX_TANH: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
-    FLAT: tl.constexpr,
+    INDEXING: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
-    g_offs, mask = _tile(n_rows, n_cols, stride_gate, FLAT, BLOCK_ROWS, BLOCK_COLS)
-    u_offs, _ = _tile(n_rows, n_cols, stride_up, FLAT, BLOCK_ROWS, BLOCK_COLS)
-    h_offs, _ = _tile(n_rows, n_cols, stride_out, FLAT, BLOCK_ROWS, BLOCK_COLS)
+    g_offs, mask = _tile(n_rows, n_cols, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    u_offs, _ = _tile(n_rows, n_cols, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    h_offs, _ = _tile(n_rows, n_cols, stride_out, INDEXING, BLOCK_ROWS, BLOCK_COLS)
     g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
     out_dtype = out_ptr.dtype.element_ty
@@ -167,13 +187,13 @@ def _geglu_backward_kernel(
     stride_grad, stride_gate, stride_up, stride_grad_gate, stride_grad_up,
     APPROX_TANH: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
-    FLAT: tl.constexpr,
+    INDEXING: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
-    dh_offs, mask = _tile(n_rows, n_cols, stride_grad, FLAT, BLOCK_ROWS, BLOCK_COLS)
-    g_offs, _ = _tile(n_rows, n_cols, stride_gate, FLAT, BLOCK_ROWS, BLOCK_COLS)
-    u_offs, _ = _tile(n_rows, n_cols, stride_up, FLAT, BLOCK_ROWS, BLOCK_COLS)
+    dh_offs, mask = _tile(n_rows, n_cols, stride_grad, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    g_offs, _ = _tile(n_rows, n_cols, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    u_offs, _ = _tile(n_rows, n_cols, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS)
     dh = tl.load(grad_ptr + dh_offs, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
@@ -181,28 +201,41 @@ def _geglu_backward_kernel(
     act, act_grad = gelu_and_grad(g, APPROX_TANH, USE_LIBDEVICE)
     act = act.to(dtype).to(tl.float32)
     dh_u = (dh * u).to(dtype).to(tl.float32)
-    du_offs, _ = _tile(n_rows, n_cols, stride_grad_up, FLAT, BLOCK_ROWS, BLOCK_COLS)
-    dg_offs, _ = _tile(n_rows, n_cols, stride_grad_gate, FLAT, BLOCK_ROWS, BLOCK_COLS)
+    du_offs, _ = _tile(n_rows, n_cols, stride_grad_up, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    dg_offs, _ = _tile(n_rows, n_cols, stride_grad_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS)
     tl.store(grad_up_ptr + du_offs, (dh * act).to(dtype), mask=mask)
     tl.store(grad_gate_ptr + dg_offs, (dh_u * act_grad).to(dtype), mask=mask)
 
 
-def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int]:
-    if cfg.flat == 3:
+def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int, ...]:
+    if cfg.indexing == ROW_GRID:
         return (n_rows, triton.cdiv(n_cols, cfg.block_cols))
-    if cfg.flat != 0:
+    if cfg.indexing in (FLAT, FLAT_ROW_DIV):
         return (triton.cdiv(n_rows * n_cols, cfg.block_cols),)
     return (triton.cdiv(n_rows, cfg.block_rows) * triton.cdiv(n_cols, cfg.block_cols),)
 
 
-def _contiguous(n_rows: int, n_cols: int, *tensors: torch.Tensor) -> bool:
-    return n_rows == 1 or all(t.stride(0) == n_cols for t in tensors)
-
-
-def _kernel(kernel, traceable: bool):
-    # wrap_triton lets torch.compile / make_fx see the launch; a call known not to be traced
-    # (the eager fast path) launches directly and skips the higher-order-op dispatch.
-    return wrap_triton(kernel) if traceable else kernel
+def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backward: bool,
+            config: PointwiseConfig | None, traceable: bool) -> None:
+    args = (*tensors, n_rows, n_cols, *(t.stride(0) for t in tensors))
+    kwargs = dict(APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE)
+    if traceable:
+        # wrap_triton lets torch.compile / make_fx see the launch. int(): a traced width
+        # specialises the graph (the width is fixed per model).
+        cfg, launcher = config or tiles_config(int(n_cols)), wrap_triton(kernel)
+    else:
+        # A call known not to be traced (the eager fast path) launches directly and skips the
+        # higher-order-op dispatch.
+        contiguous = n_rows == 1 or all(t.stride(0) == n_cols for t in tensors)
+        max_offset = max((n_rows - 1) * t.stride(0) + n_cols for t in tensors)
+        _prewarm(kernel, (backward, n_cols, tensors[0].dtype, approx_tanh, contiguous), args, kwargs,
+                 pointwise_launch_configs(n_cols, contiguous, backward))
+        cfg = config or pointwise_launch_config(n_rows, n_cols, backward, False, contiguous, max_offset)
+        launcher = kernel
+    launcher[_grid(n_rows, n_cols, cfg)](
+        *args, **kwargs, INDEXING=cfg.indexing, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols,
+        num_warps=cfg.num_warps,
+    )
 
 
 def launch_geglu_forward(
@@ -211,19 +244,8 @@ def launch_geglu_forward(
 ) -> None:
     """out = gelu(gate) * up on 2-D views with unit column stride."""
     n_rows, n_cols = gate.shape
-    if n_rows == 0 or n_cols == 0:
-        return
-    args = (gate, up, out, n_rows, n_cols, gate.stride(0), up.stride(0), out.stride(0))
-    kwargs = dict(APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE)
-    if not traceable:
-        _prewarm(_geglu_forward_kernel, ("fwd", n_cols, gate.dtype, approx_tanh), args, kwargs, n_cols)
-    # int(): a traced width specialises the graph (the width is fixed per model).
-    cfg = config or pointwise_launch_config(n_rows, int(n_cols), traceable,
-                                            not traceable and _contiguous(n_rows, n_cols, gate, up, out))
-    _kernel(_geglu_forward_kernel, traceable)[_grid(n_rows, n_cols, cfg)](
-        *args, **kwargs, FLAT=cfg.flat, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols,
-        num_warps=cfg.num_warps,
-    )
+    if n_rows and n_cols:
+        _launch(_geglu_forward_kernel, (gate, up, out), n_rows, n_cols, approx_tanh, False, config, traceable)
 
 
 def launch_geglu_backward(
@@ -234,16 +256,6 @@ def launch_geglu_backward(
     """grad_gate, grad_up of h = gelu(gate) * up, given grad = dL/dh (2-D views). grad_gate and
     grad_up may be gate and up themselves: each element is read before it is written."""
     n_rows, n_cols = gate.shape
-    if n_rows == 0 or n_cols == 0:
-        return
-    args = (grad, gate, up, grad_gate, grad_up, n_rows, n_cols,
-            grad.stride(0), gate.stride(0), up.stride(0), grad_gate.stride(0), grad_up.stride(0))
-    kwargs = dict(APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE)
-    if not traceable:
-        _prewarm(_geglu_backward_kernel, ("bwd", n_cols, gate.dtype, approx_tanh), args, kwargs, n_cols)
-    contiguous = not traceable and _contiguous(n_rows, n_cols, grad, gate, up, grad_gate, grad_up)
-    cfg = config or pointwise_launch_config(n_rows, int(n_cols), traceable, contiguous)
-    _kernel(_geglu_backward_kernel, traceable)[_grid(n_rows, n_cols, cfg)](
-        *args, **kwargs, FLAT=cfg.flat, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols,
-        num_warps=cfg.num_warps,
-    )
+    if n_rows and n_cols:
+        _launch(_geglu_backward_kernel, (grad, gate, up, grad_gate, grad_up), n_rows, n_cols, approx_tanh,
+                True, config, traceable)
