@@ -8,17 +8,16 @@ kernel_src/geglu_pointwise.py is chosen from this sweep; notes: benchmarks/NOTES
 import argparse
 import importlib
 import itertools
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from common import environment, graph_us, load_local_build, write_json
+
 torch._dynamo.config.cache_size_limit = 256
 torch._dynamo.config.accumulated_cache_size_limit = 4096
-
-from functools import partial
-
-from common import environment, graph_us, load_local_build, write_json
 
 graph_us = partial(graph_us, rep_ms=40)  # many configs: shorter timing windows than compare_peers
 
