@@ -215,9 +215,19 @@ def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int, ...]:
     return (triton.cdiv(n_rows, cfg.block_rows) * triton.cdiv(n_cols, cfg.block_cols),)
 
 
+@lru_cache(maxsize=4096)
+def _plan(n_rows: int, n_cols: int, strides: tuple[int, ...], backward: bool) -> PointwiseConfig:
+    """The heuristic's choice for an untraced launch, cached: the host time of a launch matters
+    at small token counts."""
+    contiguous = n_rows == 1 or all(stride == n_cols for stride in strides)
+    max_offset = (n_rows - 1) * max(strides) + n_cols
+    return pointwise_launch_config(n_rows, n_cols, backward, False, contiguous, max_offset)
+
+
 def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backward: bool,
             config: PointwiseConfig | None, traceable: bool) -> None:
-    args = (*tensors, n_rows, n_cols, *(t.stride(0) for t in tensors))
+    strides = tuple(t.stride(0) for t in tensors)
+    args = (*tensors, n_rows, n_cols, *strides)
     kwargs = dict(APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE)
     if traceable:
         # wrap_triton lets torch.compile / make_fx see the launch. int(): a traced width
@@ -226,12 +236,10 @@ def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backwa
     else:
         # A call known not to be traced (the eager fast path) launches directly and skips the
         # higher-order-op dispatch.
-        contiguous = n_rows == 1 or all(t.stride(0) == n_cols for t in tensors)
-        max_offset = max((n_rows - 1) * t.stride(0) + n_cols for t in tensors)
+        cfg, launcher = config or _plan(n_rows, n_cols, strides, backward), kernel
+        contiguous = n_rows == 1 or all(stride == n_cols for stride in strides)
         _prewarm(kernel, (backward, n_cols, tensors[0].dtype, approx_tanh, contiguous), args, kwargs,
                  pointwise_launch_configs(n_cols, contiguous, backward))
-        cfg = config or pointwise_launch_config(n_rows, n_cols, backward, False, contiguous, max_offset)
-        launcher = kernel
     launcher[_grid(n_rows, n_cols, cfg)](
         *args, **kwargs, INDEXING=cfg.indexing, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols,
         num_warps=cfg.num_warps,
