@@ -24,7 +24,7 @@ graph_us = partial(graph_us, rep_ms=40)  # many configs: shorter timing windows 
 INTERS = [3072, 10240, 14336, 16384]
 TOKENS = [1, 16, 128, 512, 2048, 8192]
 # (elements per program, warps): 1 to 16 elements per thread.
-BLOCKS = [(256, 8), (256, 2), (512, 8), (512, 4), (512, 2), (1024, 8), (1024, 4), (1024, 2),
+BLOCKS = [(256, 8), (256, 4), (256, 2), (512, 8), (512, 4), (512, 2), (1024, 8), (1024, 4), (1024, 2),
           (2048, 8), (2048, 4), (4096, 8)]
 
 
@@ -38,6 +38,7 @@ def main():
     parser.add_argument("--layouts", default="separate,packed")
     parser.add_argument("--inters", default=",".join(map(str, INTERS)))
     parser.add_argument("--tokens", default=",".join(map(str, TOKENS)))
+    parser.add_argument("--dtype", default="bfloat16")
     args = parser.parse_args()
     k = load_local_build()
     pw = importlib.import_module(k.__name__ + ".kernel_src.geglu_pointwise")
@@ -54,7 +55,7 @@ def main():
             base = lambda x: F.gelu(x[:, :x.shape[1] // 2], approximate="tanh") * x[:, x.shape[1] // 2:]  # noqa: E731
         compiled = {"compile": torch.compile(base), "compile_static": torch.compile(base, dynamic=False)}
         for inter, t in itertools.product(map(int, args.inters.split(",")), map(int, args.tokens.split(","))):
-            x = torch.randn(t, 2 * inter, device="cuda", dtype=torch.bfloat16)
+            x = torch.randn(t, 2 * inter, device="cuda", dtype=getattr(torch, args.dtype))
             if layout == "separate":
                 g, u = torch.randn_like(x[:, :inter]), torch.randn_like(x[:, :inter])
                 refs = {name: (lambda f=f: f(g, u)) for name, f in compiled.items()}
@@ -68,7 +69,7 @@ def main():
             for cfg in [None] + configs:
                 fwd = graph_us(lambda: pw.launch_geglu_forward(g, u, out, True, cfg, traceable=False))
                 bwd = graph_us(lambda: pw.launch_geglu_backward(dh, g, u, dg, du, True, cfg, traceable=False))
-                shape_rows.append(dict(layout=layout, I=inter, T=t, config=name_of(cfg), fwd_us=fwd, bwd_us=bwd,
+                shape_rows.append(dict(layout=layout, dtype=args.dtype, I=inter, T=t, config=name_of(cfg), fwd_us=fwd, bwd_us=bwd,
                                        **{f"{name}_fwd_us": us for name, us in ref_us.items()}))
             # Timed again after our configs: the spread between the two is the run's noise.
             for name, ref in refs.items():
@@ -80,11 +81,11 @@ def main():
             top_f = sorted(shape_rows[1:], key=lambda r: r["fwd_us"])[:3]
             top_b = sorted(shape_rows[1:], key=lambda r: r["bwd_us"])[:2]
             refs_text = " ".join(f"{n} {h[n + '_fwd_us']:.2f}/{h[n + '_fwd_after_us']:.2f}" for n in refs)
-            print(f"{layout:8s} I={inter:5d} T={t:5d} {refs_text} | heur fwd "
+            print(f"{args.dtype} {layout:8s} I={inter:5d} T={t:5d} {refs_text} | heur fwd "
                   f"{h['fwd_us']:7.2f} bwd {h['bwd_us']:7.2f} | fwd " +
                   " ".join(f"{r['config']} {r['fwd_us']:.2f}" for r in top_f) + " | bwd " +
                   " ".join(f"{r['config']} {r['bwd_us']:.2f}" for r in top_b), flush=True)
-            write_json(args.out / f"sweep_launch_configs_{args.layouts.replace(',', '_')}.json",
+            write_json(args.out / f"sweep_launch_configs_{args.dtype}_{args.layouts.replace(',', '_')}.json",
                        {"env": environment(), "rows": rows})
 
 

@@ -26,7 +26,8 @@ case "${1:-none}" in
     python3 scripts/gpu_gemma_check.py --out "$OUT/gemma_check.json" 2>&1 | tee "$OUT/gemma_check.log" | tail -4
     (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections extras,mlp) 2>&1 | tee "$OUT/compare.log" | grep -v "^pointwise" | tail -40 ;;
   sweep)
-    (cd benchmarks && python3 sweep_launch_configs.py --out "$OUT" --layouts "${LAYOUTS:-separate,packed}") 2>&1 \
+    (cd benchmarks && python3 sweep_launch_configs.py --out "$OUT" --layouts "${LAYOUTS:-separate,packed}" \
+      --dtype "${DTYPE:-bfloat16}" ${SWEEP_ARGS:-}) 2>&1 \
       | grep -v dirty | tee "$OUT/sweep.log" ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac
