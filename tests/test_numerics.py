@@ -177,8 +177,8 @@ def _launch_configs(pointwise, n_cols):
     """Every tile shape the heuristic can pick for this width, each also in every indexing
     form that applies to both layouts."""
     configs = {pointwise.tiles_config(n_cols)}
-    for contiguous, backward in itertools.product([False, True], repeat=2):
-        configs.update(pointwise.pointwise_launch_configs(n_cols, contiguous, backward))
+    for contiguous, backward, itemsize in itertools.product([False, True], [False, True], [2, 4]):
+        configs.update(pointwise.pointwise_launch_configs(n_cols, contiguous, backward, itemsize))
     for cfg in list(configs):
         configs.add(pointwise.PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, pointwise.TILES))
         for indexing in (pointwise.FLAT, pointwise.FLAT_ROW_DIV, pointwise.ROW_GRID):  # one row per block
@@ -224,6 +224,8 @@ def test_launch_config_choice(kernel):
     tiny = pw.pointwise_launch_config(1, 3072, contiguous=True)
     large = pw.pointwise_launch_config(8192, 16384, contiguous=True)
     assert tiny.indexing == large.indexing == pw.FLAT and tiny.block_cols < large.block_cols * large.num_warps
+    # fp32 keeps the 16-bit access width in the bandwidth-bound regime: half the elements.
+    assert pw.pointwise_launch_config(8192, 16384, contiguous=True, itemsize=4).block_cols == large.block_cols // 2
     # The backward moves 5/3 the bytes, so it reaches a larger regime at fewer tokens.
     rows = next(t for t in range(1, 4096) if pw.regime(5 * t * 3072) > pw.regime(3 * t * 3072))
     assert pw.pointwise_launch_config(rows, 3072, backward=True, contiguous=True) != \

@@ -87,21 +87,30 @@ def tiles_config(n_cols: int) -> PointwiseConfig:
 
 
 @lru_cache(maxsize=None)
-def pointwise_launch_configs(n_cols: int, contiguous: bool, backward: bool) -> tuple[PointwiseConfig, ...]:
-    """The tile shape of each regime for rows of n_cols (index = `regime(...)`)."""
+def pointwise_launch_configs(
+    n_cols: int, contiguous: bool, backward: bool, itemsize: int = 2
+) -> tuple[PointwiseConfig, ...]:
+    """The tile shape of each regime for rows of n_cols (index = `regime(...)`). In the
+    bandwidth-bound largest regime 4-byte dtypes take half the elements per thread, keeping
+    each access as wide as the 16-bit one (fp32 sweep: 1-1.5% faster at 8192 tokens)."""
+    large = PointwiseConfig(1, *_CONTIGUOUS[-1], FLAT) if contiguous else \
+        PointwiseConfig(1, *_STRIDED_LARGE[backward], FLAT_ROW_DIV)
+    if itemsize > 2:
+        large = PointwiseConfig(1, max(large.block_cols * 2 // itemsize, 32 * large.num_warps),
+                                large.num_warps, large.indexing)
     if contiguous:
-        return tuple(PointwiseConfig(1, block, warps, FLAT) for block, warps in _CONTIGUOUS)
+        return (*(PointwiseConfig(1, block, warps, FLAT) for block, warps in _CONTIGUOUS[:-1]), large)
     configs = []
     for block, warps in _STRIDED:
         # Row segments that leave many lanes idle (narrow or ragged rows) go flat instead.
         row_grid = _waste(n_cols, block) <= 1 / 8 and triton.cdiv(n_cols, block) <= _MAX_GRID_Y
         configs.append(PointwiseConfig(1, block, warps, ROW_GRID if row_grid else FLAT_ROW_DIV))
-    return (*configs, PointwiseConfig(1, *_STRIDED_LARGE[backward], FLAT_ROW_DIV))
+    return (*configs, large)
 
 
 def pointwise_launch_config(
     n_rows: int, n_cols: int, backward: bool = False, traceable: bool = False,
-    contiguous: bool = False, max_offset: int | None = None,
+    contiguous: bool = False, max_offset: int | None = None, itemsize: int = 2,
 ) -> PointwiseConfig:
     """The tile shape for a launch over [n_rows, n_cols] views. A traced launch (torch.compile)
     always takes `tiles_config`, so the compiled graph holds no guard on the token count.
@@ -110,7 +119,7 @@ def pointwise_launch_config(
     if traceable:
         return tiles_config(n_cols)
     n = n_rows * n_cols
-    cfg = pointwise_launch_configs(n_cols, contiguous, backward)[regime((5 if backward else 3) * n)]
+    cfg = pointwise_launch_configs(n_cols, contiguous, backward, itemsize)[regime((5 if backward else 3) * n)]
     if cfg.indexing in (FLAT, FLAT_ROW_DIV) and max(n, max_offset or 0) >= _INT32_SAFE:
         return tiles_config(n_cols)
     return cfg
@@ -216,12 +225,12 @@ def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int, ...]:
 
 
 @lru_cache(maxsize=4096)
-def _plan(n_rows: int, n_cols: int, strides: tuple[int, ...], backward: bool) -> PointwiseConfig:
+def _plan(n_rows: int, n_cols: int, strides: tuple[int, ...], backward: bool, itemsize: int) -> PointwiseConfig:
     """The heuristic's choice for an untraced launch, cached: the host time of a launch matters
     at small token counts."""
     contiguous = n_rows == 1 or all(stride == n_cols for stride in strides)
     max_offset = (n_rows - 1) * max(strides) + n_cols
-    return pointwise_launch_config(n_rows, n_cols, backward, False, contiguous, max_offset)
+    return pointwise_launch_config(n_rows, n_cols, backward, False, contiguous, max_offset, itemsize)
 
 
 def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backward: bool,
@@ -236,10 +245,11 @@ def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backwa
     else:
         # A call known not to be traced (the eager fast path) launches directly and skips the
         # higher-order-op dispatch.
-        cfg, launcher = config or _plan(n_rows, n_cols, strides, backward), kernel
+        itemsize = tensors[0].element_size()
+        cfg, launcher = config or _plan(n_rows, n_cols, strides, backward, itemsize), kernel
         contiguous = n_rows == 1 or all(stride == n_cols for stride in strides)
         _prewarm(kernel, (backward, n_cols, tensors[0].dtype, approx_tanh, contiguous), args, kwargs,
-                 pointwise_launch_configs(n_cols, contiguous, backward))
+                 pointwise_launch_configs(n_cols, contiguous, backward, itemsize))
     launcher[_grid(n_rows, n_cols, cfg)](
         *args, **kwargs, INDEXING=cfg.indexing, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols,
         num_warps=cfg.num_warps,
