@@ -29,10 +29,8 @@ def median_us(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
     return 1e3 * triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
 
 
-def graph_us(fn, calls: int = 10, rep_ms: int = 100) -> float:
-    """Device time per call in microseconds: `calls` back-to-back calls captured in one CUDA
-    graph, replays timed by do_bench. Host launch overhead is excluded, which is what a serving
-    stack that replays graphs sees; `median_us` gives the plain-call time."""
+def graph_replay(fn, calls: int = 10):
+    """`calls` back-to-back calls of fn() captured in one CUDA graph; returns its replay."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -43,7 +41,14 @@ def graph_us(fn, calls: int = 10, rep_ms: int = 100) -> float:
     with torch.cuda.graph(graph):
         for _ in range(calls):
             fn()
-    return median_us(graph.replay, rep_ms=rep_ms) / calls
+    return graph.replay
+
+
+def graph_us(fn, calls: int = 10, rep_ms: int = 100) -> float:
+    """Device time per call in microseconds: `calls` back-to-back calls captured in one CUDA
+    graph, replays timed by do_bench. Host launch overhead is excluded, which is what a serving
+    stack that replays graphs sees; `median_us` gives the plain-call time."""
+    return median_us(graph_replay(fn, calls), rep_ms=rep_ms) / calls
 
 
 def copy_bandwidth_gbs(nbytes: int = 2 << 30) -> float:

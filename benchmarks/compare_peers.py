@@ -13,6 +13,7 @@ bandwidth measured in the same run.
 """
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,11 +22,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import copy_bandwidth_gbs, environment, graph_us, load_local_build, median_us, write_json
+from common import copy_bandwidth_gbs, environment, graph_replay, graph_us, load_local_build, median_us, write_json
 
 DIMS = [(768, 3072), (2048, 16384), (2560, 10240), (3584, 14336)]
 TOKENS = [1, 16, 128, 512, 2048, 8192]
 SETS = 3  # independent input sets, cycled through by consecutive calls
+ROUNDS = 3  # forward device times: peers timed in turn this many times, median kept
 
 torch._dynamo.config.cache_size_limit = 256
 torch._dynamo.config.accumulated_cache_size_limit = 4096
@@ -68,13 +70,33 @@ def cycling(calls):
     return run
 
 
-def both_times(row, key, fn):
-    for suffix, timer in (("_us", graph_us), ("_plain_us", median_us)):
+def both_times(row, key, fn, timers=(("_us", graph_us), ("_plain_us", median_us))):
+    for suffix, timer in timers:
         try:
             row[key + suffix] = timer(fn)
         except Exception as exc:  # one peer failing (e.g. under graph capture) must not end the run
             row[key + suffix] = float("nan")
             row[key + suffix.replace("us", "error")] = f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def interleaved_us(rows, key, fns, calls=10):
+    """Device time per call of each peer's fn (graph replay), the peers timed in turn ROUNDS
+    times and the median kept, so that drift during the run (clocks, temperature) does not
+    favour whichever peer happens to be timed first. Per-round times go to key + '_rounds_us'."""
+    replays = {}
+    for name, fn in fns.items():
+        try:
+            replays[name] = graph_replay(fn, calls)
+        except Exception as exc:  # one peer failing under graph capture must not end the run
+            rows[name][key + "_us"] = float("nan")
+            rows[name][key + "_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    rounds = {name: [] for name in replays}
+    for _ in range(ROUNDS):
+        for name, replay in replays.items():
+            rounds[name].append(median_us(replay) / calls)
+    for name, times in rounds.items():
+        rows[name][key + "_us"] = statistics.median(times)
+        rows[name][key + "_rounds_us"] = times
 
 
 def bench_pointwise(k, bw, dtype=torch.bfloat16, inters=(3072, 16384, 10240, 14336), tokens=TOKENS):
@@ -88,12 +110,17 @@ def bench_pointwise(k, bw, dtype=torch.bfloat16, inters=(3072, 16384, 10240, 143
                 u=torch.randn(t, inter, device="cuda", dtype=dtype, requires_grad=True),
                 x=torch.randn(t, 2 * inter, device="cuda", dtype=dtype, requires_grad=True),
                 dh=torch.randn(t, inter, device="cuda", dtype=dtype)) for _ in range(SETS)]
+            shape_rows, forward = {}, {"fwd": {}, "fwd_packed": {}}
             for name, (sep, packed) in fns.items():
-                row = dict(stage="pointwise", I=inter, T=t, dtype=str(dtype).removeprefix("torch."), peer=name)
+                row = shape_rows[name] = dict(stage="pointwise", I=inter, T=t, dtype=str(dtype).removeprefix("torch."),
+                                              peer=name)
+                forward["fwd"][name] = cycling([lambda s=s: sep(s.g, s.u) for s in sets])
+                if packed is not None:
+                    forward["fwd_packed"][name] = cycling([lambda s=s: packed(s.x) for s in sets])
                 with torch.no_grad():
-                    both_times(row, "fwd", cycling([lambda s=s: sep(s.g, s.u) for s in sets]))
-                    if packed is not None:
-                        both_times(row, "fwd_packed", cycling([lambda s=s: packed(s.x) for s in sets]))
+                    for key, fn in forward.items():
+                        if name in fn:  # device time below, interleaved across peers
+                            both_times(row, key, fn[name], timers=(("_plain_us", median_us),))
                 both_times(row, "fwd_bwd", cycling(
                     [lambda s=s: torch.autograd.grad(sep(s.g, s.u), (s.g, s.u), s.dh) for s in sets]))
                 if packed is not None:
@@ -111,7 +138,11 @@ def bench_pointwise(k, bw, dtype=torch.bfloat16, inters=(3072, 16384, 10240, 143
                     both_times(row, "bwd", cycling([
                         lambda s=s, a=a: (torch.ops.aten.gelu_backward(s.dh * s.u.detach(), s.g.detach(), approximate="tanh"),
                                           s.dh * a) for s, a in zip(sets, acts)]))
-                for key in [k_ for k_ in list(row) if k_.endswith("_us")]:
+            with torch.no_grad():
+                for key, fn in forward.items():
+                    interleaved_us(shape_rows, key, fn)
+            for row in shape_rows.values():
+                for key in [k_ for k_ in list(row) if k_.endswith("_us") and not k_.endswith("_rounds_us")]:
                     moved = (3 if key.startswith("fwd_") and not key.startswith("fwd_bwd") else
                              5 if key.startswith("bwd") else 8) * t * inter * nbytes
                     row[key.replace("_us", "_gbs")] = moved / (row[key] * 1e-6) / 1e9

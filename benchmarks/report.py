@@ -42,6 +42,53 @@ def mlp_table(rows, key, title):
     return "\n".join(lines)
 
 
+def bars(bf16, mlp_rows, first) -> list[str]:
+    """Each bar of the performance issue, checked against the rows of this folder."""
+    by = {}
+    for r in bf16:
+        by.setdefault((r["I"], r["T"]), {})[r["peer"]] = r
+    out = ["### Bars (bf16), as measured in these files", "", "| bar | result | worst case |", "|---|---|---|"]
+
+    def worst(key, peers, need_ge=1.0, where=lambda i, t: True):
+        ratios = [(min(p[q][key] for q in peers) / p["ours"][key], i, t) for (i, t), p in by.items() if where(i, t)]
+        r, i, t = min(ratios)
+        slower = [f"I={ii} T={tt} ({rr:.3f}x)" for rr, ii, tt in sorted(ratios) if rr < need_ge]
+        return r >= need_ge, f"{r:.3f}x at I={i}, T={t}" + (f"; below the bar: {', '.join(slower)}" if slower else "")
+
+    def frac(key, need):
+        big = [(p["ours"][key.replace("_us", "_frac")], i, t) for (i, t), p in by.items()
+               if (5 if key.startswith("bwd") else 3) * i * t * 2 >= 64e6]
+        f, i, t = min(big)
+        return f >= need, f"{f * 100:.0f}% at I={i}, T={t}"
+
+    checks = [
+        ("forward (separate) >= 90% of copy bandwidth at >= 64 MB", frac("fwd_us", 0.90)),
+        ("forward (packed) >= 90% of copy bandwidth at >= 64 MB", frac("fwd_packed_us", 0.90)),
+        ("backward (separate) >= 85% of copy bandwidth at >= 64 MB", frac("bwd_us", 0.85)),
+        ("backward (packed) >= 85% of copy bandwidth at >= 64 MB", frac("bwd_packed_us", 0.85)),
+        ("forward (separate) no slower than eager, every T", worst("fwd_us", ["eager"])),
+        ("forward (packed) no slower than eager, every T", worst("fwd_packed_us", ["eager"])),
+        ("forward (separate) no slower than torch.compile (best of default, dynamic)",
+         worst("fwd_us", ["compile", "compile_dynamic"])),
+        ("forward (packed) no slower than torch.compile (best of default, dynamic)",
+         worst("fwd_packed_us", ["compile", "compile_dynamic"])),
+        ("backward no slower than eager, every T", worst("bwd_us", ["eager"])),
+        ("forward + backward >= 1.3x Liger, T >= 2048", worst("fwd_bwd_us", ["liger"], 1.3, lambda i, t: t >= 2048)),
+    ]
+    ratios = [r["ratio"] for r in first if r["peer"] == "ours"]
+    checks.append(("first call at a new T <= 2x a steady call", (max(ratios) <= 2, f"{max(ratios):.2f}x")))
+    peak = {}
+    for r in mlp_rows:
+        if "train_peak_extra_mib" in r:
+            peak.setdefault((r["H"], r["I"]), {})[r["peer"]] = r["train_peak_extra_mib"]
+    ok = all(p["ours"] <= p["liger"] and p["ours"] < p["eager"] for p in peak.values())
+    detail = "; ".join(f"{h},{i}: {p['ours']:.0f} vs Liger {p['liger']:.0f}, eager {p['eager']:.0f} MiB"
+                       for (h, i), p in sorted(peak.items()))
+    checks.append(("training-step peak memory <= Liger's and < eager's", (ok, detail)))
+    out += [f"| {name} | {'met' if ok else 'NOT met'} | {detail} |" for name, (ok, detail) in checks]
+    return out
+
+
 def plot(pointwise, folder: Path):
     import matplotlib
 
@@ -88,9 +135,12 @@ def main():
         "Times are medians in microseconds of device time per call (calls captured in a CUDA graph, "
         "replays timed with `triton.testing.do_bench`, 3 input sets cycled); the JSON also has plain-call "
         "times (`*_plain_us`). Produced by `benchmarks/compare_peers.py`, tables by `benchmarks/report.py`. "
-        "Each JSON file is one run; the MLP, memory, first-call and host tables (`compare_mlp.json`, "
-        "`compare_extras.json`) come from a run made before the last kernel change (flat indexing for "
-        "small contiguous problems), which leaves the large-token paths they measure unchanged.",
+        "`compare_pointwise.json` and `compare_mlp.json` are one run; `compare_extras.json` (fp16/fp32 "
+        "rows, first call, host time) a later one, after the last kernel change (fp32's largest-regime "
+        "tile), which launches nothing different for bf16. The launch heuristic comes from the sweeps "
+        "`sweep_launch_configs*.json` (`benchmarks/sweep_launch_configs.py`); notes in `benchmarks/NOTES.md`.",
+        "",
+        *bars(bf16, mlp["rows"], first),
         "",
         "![pointwise](pointwise.png)",
         "",
