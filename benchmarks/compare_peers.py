@@ -114,9 +114,10 @@ def bench_pointwise(k, bw, dtype=torch.bfloat16, inters=(3072, 16384, 10240, 143
             for name, (sep, packed) in fns.items():
                 row = shape_rows[name] = dict(stage="pointwise", I=inter, T=t, dtype=str(dtype).removeprefix("torch."),
                                               peer=name)
-                forward["fwd"][name] = cycling([lambda s=s: sep(s.g, s.u) for s in sets])
+                # Bind this peer's functions now: these run after the loop, with every peer.
+                forward["fwd"][name] = cycling([lambda s=s, f=sep: f(s.g, s.u) for s in sets])
                 if packed is not None:
-                    forward["fwd_packed"][name] = cycling([lambda s=s: packed(s.x) for s in sets])
+                    forward["fwd_packed"][name] = cycling([lambda s=s, f=packed: f(s.x) for s in sets])
                 with torch.no_grad():
                     for key, fn in forward.items():
                         if name in fn:  # device time below, interleaved across peers
