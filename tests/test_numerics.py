@@ -181,7 +181,7 @@ def _launch_configs(pointwise, n_cols):
         configs.update(pointwise.pointwise_launch_configs(n_cols, contiguous, backward, itemsize))
     for cfg in list(configs):
         configs.add(pointwise.PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, pointwise.TILES))
-        for indexing in (pointwise.FLAT, pointwise.FLAT_ROW_DIV, pointwise.ROW_GRID):  # one row per block
+        for indexing in (pointwise.FLAT, pointwise.FLAT_ROW_DIV, pointwise.ROW_GRID, pointwise.ROW_GRID_COLS_FIRST):
             configs.add(pointwise.PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, indexing))
     return sorted(configs, key=str)
 

@@ -34,6 +34,7 @@ TILES = 0  # [block_rows, block_cols] tiles over strided rows, int64 row offsets
 FLAT = 1  # operands all contiguous: block_cols consecutive elements, 32-bit offsets
 FLAT_ROW_DIV = 2  # flat over strided rows, each element's row found by a division, 32-bit
 ROW_GRID = 3  # one row segment per program on a 2-D grid (rows, column blocks)
+ROW_GRID_COLS_FIRST = 4  # the same on a (column blocks, rows) grid: a row's segments run together
 
 _INT32_SAFE = 2**31 - 2**16  # largest offset for the 32-bit forms (the last block overshoots)
 _MAX_GRID_Y = 65535
@@ -147,7 +148,7 @@ def _prewarm(kernel, key, args, kwargs, configs) -> None:
 def _tile(n_rows, n_cols, stride, INDEXING: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
     """This program's element offsets in a tensor of row stride `stride`, and their mask.
     INDEXING (the forms named at the top of this file): 1 FLAT, 2 FLAT_ROW_DIV, 3 ROW_GRID,
-    0 TILES."""
+    4 ROW_GRID_COLS_FIRST, 0 TILES."""
     if INDEXING == 1:
         offs = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
         return offs, offs < n_rows * n_cols
@@ -159,6 +160,9 @@ def _tile(n_rows, n_cols, stride, INDEXING: tl.constexpr, BLOCK_ROWS: tl.constex
         # The row offset is one scalar per program, not a per-lane product.
         cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
         return tl.program_id(0).to(tl.int64) * stride + cols, cols < n_cols
+    elif INDEXING == 4:
+        cols = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+        return tl.program_id(1).to(tl.int64) * stride + cols, cols < n_cols
     else:
         pid = tl.program_id(0)
         col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
@@ -219,6 +223,8 @@ def _geglu_backward_kernel(
 def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int, ...]:
     if cfg.indexing == ROW_GRID:
         return (n_rows, triton.cdiv(n_cols, cfg.block_cols))
+    if cfg.indexing == ROW_GRID_COLS_FIRST:
+        return (triton.cdiv(n_cols, cfg.block_cols), n_rows)
     if cfg.indexing in (FLAT, FLAT_ROW_DIV):
         return (triton.cdiv(n_rows * n_cols, cfg.block_cols),)
     return (triton.cdiv(n_rows, cfg.block_rows) * triton.cdiv(n_cols, cfg.block_cols),)
