@@ -29,7 +29,7 @@ BLOCKS = [(256, 8), (256, 4), (256, 2), (512, 8), (512, 4), (512, 2), (1024, 8),
 
 
 def name_of(cfg) -> str:
-    return "heuristic" if cfg is None else f"{('tile', 'flat', 'flatdiv', 'rowgrid')[cfg.indexing]}{cfg.block_cols}w{cfg.num_warps}"
+    return "heuristic" if cfg is None else f"{('tile', 'flat', 'flatdiv', 'rowgrid', 'rowgridc')[cfg.indexing]}{cfg.block_cols}w{cfg.num_warps}"
 
 
 def main():
