@@ -29,7 +29,7 @@ BLOCKS = [(256, 8), (256, 4), (256, 2), (512, 8), (512, 4), (512, 2), (1024, 8),
 
 
 def name_of(cfg) -> str:
-    return "heuristic" if cfg is None else f"{('tile', 'flat', 'flatdiv', 'rowgrid', 'rowgridc')[cfg.indexing]}{cfg.block_cols}w{cfg.num_warps}"
+    return "heuristic" if cfg is None else f"{('tile', 'flat', 'flatdiv', 'rowgrid')[cfg.indexing]}{cfg.block_cols}w{cfg.num_warps}"
 
 
 def main():
@@ -46,7 +46,7 @@ def main():
     rows = []
     for layout in args.layouts.split(","):
         # Separate operands are contiguous (flat mode 1); packed halves have strided rows (mode 2).
-        modes = (0, 1, 3, 4) if layout == "separate" else (0, 2, 3, 4)
+        modes = (0, 1, 3) if layout == "separate" else (0, 2, 3)
         blocks = [tuple(map(int, b.split(":"))) for b in args.blocks.split(",")] if args.blocks else BLOCKS
         configs = [pw.PointwiseConfig(1, c, w, m) for m, (c, w) in itertools.product(modes, blocks)]
         # References: what a user's torch.compile(fn) runs (it goes dynamic after the first new
