@@ -39,7 +39,6 @@ def main():
     parser.add_argument("--inters", default=",".join(map(str, INTERS)))
     parser.add_argument("--tokens", default=",".join(map(str, TOKENS)))
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--blocks", help="elements:warps,... (default: all)")
     args = parser.parse_args()
     k = load_local_build()
     pw = importlib.import_module(k.__name__ + ".kernel_src.geglu_pointwise")
@@ -47,8 +46,7 @@ def main():
     for layout in args.layouts.split(","):
         # Separate operands are contiguous (flat mode 1); packed halves have strided rows (mode 2).
         modes = (0, 1, 3) if layout == "separate" else (0, 2, 3)
-        blocks = [tuple(map(int, b.split(":"))) for b in args.blocks.split(",")] if args.blocks else BLOCKS
-        configs = [pw.PointwiseConfig(1, c, w, m) for m, (c, w) in itertools.product(modes, blocks)]
+        configs = [pw.PointwiseConfig(1, c, w, m) for m, (c, w) in itertools.product(modes, BLOCKS)]
         # References: what a user's torch.compile(fn) runs (it goes dynamic after the first new
         # shape) and a kernel specialised and autotuned for each shape (dynamic=False).
         if layout == "separate":

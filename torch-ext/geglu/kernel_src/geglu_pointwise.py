@@ -33,10 +33,10 @@ _USE_LIBDEVICE = os.environ.get("TRITON_INTERPRET") != "1"
 TILES = 0  # [block_rows, block_cols] tiles over strided rows, int64 row offsets: any size
 FLAT = 1  # operands all contiguous: block_cols consecutive elements, 32-bit offsets
 FLAT_ROW_DIV = 2  # flat over strided rows, each element's row found by a division, 32-bit
-ROW_GRID = 3  # strided rows: one row segment per program, grid (column blocks, rows)
+ROW_GRID = 3  # one row segment per program on a 2-D grid (rows, column blocks)
 
 _INT32_SAFE = 2**31 - 2**16  # largest offset for the 32-bit forms (the last block overshoots)
-_GRID_YZ = 65535  # CUDA's limit on the grid's second and third axes: rows spill into the third
+_MAX_GRID_Y = 65535
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,15 @@ class PointwiseConfig:
 # Regime limits in elements moved by one launch (read + written: 3 per output element in
 # forward, 5 in backward), so the backward switches to larger tiles at fewer tokens.
 REGIME_LIMITS = (3 << 18, 3 << 20, 3 << 22, 3 << 24)
-# (elements per program, warps) per regime, smallest problems first, both layouts. Tiny
-# problems want many small programs (1-2 elements per thread) spread over every SM; mid sizes
-# 8 elements per thread (16-byte accesses, fewer waves); large ones 4 per thread over 4 warps.
-_BLOCKS = ((256, 8), (512, 8), (1024, 8), (1024, 4), (512, 4))
+# (elements per program, warps) per regime, smallest problems first. Tiny problems want many
+# small programs (1-2 elements per thread) spread over every SM; mid sizes 8 elements per
+# thread (16-byte accesses, fewer waves); large ones 4 per thread over 4 warps.
+_CONTIGUOUS = ((256, 8), (512, 8), (1024, 8), (1024, 4), (512, 4))
+# Strided rows: row-grid programs up to the fourth regime; above it the flat form with a row
+# division keeps consecutive programs on consecutive addresses (row-grid was 4-6% slower
+# there). The backward's five streams want half the forward's elements per thread.
+_STRIDED = ((256, 8), (512, 8), (512, 4), (1024, 4))
+_STRIDED_LARGE = {False: (4096, 8), True: (2048, 8)}
 
 
 def regime(moved: int) -> int:
@@ -82,19 +87,25 @@ def tiles_config(n_cols: int) -> PointwiseConfig:
 
 
 @lru_cache(maxsize=None)
-def pointwise_launch_configs(n_cols: int, contiguous: bool, itemsize: int = 2) -> tuple[PointwiseConfig, ...]:
-    """The tile shape of each regime for rows of n_cols (index = `regime(...)`): FLAT for
-    contiguous operands, else ROW_GRID, or FLAT_ROW_DIV where row segments of the block would
-    leave over 1/8 of the lanes idle (narrow or ragged rows). In the bandwidth-bound largest
-    regime 4-byte dtypes take half the elements per thread, keeping each access as wide as
-    the 16-bit one (fp32 sweep: 1-1.5% faster at 8192 tokens)."""
+def pointwise_launch_configs(
+    n_cols: int, contiguous: bool, backward: bool, itemsize: int = 2
+) -> tuple[PointwiseConfig, ...]:
+    """The tile shape of each regime for rows of n_cols (index = `regime(...)`). In the
+    bandwidth-bound largest regime 4-byte dtypes take half the elements per thread, keeping
+    each access as wide as the 16-bit one (fp32 sweep: 1-1.5% faster at 8192 tokens)."""
+    large = PointwiseConfig(1, *_CONTIGUOUS[-1], FLAT) if contiguous else \
+        PointwiseConfig(1, *_STRIDED_LARGE[backward], FLAT_ROW_DIV)
+    if itemsize > 2:
+        large = PointwiseConfig(1, max(large.block_cols * 2 // itemsize, 32 * large.num_warps),
+                                large.num_warps, large.indexing)
+    if contiguous:
+        return (*(PointwiseConfig(1, block, warps, FLAT) for block, warps in _CONTIGUOUS[:-1]), large)
     configs = []
-    for i, (block, warps) in enumerate(_BLOCKS):
-        if i == len(_BLOCKS) - 1 and itemsize > 2:
-            block = max(block * 2 // itemsize, 32 * warps)
-        indexing = FLAT if contiguous else ROW_GRID if _waste(n_cols, block) <= 1 / 8 else FLAT_ROW_DIV
-        configs.append(PointwiseConfig(1, block, warps, indexing))
-    return tuple(configs)
+    for block, warps in _STRIDED:
+        # Row segments that leave many lanes idle (narrow or ragged rows) go flat instead.
+        row_grid = _waste(n_cols, block) <= 1 / 8 and triton.cdiv(n_cols, block) <= _MAX_GRID_Y
+        configs.append(PointwiseConfig(1, block, warps, ROW_GRID if row_grid else FLAT_ROW_DIV))
+    return (*configs, large)
 
 
 def pointwise_launch_config(
@@ -108,7 +119,7 @@ def pointwise_launch_config(
     if traceable:
         return tiles_config(n_cols)
     n = n_rows * n_cols
-    cfg = pointwise_launch_configs(n_cols, contiguous, itemsize)[regime((5 if backward else 3) * n)]
+    cfg = pointwise_launch_configs(n_cols, contiguous, backward, itemsize)[regime((5 if backward else 3) * n)]
     if cfg.indexing in (FLAT, FLAT_ROW_DIV) and max(n, max_offset or 0) >= _INT32_SAFE:
         return tiles_config(n_cols)
     return cfg
@@ -133,8 +144,7 @@ def _prewarm(kernel, key, args, kwargs, configs) -> None:
 
 
 @triton.jit
-def _tile(n_rows, n_cols, stride, INDEXING: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
-          ROWS_PER_Z: tl.constexpr):
+def _tile(n_rows, n_cols, stride, INDEXING: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
     """This program's element offsets in a tensor of row stride `stride`, and their mask.
     INDEXING (the forms named at the top of this file): 1 FLAT, 2 FLAT_ROW_DIV, 3 ROW_GRID,
     0 TILES."""
@@ -146,11 +156,9 @@ def _tile(n_rows, n_cols, stride, INDEXING: tl.constexpr, BLOCK_ROWS: tl.constex
         rows = idx // n_cols
         return rows * stride + (idx - rows * n_cols), idx < n_rows * n_cols
     elif INDEXING == 3:
-        # Column blocks on the grid's first axis run a row's segments together; the row (second
-        # axis, spilling into the third past ROWS_PER_Z) is one scalar per program.
-        cols = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-        row = tl.program_id(1) + tl.program_id(2).to(tl.int64) * ROWS_PER_Z
-        return row * stride + cols, (cols < n_cols) & (row + tl.zeros_like(cols) < n_rows)
+        # The row offset is one scalar per program, not a per-lane product.
+        cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+        return tl.program_id(0).to(tl.int64) * stride + cols, cols < n_cols
     else:
         pid = tl.program_id(0)
         col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
@@ -168,13 +176,12 @@ def _geglu_forward_kernel(
     APPROX_TANH: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
     INDEXING: tl.constexpr,
-    ROWS_PER_Z: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
-    g_offs, mask = _tile(n_rows, n_cols, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROWS_PER_Z)
-    u_offs, _ = _tile(n_rows, n_cols, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROWS_PER_Z)
-    h_offs, _ = _tile(n_rows, n_cols, stride_out, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROWS_PER_Z)
+    g_offs, mask = _tile(n_rows, n_cols, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    u_offs, _ = _tile(n_rows, n_cols, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    h_offs, _ = _tile(n_rows, n_cols, stride_out, INDEXING, BLOCK_ROWS, BLOCK_COLS)
     g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
     out_dtype = out_ptr.dtype.element_ty
@@ -190,13 +197,12 @@ def _geglu_backward_kernel(
     APPROX_TANH: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
     INDEXING: tl.constexpr,
-    ROWS_PER_Z: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
-    dh_offs, mask = _tile(n_rows, n_cols, stride_grad, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROWS_PER_Z)
-    g_offs, _ = _tile(n_rows, n_cols, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROWS_PER_Z)
-    u_offs, _ = _tile(n_rows, n_cols, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROWS_PER_Z)
+    dh_offs, mask = _tile(n_rows, n_cols, stride_grad, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    g_offs, _ = _tile(n_rows, n_cols, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    u_offs, _ = _tile(n_rows, n_cols, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS)
     dh = tl.load(grad_ptr + dh_offs, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
@@ -204,15 +210,15 @@ def _geglu_backward_kernel(
     act, act_grad = gelu_and_grad(g, APPROX_TANH, USE_LIBDEVICE)
     act = act.to(dtype).to(tl.float32)
     dh_u = (dh * u).to(dtype).to(tl.float32)
-    du_offs, _ = _tile(n_rows, n_cols, stride_grad_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROWS_PER_Z)
-    dg_offs, _ = _tile(n_rows, n_cols, stride_grad_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROWS_PER_Z)
+    du_offs, _ = _tile(n_rows, n_cols, stride_grad_up, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    dg_offs, _ = _tile(n_rows, n_cols, stride_grad_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS)
     tl.store(grad_up_ptr + du_offs, (dh * act).to(dtype), mask=mask)
     tl.store(grad_gate_ptr + dg_offs, (dh_u * act_grad).to(dtype), mask=mask)
 
 
 def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int, ...]:
     if cfg.indexing == ROW_GRID:
-        return (triton.cdiv(n_cols, cfg.block_cols), min(n_rows, _GRID_YZ), triton.cdiv(n_rows, _GRID_YZ))
+        return (n_rows, triton.cdiv(n_cols, cfg.block_cols))
     if cfg.indexing in (FLAT, FLAT_ROW_DIV):
         return (triton.cdiv(n_rows * n_cols, cfg.block_cols),)
     return (triton.cdiv(n_rows, cfg.block_rows) * triton.cdiv(n_cols, cfg.block_cols),)
@@ -231,7 +237,7 @@ def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backwa
             config: PointwiseConfig | None, traceable: bool) -> None:
     strides = tuple(t.stride(0) for t in tensors)
     args = (*tensors, n_rows, n_cols, *strides)
-    kwargs = dict(APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE, ROWS_PER_Z=_GRID_YZ)
+    kwargs = dict(APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE)
     if traceable:
         # wrap_triton lets torch.compile / make_fx see the launch. int(): a traced width
         # specialises the graph (the width is fixed per model).
@@ -243,7 +249,7 @@ def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backwa
         cfg, launcher = config or _plan(n_rows, n_cols, strides, backward, itemsize), kernel
         contiguous = n_rows == 1 or all(stride == n_cols for stride in strides)
         _prewarm(kernel, (backward, n_cols, tensors[0].dtype, approx_tanh, contiguous), args, kwargs,
-                 pointwise_launch_configs(n_cols, contiguous, itemsize))
+                 pointwise_launch_configs(n_cols, contiguous, backward, itemsize))
     launcher[_grid(n_rows, n_cols, cfg)](
         *args, **kwargs, INDEXING=cfg.indexing, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols,
         num_warps=cfg.num_warps,
