@@ -20,16 +20,16 @@ def fmt(v):
 
 
 def pointwise_table(rows, key, title, frac=True):
-    lines = [f"### {title}", "", "| I | T | ours | eager | compile | compile dyn | Liger | ours % copy BW | ours vs best peer |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    cases = sorted({(r["I"], r["T"]) for r in rows})
-    for inter, t in cases:
-        by = {r["peer"]: r for r in rows if r["I"] == inter and r["T"] == t}
+    lines = [f"### {title}", "", "| dtype | I | T | ours | eager | compile | compile dyn | Liger | ours % copy BW | ours vs best peer |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    cases = sorted({(r["dtype"], r["I"], r["T"]) for r in rows})
+    for dtype, inter, t in cases:
+        by = {r["peer"]: r for r in rows if (r["dtype"], r["I"], r["T"]) == (dtype, inter, t)}
         vals = {p: by.get(p, {}).get(key) for p in PEERS}
         peers = [v for p, v in vals.items() if p != "ours" and v is not None and v == v]
         speed = min(peers) / vals["ours"] if peers and vals["ours"] else float("nan")
         fr = by["ours"].get(key.replace("_us", "_frac"))
-        lines.append(f"| {inter} | {t} | " + " | ".join(fmt(vals[p]) for p in PEERS)
+        lines.append(f"| {dtype} | {inter} | {t} | " + " | ".join(fmt(vals[p]) for p in PEERS)
                      + f" | {fr * 100:.0f}% |" .replace("nan%", "n/a") + f" {speed:.2f}x |")
     return "\n".join(lines)
 
@@ -135,10 +135,12 @@ def main():
         "Times are medians in microseconds of device time per call (calls captured in a CUDA graph, "
         "replays timed with `triton.testing.do_bench`, 3 input sets cycled); the JSON also has plain-call "
         "times (`*_plain_us`). Produced by `benchmarks/compare_peers.py`, tables by `benchmarks/report.py`. "
-        "`compare_pointwise.json` and `compare_mlp.json` are one run; `compare_extras.json` (fp16/fp32 "
-        "rows, first call, host time) a later one, after the last kernel change (fp32's largest-regime "
-        "tile), which launches nothing different for bf16. The launch heuristic comes from the sweeps "
-        "`sweep_launch_configs*.json` (`benchmarks/sweep_launch_configs.py`); notes in `benchmarks/NOTES.md`.",
+        "Each JSON file is one run, all with the same bf16 launch code: `compare_pointwise.json` (forward "
+        "device times interleaved across peers, 3 rounds, median), `compare_mlp.json` an earlier run, "
+        "`compare_extras.json` (fp16/fp32 rows, first call, host time) one made after the last kernel change "
+        "(fp32's largest-regime tile). `compare_pointwise_columns_first.json` measured a variant that was "
+        "reverted (notes, variant 14). The launch heuristic comes from the sweeps `sweep_launch_configs*.json` "
+        "(`benchmarks/sweep_launch_configs.py`); notes in `benchmarks/NOTES.md`.",
         "",
         *bars(bf16, mlp["rows"], first),
         "",
