@@ -51,8 +51,8 @@ class PointwiseConfig:
 # forward, 5 in backward), so the backward switches to larger tiles at fewer tokens.
 REGIME_LIMITS = (3 << 18, 3 << 20, 3 << 22, 3 << 24)
 # (elements per program, warps) per regime, smallest problems first. Tiny problems want many
-# small programs (1-2 elements per thread) spread over every SM; mid sizes 8 elements per
-# thread (16-byte accesses, fewer waves); large ones 4 per thread over 4 warps.
+# small programs (1-2 elements per thread) spread over every SM; mid sizes 4, then 8 elements
+# per thread (16-byte accesses, fewer waves); large ones 4 per thread over 4 warps.
 _CONTIGUOUS = ((256, 8), (512, 8), (1024, 8), (1024, 4), (512, 4))
 # Strided rows: row-grid programs up to the fourth regime; above it the flat form with a row
 # division keeps consecutive programs on consecutive addresses (row-grid was 4-6% slower
