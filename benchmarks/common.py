@@ -29,6 +29,17 @@ def median_us(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
     return 1e3 * triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
 
 
+def cycling(calls):
+    """One function that runs calls[0], calls[1], ... in turn."""
+    state = [0]
+
+    def run():
+        state[0] = (state[0] + 1) % len(calls)
+        return calls[state[0]]()
+
+    return run
+
+
 def graph_replay(fn, calls: int = 10):
     """`calls` back-to-back calls of fn() captured in one CUDA graph; returns its replay."""
     stream = torch.cuda.Stream()

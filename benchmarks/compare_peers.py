@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import copy_bandwidth_gbs, environment, graph_replay, graph_us, load_local_build, median_us, write_json
+from common import (copy_bandwidth_gbs, cycling, environment, graph_replay, graph_us, load_local_build, median_us,
+                    write_json)
 
 DIMS = [(768, 3072), (2048, 16384), (2560, 10240), (3584, 14336)]
 TOKENS = [1, 16, 128, 512, 2048, 8192]
@@ -57,17 +58,6 @@ def peers(k):
     except ImportError:
         pass
     return fns
-
-
-def cycling(calls):
-    """One function that runs calls[0], calls[1], ... in turn."""
-    state = [0]
-
-    def run():
-        state[0] = (state[0] + 1) % len(calls)
-        return calls[state[0]]()
-
-    return run
 
 
 def both_times(row, key, fn, timers=(("_us", graph_us), ("_plain_us", median_us))):

@@ -10,17 +10,19 @@ import importlib
 import itertools
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
-from common import environment, graph_us, load_local_build, write_json
+from common import cycling, environment, graph_us, load_local_build, write_json
 
 torch._dynamo.config.cache_size_limit = 256
 torch._dynamo.config.accumulated_cache_size_limit = 4096
 
 graph_us = partial(graph_us, rep_ms=40)  # many configs: shorter timing windows than compare_peers
 
+SETS = 3
 INTERS = [3072, 10240, 14336, 16384]
 TOKENS = [1, 16, 128, 512, 2048, 8192]
 # (elements per program, warps): 1 to 16 elements per thread.
@@ -55,20 +57,25 @@ def main():
             base = lambda x: F.gelu(x[:, :x.shape[1] // 2], approximate="tanh") * x[:, x.shape[1] // 2:]  # noqa: E731
         compiled = {"compile": torch.compile(base), "compile_static": torch.compile(base, dynamic=False)}
         for inter, t in itertools.product(map(int, args.inters.split(",")), map(int, args.tokens.split(","))):
-            x = torch.randn(t, 2 * inter, device="cuda", dtype=getattr(torch, args.dtype))
-            if layout == "separate":
-                g, u = torch.randn_like(x[:, :inter]), torch.randn_like(x[:, :inter])
-                refs = {name: (lambda f=f: f(g, u)) for name, f in compiled.items()}
-            else:
-                g, u = x[:, :inter], x[:, inter:]
-                refs = {name: (lambda f=f: f(x)) for name, f in compiled.items()}
-            dh = torch.randn_like(g)
-            out, dg, du = torch.empty_like(dh), torch.empty_like(dh), torch.empty_like(dh)
+            # SETS input sets cycled through by consecutive calls, as in compare_peers.py: one set
+            # reused call after call stays in L2 at mid sizes and ranks shapes differently.
+            sets = []
+            for _ in range(SETS):
+                x = torch.randn(t, 2 * inter, device="cuda", dtype=getattr(torch, args.dtype))
+                g, u = (x[:, :inter], x[:, inter:]) if layout == "packed" else \
+                    (torch.randn_like(x[:, :inter]), torch.randn_like(x[:, :inter]))
+                dh = torch.randn_like(g)
+                sets.append(SimpleNamespace(x=x, g=g, u=u, dh=dh, out=torch.empty_like(dh),
+                                            dg=torch.empty_like(dh), du=torch.empty_like(dh)))
+            refs = {name: cycling([(lambda f=f, s=s: f(s.g, s.u) if layout == "separate" else f(s.x)) for s in sets])
+                    for name, f in compiled.items()}
             ref_us = {name: graph_us(ref) for name, ref in refs.items()}
             shape_rows = []
             for cfg in [None] + configs:
-                fwd = graph_us(lambda: pw.launch_geglu_forward(g, u, out, True, cfg, traceable=False))
-                bwd = graph_us(lambda: pw.launch_geglu_backward(dh, g, u, dg, du, True, cfg, traceable=False))
+                fwd = graph_us(cycling([lambda s=s, c=cfg: pw.launch_geglu_forward(s.g, s.u, s.out, True, c, traceable=False)
+                                        for s in sets]))
+                bwd = graph_us(cycling([lambda s=s, c=cfg: pw.launch_geglu_backward(s.dh, s.g, s.u, s.dg, s.du, True, c,
+                                                                             traceable=False) for s in sets]))
                 shape_rows.append(dict(layout=layout, dtype=args.dtype, I=inter, T=t, config=name_of(cfg), fwd_us=fwd, bwd_us=bwd,
                                        **{f"{name}_fwd_us": us for name, us in ref_us.items()}))
             # Timed again after our configs: the spread between the two is the run's noise.
