@@ -129,11 +129,11 @@ _warmed: set = set()
 
 
 def _prewarm(kernel, key, args, kwargs, configs) -> None:
-    """Compile every tile shape this kind of call can reach at its first launch, so that a
-    later token count in another regime launches without compiling."""
-    if key in _warmed or not _USE_LIBDEVICE:  # the interpreter compiles nothing
-        return
+    """Compile every tile shape this kind of call (`key`) can reach at its first launch, so that
+    a later token count in another regime launches without compiling."""
     _warmed.add(key)
+    if not _USE_LIBDEVICE:  # the interpreter compiles nothing
+        return
     for cfg in dict.fromkeys(configs):
         compiled = kernel.warmup(*args, **kwargs, INDEXING=cfg.indexing, BLOCK_ROWS=cfg.block_rows,
                                  BLOCK_COLS=cfg.block_cols, num_warps=cfg.num_warps, grid=(1,))
@@ -225,12 +225,13 @@ def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int, ...]:
 
 
 @lru_cache(maxsize=4096)
-def _plan(n_rows: int, n_cols: int, strides: tuple[int, ...], backward: bool, itemsize: int) -> PointwiseConfig:
-    """The heuristic's choice for an untraced launch, cached: the host time of a launch matters
-    at small token counts."""
+def _plan(n_rows: int, n_cols: int, strides: tuple[int, ...], backward: bool, itemsize: int
+          ) -> tuple[PointwiseConfig, bool]:
+    """(the heuristic's choice, whether all operands are contiguous) for an untraced launch,
+    cached: the host time of a launch matters at small token counts."""
     contiguous = n_rows == 1 or all(stride == n_cols for stride in strides)
     max_offset = (n_rows - 1) * max(strides) + n_cols
-    return pointwise_launch_config(n_rows, n_cols, backward, False, contiguous, max_offset, itemsize)
+    return pointwise_launch_config(n_rows, n_cols, backward, False, contiguous, max_offset, itemsize), contiguous
 
 
 def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backward: bool,
@@ -246,10 +247,11 @@ def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backwa
         # A call known not to be traced (the eager fast path) launches directly and skips the
         # higher-order-op dispatch.
         itemsize = tensors[0].element_size()
-        cfg, launcher = config or _plan(n_rows, n_cols, strides, backward, itemsize), kernel
-        contiguous = n_rows == 1 or all(stride == n_cols for stride in strides)
-        _prewarm(kernel, (backward, n_cols, tensors[0].dtype, approx_tanh, contiguous), args, kwargs,
-                 pointwise_launch_configs(n_cols, contiguous, backward, itemsize))
+        planned, contiguous = _plan(n_rows, n_cols, strides, backward, itemsize)
+        cfg, launcher = config or planned, kernel
+        key = (backward, n_cols, tensors[0].dtype, approx_tanh, contiguous)
+        if key not in _warmed:
+            _prewarm(kernel, key, args, kwargs, pointwise_launch_configs(n_cols, contiguous, backward, itemsize))
     launcher[_grid(n_rows, n_cols, cfg)](
         *args, **kwargs, INDEXING=cfg.indexing, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols,
         num_warps=cfg.num_warps,
