@@ -97,20 +97,12 @@ class T5DenseGatedGeGLU(nn.Module):
         return self.wo(h)
 
 
-class LongT5DenseGatedGeGLU(nn.Module):
-    """wo(dropout(gelu(wi_0(x)) * wi_1(x))), no dtype cast (LongT5DenseGatedActDense).
+class LongT5DenseGatedGeGLU(T5DenseGatedGeGLU):
+    """wo(dropout(gelu(wi_0(x)) * wi_1(x))), no dtype cast (LongT5DenseGatedActDense); the same
+    attributes as T5DenseGatedGeGLU.
 
     Shapes: x [..., d_model] -> [..., d_model].
     """
-
-    wi_0: nn.Linear
-    wi_1: nn.Linear
-    wo: nn.Linear
-    act: nn.Module
-    dropout: nn.Dropout
-
-    has_backward = True
-    can_torch_compile = True
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.wo(self.dropout(_geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), self.act, own_inputs=True)))
