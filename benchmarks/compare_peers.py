@@ -257,6 +257,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sections", default="extras,pointwise,mlp")
+    parser.add_argument("--inters", default="3072,16384,10240,14336", type=lambda v: [int(i) for i in v.split(",")],
+                        help="pointwise section: intermediate sizes")
     args = parser.parse_args()
     k = load_local_build()
     bw = copy_bandwidth_gbs()
@@ -269,7 +271,9 @@ def main():
             for dtype in (torch.float16, torch.float32):
                 result["rows"] += bench_pointwise(k, bw, dtype=dtype, inters=(16384,), tokens=(8192,))
         elif section == "pointwise":
-            result["rows"] += bench_pointwise(k, bw)
+            for inter in args.inters:  # saved after each width: a run cut short keeps what it measured
+                result["rows"] += bench_pointwise(k, bw, inters=(inter,))
+                write_json(args.out / "compare_pointwise.json", result)
         elif section == "mlp":
             result["rows"] += bench_mlp(k)
         write_json(args.out / f"compare_{section}.json", {**result, "rows": [r for r in result["rows"]]})

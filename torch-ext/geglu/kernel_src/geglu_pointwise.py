@@ -50,15 +50,20 @@ class PointwiseConfig:
 # Regime limits in elements moved by one launch (read + written: 3 per output element in
 # forward, 5 in backward), so the backward switches to larger tiles at fewer tokens.
 REGIME_LIMITS = (3 << 18, 3 << 20, 3 << 22, 3 << 24)
-# (elements per program, warps) per regime, smallest problems first. Tiny problems want many
-# small programs (1-2 elements per thread) spread over every SM; mid sizes 4, then 8 elements
-# per thread (16-byte accesses, fewer waves); large ones 4 per thread over 4 warps.
-_CONTIGUOUS = ((256, 8), (512, 8), (1024, 8), (1024, 4), (512, 4))
-# Strided rows: row-grid programs up to the fourth regime; above it the flat form with a row
-# division keeps consecutive programs on consecutive addresses (row-grid was 4-6% slower
-# there). The backward's five streams want half the forward's elements per thread.
-_STRIDED = ((256, 8), (512, 8), (512, 4), (1024, 4))
-_STRIDED_LARGE = {False: (4096, 8), True: (2048, 8)}
+# (elements per program, warps, indexing) per regime, smallest problems first, keyed by
+# (operands contiguous, backward); from the H100 sweeps in benchmarks/NOTES.md. Tiny problems
+# want many small programs (1-2 elements per thread) spread over every SM; larger ones 4 to 8
+# elements per thread. Strided rows (halves of a packed projection) take row-grid programs while
+# launch latency dominates, then the flat form with a row division (a multiply and shift: the
+# width is a compile-time constant), which keeps consecutive programs on consecutive addresses.
+_REGIMES = {
+    (True, False): ((256, 8, FLAT), (512, 8, FLAT), (1024, 4, FLAT), (512, 4, FLAT), (512, 4, FLAT)),
+    (True, True): ((256, 8, FLAT), (512, 8, FLAT), (1024, 8, FLAT), (1024, 8, FLAT), (512, 4, FLAT)),
+    (False, False): ((256, 8, ROW_GRID), (512, 8, ROW_GRID), (512, 4, FLAT_ROW_DIV), (512, 4, FLAT_ROW_DIV),
+                     (512, 4, FLAT_ROW_DIV)),
+    (False, True): ((256, 8, FLAT_ROW_DIV), (512, 8, FLAT_ROW_DIV), (1024, 8, FLAT_ROW_DIV),
+                    (1024, 8, FLAT_ROW_DIV), (2048, 8, FLAT_ROW_DIV)),
+}
 
 
 def regime(moved: int) -> int:
@@ -93,19 +98,15 @@ def pointwise_launch_configs(
     """The tile shape of each regime for rows of n_cols (index = `regime(...)`). In the
     bandwidth-bound largest regime 4-byte dtypes take half the elements per thread, keeping
     each access as wide as the 16-bit one (fp32 sweep: 1-1.5% faster at 8192 tokens)."""
-    large = PointwiseConfig(1, *_CONTIGUOUS[-1], FLAT) if contiguous else \
-        PointwiseConfig(1, *_STRIDED_LARGE[backward], FLAT_ROW_DIV)
-    if itemsize > 2:
-        large = PointwiseConfig(1, max(large.block_cols * 2 // itemsize, 32 * large.num_warps),
-                                large.num_warps, large.indexing)
-    if contiguous:
-        return (*(PointwiseConfig(1, block, warps, FLAT) for block, warps in _CONTIGUOUS[:-1]), large)
     configs = []
-    for block, warps in _STRIDED:
+    for i, (block, warps, indexing) in enumerate(_REGIMES[contiguous, backward]):
+        if itemsize > 2 and i == len(REGIME_LIMITS):
+            block = max(block * 2 // itemsize, 32 * warps)
         # Row segments that leave many lanes idle (narrow or ragged rows) go flat instead.
-        row_grid = _waste(n_cols, block) <= 1 / 8 and triton.cdiv(n_cols, block) <= _MAX_GRID_Y
-        configs.append(PointwiseConfig(1, block, warps, ROW_GRID if row_grid else FLAT_ROW_DIV))
-    return (*configs, large)
+        if indexing == ROW_GRID and (_waste(n_cols, block) > 1 / 8 or triton.cdiv(n_cols, block) > _MAX_GRID_Y):
+            indexing = FLAT_ROW_DIV
+        configs.append(PointwiseConfig(1, block, warps, indexing))
+    return tuple(configs)
 
 
 def pointwise_launch_config(
@@ -144,44 +145,59 @@ def _prewarm(kernel, key, args, kwargs, configs) -> None:
 
 
 @triton.jit
-def _tile(n_rows, n_cols, stride, INDEXING: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
+def _tile(n_rows, stride, N_COLS: tl.constexpr, INDEXING: tl.constexpr, BLOCK_ROWS: tl.constexpr,
+          BLOCK_COLS: tl.constexpr):
     """This program's element offsets in a tensor of row stride `stride`, and their mask.
     INDEXING (the forms named at the top of this file): 1 FLAT, 2 FLAT_ROW_DIV, 3 ROW_GRID,
-    0 TILES."""
-    if INDEXING == 1:
-        offs = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-        return offs, offs < n_rows * n_cols
-    elif INDEXING == 2:
+    0 TILES. The width is a compile-time constant (fixed per model): the row division becomes a
+    multiply and shift, and row segments that tile the width exactly need no column mask."""
+    # A block size that divides the width also divides the element count: no mask needed.
+    EVEN_COLS: tl.constexpr = N_COLS % BLOCK_COLS == 0
+    if INDEXING == 1 or INDEXING == 2:
         idx = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-        rows = idx // n_cols
-        return rows * stride + (idx - rows * n_cols), idx < n_rows * n_cols
+        if EVEN_COLS:
+            mask = tl.full([BLOCK_COLS], True, tl.int1)
+        else:
+            mask = idx < n_rows * N_COLS
+        if INDEXING == 1:
+            return idx, mask
+        rows = idx // N_COLS
+        return rows * stride + (idx - rows * N_COLS), mask
     elif INDEXING == 3:
         # The row offset is one scalar per program, not a per-lane product.
         cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-        return tl.program_id(0).to(tl.int64) * stride + cols, cols < n_cols
+        if EVEN_COLS:
+            mask = tl.full([BLOCK_COLS], True, tl.int1)
+        else:
+            mask = cols < N_COLS
+        return tl.program_id(0).to(tl.int64) * stride + cols, mask
     else:
         pid = tl.program_id(0)
-        col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
+        col_blocks: tl.constexpr = (N_COLS + BLOCK_COLS - 1) // BLOCK_COLS
         rows = (pid // col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         cols = (pid % col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-        mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+        if EVEN_COLS:
+            mask = (rows < n_rows)[:, None] & tl.full([1, BLOCK_COLS], True, tl.int1)
+        else:
+            mask = (rows < n_rows)[:, None] & (cols < N_COLS)[None, :]
         return rows.to(tl.int64)[:, None] * stride + cols[None, :], mask
 
 
 @triton.jit(do_not_specialize=["n_rows"])
 def _geglu_forward_kernel(
     gate_ptr, up_ptr, out_ptr,
-    n_rows, n_cols,
+    n_rows,
     stride_gate, stride_up, stride_out,
+    N_COLS: tl.constexpr,
     APPROX_TANH: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
     INDEXING: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
-    g_offs, mask = _tile(n_rows, n_cols, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS)
-    u_offs, _ = _tile(n_rows, n_cols, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS)
-    h_offs, _ = _tile(n_rows, n_cols, stride_out, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    g_offs, mask = _tile(n_rows, stride_gate, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    u_offs, _ = _tile(n_rows, stride_up, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    h_offs, _ = _tile(n_rows, stride_out, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
     g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
     out_dtype = out_ptr.dtype.element_ty
@@ -192,17 +208,18 @@ def _geglu_forward_kernel(
 @triton.jit(do_not_specialize=["n_rows"])
 def _geglu_backward_kernel(
     grad_ptr, gate_ptr, up_ptr, grad_gate_ptr, grad_up_ptr,
-    n_rows, n_cols,
+    n_rows,
     stride_grad, stride_gate, stride_up, stride_grad_gate, stride_grad_up,
+    N_COLS: tl.constexpr,
     APPROX_TANH: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
     INDEXING: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
-    dh_offs, mask = _tile(n_rows, n_cols, stride_grad, INDEXING, BLOCK_ROWS, BLOCK_COLS)
-    g_offs, _ = _tile(n_rows, n_cols, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS)
-    u_offs, _ = _tile(n_rows, n_cols, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    dh_offs, mask = _tile(n_rows, stride_grad, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    g_offs, _ = _tile(n_rows, stride_gate, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    u_offs, _ = _tile(n_rows, stride_up, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
     dh = tl.load(grad_ptr + dh_offs, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
@@ -210,8 +227,8 @@ def _geglu_backward_kernel(
     act, act_grad = gelu_and_grad(g, APPROX_TANH, USE_LIBDEVICE)
     act = act.to(dtype).to(tl.float32)
     dh_u = (dh * u).to(dtype).to(tl.float32)
-    du_offs, _ = _tile(n_rows, n_cols, stride_grad_up, INDEXING, BLOCK_ROWS, BLOCK_COLS)
-    dg_offs, _ = _tile(n_rows, n_cols, stride_grad_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    du_offs, _ = _tile(n_rows, stride_grad_up, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    dg_offs, _ = _tile(n_rows, stride_grad_gate, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
     tl.store(grad_up_ptr + du_offs, (dh * act).to(dtype), mask=mask)
     tl.store(grad_gate_ptr + dg_offs, (dh_u * act_grad).to(dtype), mask=mask)
 
@@ -237,12 +254,13 @@ def _plan(n_rows: int, n_cols: int, strides: tuple[int, ...], backward: bool, it
 def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backward: bool,
             config: PointwiseConfig | None, traceable: bool) -> None:
     strides = tuple(t.stride(0) for t in tensors)
-    args = (*tensors, n_rows, n_cols, *strides)
-    kwargs = dict(APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE)
+    n_cols = int(n_cols)  # a compile-time constant of the kernels; traced widths specialise the graph
+    args = (*tensors, n_rows, *strides)
+    kwargs = dict(N_COLS=n_cols, APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE)
     if traceable:
         # wrap_triton lets torch.compile / make_fx see the launch. int(): a traced width
         # specialises the graph (the width is fixed per model).
-        cfg, launcher = config or tiles_config(int(n_cols)), wrap_triton(kernel)
+        cfg, launcher = config or tiles_config(n_cols), wrap_triton(kernel)
     else:
         # A call known not to be traced (the eager fast path) launches directly and skips the
         # higher-order-op dispatch.
