@@ -30,6 +30,12 @@ BLOCKS = [(256, 8), (256, 4), (256, 2), (512, 8), (512, 4), (512, 2), (1024, 8),
           (2048, 8), (2048, 4), (4096, 8)]
 
 
+class FreshOutputs(SimpleNamespace):
+    """An input set whose outputs are new tensors at each access, as a user's call allocates them
+    (the allocator hands back the block just freed: one output address, as torch.compile's has)."""
+    out = dg = du = property(lambda self: torch.empty_like(self.dh))
+
+
 def name_of(cfg) -> str:
     return "heuristic" if cfg is None else f"{('tile', 'flat', 'flatdiv', 'rowgrid')[cfg.indexing]}{cfg.block_cols}w{cfg.num_warps}"
 
@@ -41,6 +47,11 @@ def main():
     parser.add_argument("--inters", default=",".join(map(str, INTERS)))
     parser.add_argument("--tokens", default=",".join(map(str, TOKENS)))
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--blocks", default=",".join(f"{c}x{w}" for c, w in BLOCKS),
+                        help="(elements per program)x(warps), comma-separated")
+    parser.add_argument("--fresh-outputs", action="store_true",
+                        help="allocate outputs at every call, as a user's call and torch.compile's kernel do "
+                             "(the default writes into one preallocated buffer per input set)")
     args = parser.parse_args()
     k = load_local_build()
     pw = importlib.import_module(k.__name__ + ".kernel_src.geglu_pointwise")
@@ -48,7 +59,8 @@ def main():
     for layout in args.layouts.split(","):
         # Separate operands are contiguous (flat mode 1); packed halves have strided rows (mode 2).
         modes = (0, 1, 3) if layout == "separate" else (0, 2, 3)
-        configs = [pw.PointwiseConfig(1, c, w, m) for m, (c, w) in itertools.product(modes, BLOCKS)]
+        blocks = [tuple(map(int, b.split("x"))) for b in args.blocks.split(",")]
+        configs = [pw.PointwiseConfig(1, c, w, m) for m, (c, w) in itertools.product(modes, blocks)]
         # References: what a user's torch.compile(fn) runs (it goes dynamic after the first new
         # shape) and a kernel specialised and autotuned for each shape (dynamic=False).
         if layout == "separate":
@@ -65,8 +77,12 @@ def main():
                 g, u = (x[:, :inter], x[:, inter:]) if layout == "packed" else \
                     (torch.randn_like(x[:, :inter]), torch.randn_like(x[:, :inter]))
                 dh = torch.randn_like(g)
-                sets.append(SimpleNamespace(x=x, g=g, u=u, dh=dh, out=torch.empty_like(dh),
-                                            dg=torch.empty_like(dh), du=torch.empty_like(dh)))
+                if args.fresh_outputs:
+                    s = FreshOutputs(x=x, g=g, u=u, dh=dh)
+                else:
+                    s = SimpleNamespace(x=x, g=g, u=u, dh=dh, out=torch.empty_like(dh), dg=torch.empty_like(dh),
+                                        du=torch.empty_like(dh))
+                sets.append(s)
             refs = {name: cycling([(lambda f=f, s=s: f(s.g, s.u) if layout == "separate" else f(s.x)) for s in sets])
                     for name, f in compiled.items()}
             ref_us = {name: graph_us(ref) for name, ref in refs.items()}
