@@ -59,7 +59,7 @@ REGIME_LIMITS = (3 << 18, 3 << 20, 3 << 22, 3 << 24)
 _REGIMES = {
     (True, False): ((256, 8, FLAT), (512, 8, FLAT), (1024, 4, FLAT), (512, 4, FLAT), (512, 4, FLAT)),
     (True, True): ((256, 8, FLAT), (512, 8, FLAT), (1024, 8, FLAT), (1024, 8, FLAT), (512, 4, FLAT)),
-    (False, False): ((256, 8, ROW_GRID), (512, 8, ROW_GRID), (512, 4, FLAT_ROW_DIV), (512, 4, FLAT_ROW_DIV),
+    (False, False): ((256, 8, ROW_GRID), (512, 8, ROW_GRID), (512, 4, FLAT_ROW_DIV), (512, 2, FLAT_ROW_DIV),
                      (512, 4, FLAT_ROW_DIV)),
     (False, True): ((256, 8, FLAT_ROW_DIV), (512, 8, FLAT_ROW_DIV), (1024, 8, FLAT_ROW_DIV),
                     (1024, 8, FLAT_ROW_DIV), (2048, 8, FLAT_ROW_DIV)),
