@@ -135,12 +135,15 @@ def main():
         "Times are medians in microseconds of device time per call (calls captured in a CUDA graph, "
         "replays timed with `triton.testing.do_bench`, 3 input sets cycled); the JSON also has plain-call "
         "times (`*_plain_us`). Produced by `benchmarks/compare_peers.py`, tables by `benchmarks/report.py`. "
-        "Each JSON file is one run, all with the same bf16 launch code: `compare_pointwise.json` (forward "
-        "device times interleaved across peers, 3 rounds, median), `compare_mlp.json` an earlier run, "
-        "`compare_extras.json` (fp16/fp32 rows, first call, host time) one made after the last kernel change "
-        "(fp32's largest-regime tile). `compare_pointwise_columns_first.json` measured a variant that was "
-        "reverted (notes, variant 14). The launch heuristic comes from the sweeps `sweep_launch_configs*.json` "
-        "(`benchmarks/sweep_launch_configs.py`); notes in `benchmarks/NOTES.md`.",
+        "Each JSON file is one run. `compare_pointwise.json` (forward device times interleaved across peers, "
+        "3 rounds, median) ran the final launch code; `compare_mlp.json` and `compare_extras.json` (fp16/fp32 "
+        "rows, first call, host time) ran the code before the last table entry changed (strided forward, fourth "
+        "regime: 512x4 to 512x2), which only the packed pointwise rows reach: those files measure the same "
+        "kernels. `compare_pointwise_strided_512x4.json` is the pointwise run before that change, "
+        "`compare_pointwise_rowgrid_tiny.json` and `compare_pointwise_columns_first.json` variants that were "
+        "reverted (notes, variants 15 and 14). `launch_floor.json` (`benchmarks/launch_floor.py`) times the "
+        "tiny-token forward against an empty kernel. The launch heuristic comes from the sweeps "
+        "`sweep_*.json` (`benchmarks/sweep_launch_configs.py`); notes in `benchmarks/NOTES.md`.",
         "",
         *bars(bf16, mlp["rows"], first),
         "",
@@ -179,6 +182,18 @@ def main():
     parts += ["", "### Host time per call at T=1 (no synchronisation, this machine's CPU)", "",
               "| call | host us |", "|---|---|"]
     parts += [f"| {r['peer']} | {r['host_us']:.1f} |" for r in host]
+    floor_file = folder / "launch_floor.json"
+    if floor_file.exists():
+        floor = load(folder, floor_file.name)["rows"]
+        names = ["empty_kernel", "one_element_kernel", "ours", "compile", "compile_dynamic"]
+        parts += ["", "### The launch floor: tiny token counts (device us, 7 interleaved rounds, fresh outputs)", "",
+                  "| layout | I | T | " + " | ".join(n.replace("_", " ") for n in names) + " | best of our other tiles |",
+                  "|---|---|---|" + "---|" * (len(names) + 1)]
+        for r in floor:
+            others = min(v for key, v in r.items() if key.startswith("ours_") and key.endswith("_us")
+                         and not key.endswith("rounds_us"))
+            parts.append(f"| {r['layout']} | {r['I']} | {r['T']} | " + " | ".join(f"{r[n + '_us']:.3f}" for n in names)
+                         + f" | {others:.3f} |")
     (folder / "README.md").write_text("\n".join(parts) + "\n")
     plot(bf16, folder)
     print((folder / "README.md").read_text())

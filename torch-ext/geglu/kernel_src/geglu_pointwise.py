@@ -8,10 +8,10 @@ dtype before the multiply, and in backward dh * u is rounded before it meets gel
 For fp32 those roundings are exact no-ops.
 
 Launch parameters come from `pointwise_launch_config`: five problem-size regimes, each with
-its tile shape and indexing form, chosen from an H100 sweep (benchmarks/NOTES.md). All shapes
-a call can reach are compiled at its width's first launch, so a new token count never
-triggers tuning or a recompile (the row count is also excluded from Triton's integer
-specialization).
+its tile shape and indexing form, chosen from H100 sweeps (benchmarks/NOTES.md). The width is a
+compile-time constant (fixed per model); all shapes a call can reach are compiled at its width's
+first launch, so a new token count never triggers tuning or a recompile (the row count is also
+excluded from Triton's integer specialization).
 """
 
 import os
