@@ -9,9 +9,9 @@ For fp32 those roundings are exact no-ops.
 
 Launch parameters come from `pointwise_launch_config`: five problem-size regimes, each with
 its tile shape and indexing form, chosen from H100 sweeps (benchmarks/NOTES.md). The width is a
-compile-time constant (fixed per model); all shapes a call can reach are compiled at its width's
-first launch, so a new token count never triggers tuning or a recompile (the row count is also
-excluded from Triton's integer specialization).
+compile-time constant (fixed per model); every regime's shape is compiled at its width's first
+launch, so a new token count never triggers tuning or a recompile below 2^31 elements (the row
+count is also excluded from Triton's integer specialization).
 """
 
 import os
@@ -110,15 +110,13 @@ def pointwise_launch_configs(
 
 
 def pointwise_launch_config(
-    n_rows: int, n_cols: int, backward: bool = False, traceable: bool = False,
-    contiguous: bool = False, max_offset: int | None = None, itemsize: int = 2,
+    n_rows: int, n_cols: int, backward: bool = False, contiguous: bool = False,
+    max_offset: int | None = None, itemsize: int = 2,
 ) -> PointwiseConfig:
-    """The tile shape for a launch over [n_rows, n_cols] views. A traced launch (torch.compile)
-    always takes `tiles_config`, so the compiled graph holds no guard on the token count.
+    """The tile shape for an untraced launch over [n_rows, n_cols] views (a traced one always
+    takes `tiles_config`, so the compiled graph holds no guard on the token count).
     max_offset: the largest element offset any operand reaches (n_rows * n_cols if None);
     32-bit forms are only used below 2^31."""
-    if traceable:
-        return tiles_config(n_cols)
     n = n_rows * n_cols
     cfg = pointwise_launch_configs(n_cols, contiguous, backward, itemsize)[regime((5 if backward else 3) * n)]
     if cfg.indexing in (FLAT, FLAT_ROW_DIV) and max(n, max_offset or 0) >= _INT32_SAFE:
@@ -130,8 +128,9 @@ _warmed: set = set()
 
 
 def _prewarm(kernel, key, args, kwargs, configs) -> None:
-    """Compile every tile shape this kind of call (`key`) can reach at its first launch, so that
-    a later token count in another regime launches without compiling."""
+    """Compile every regime's tile shape for this kind of call (`key`) at its first launch, so
+    that a later token count in another regime launches without compiling (only operands beyond
+    32-bit offsets, which take `tiles_config`, compile at their own first launch)."""
     _warmed.add(key)
     if not _USE_LIBDEVICE:  # the interpreter compiles nothing
         return
@@ -248,7 +247,7 @@ def _plan(n_rows: int, n_cols: int, strides: tuple[int, ...], backward: bool, it
     cached: the host time of a launch matters at small token counts."""
     contiguous = n_rows == 1 or all(stride == n_cols for stride in strides)
     max_offset = (n_rows - 1) * max(strides) + n_cols
-    return pointwise_launch_config(n_rows, n_cols, backward, False, contiguous, max_offset, itemsize), contiguous
+    return pointwise_launch_config(n_rows, n_cols, backward, contiguous, max_offset, itemsize), contiguous
 
 
 def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backward: bool,
@@ -258,8 +257,7 @@ def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backwa
     args = (*tensors, n_rows, *strides)
     kwargs = dict(N_COLS=n_cols, APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE)
     if traceable:
-        # wrap_triton lets torch.compile / make_fx see the launch. int(): a traced width
-        # specialises the graph (the width is fixed per model).
+        # wrap_triton lets torch.compile / make_fx see the launch.
         cfg, launcher = config or tiles_config(n_cols), wrap_triton(kernel)
     else:
         # A call known not to be traced (the eager fast path) launches directly and skips the
