@@ -62,6 +62,28 @@ def graph_us(fn, calls: int = 10, rep_ms: int = 100) -> float:
     return median_us(graph_replay(fn, calls), rep_ms=rep_ms) / calls
 
 
+def eager_separate(g, u):
+    """The eager GeGLU every peer is checked against: gelu(gate) * up."""
+    return torch.nn.functional.gelu(g, approximate="tanh") * u
+
+
+def eager_packed(x):
+    """eager_separate on the two halves of a packed [T, 2I] projection."""
+    g, u = x.chunk(2, dim=-1)
+    return eager_separate(g, u)
+
+
+def interleaved_rounds(replays: dict, rounds: int, calls: int = 10, rep_ms: int = 100) -> dict:
+    """Device time per call (us) of each graph replay of `calls` calls, the replays timed in turn
+    `rounds` times, so that drift during the run (clocks, temperature) favours none of them:
+    name -> the per-round times."""
+    times = {name: [] for name in replays}
+    for _ in range(rounds):
+        for name, replay in replays.items():
+            times[name].append(median_us(replay, rep_ms=rep_ms) / calls)
+    return times
+
+
 def copy_bandwidth_gbs(nbytes: int = 2 << 30) -> float:
     """Device-to-device copy bandwidth, counting bytes read plus bytes written."""
     src = torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda").random_()

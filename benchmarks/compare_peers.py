@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import (copy_bandwidth_gbs, cycling, environment, graph_replay, graph_us, load_local_build, median_us,
-                    write_json)
+from common import (copy_bandwidth_gbs, cycling, eager_packed, eager_separate, environment, graph_replay, graph_us,
+                    interleaved_rounds, load_local_build, median_us, write_json)
 
 DIMS = [(768, 3072), (2048, 16384), (2560, 10240), (3584, 14336)]
 TOKENS = [1, 16, 128, 512, 2048, 8192]
@@ -32,15 +32,6 @@ ROUNDS = 3  # forward device times: peers timed in turn this many times, median 
 
 torch._dynamo.config.cache_size_limit = 256
 torch._dynamo.config.accumulated_cache_size_limit = 4096
-
-
-def eager_separate(g, u):
-    return F.gelu(g, approximate="tanh") * u
-
-
-def eager_packed(x):
-    g, u = x.chunk(2, dim=-1)
-    return F.gelu(g, approximate="tanh") * u
 
 
 def peers(k):
@@ -80,11 +71,7 @@ def interleaved_us(rows, key, fns, calls=10):
         except Exception as exc:  # one peer failing under graph capture must not end the run
             rows[name][key + "_us"] = float("nan")
             rows[name][key + "_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
-    rounds = {name: [] for name in replays}
-    for _ in range(ROUNDS):
-        for name, replay in replays.items():
-            rounds[name].append(median_us(replay) / calls)
-    for name, times in rounds.items():
+    for name, times in interleaved_rounds(replays, ROUNDS, calls).items():
         rows[name][key + "_us"] = statistics.median(times)
         rows[name][key + "_rounds_us"] = times
 

@@ -16,11 +16,11 @@ import statistics
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from common import cycling, environment, graph_replay, load_local_build, median_us, write_json
+from common import (cycling, eager_packed, eager_separate, environment, graph_replay, interleaved_rounds,
+                    load_local_build, write_json)
 
 ROUNDS = 7
 SETS = 3
@@ -45,8 +45,7 @@ def main():
     k = load_local_build()
     pw = importlib.import_module(k.__name__ + ".kernel_src.geglu_pointwise")
     tiny = {"t128w4": (128, 4), "t256w8": (256, 8), "t512w8": (512, 8), "t1024w4": (1024, 4)}
-    base = {"separate": lambda g, u: F.gelu(g, approximate="tanh") * u,
-            "packed": lambda x: F.gelu(x[:, :x.shape[1] // 2], approximate="tanh") * x[:, x.shape[1] // 2:]}
+    base = {"separate": eager_separate, "packed": eager_packed}
     compiled = {layout: {"compile": torch.compile(fn), "compile_dynamic": torch.compile(fn, dynamic=True)}
                 for layout, fn in base.items()}
     rows = []
@@ -70,11 +69,7 @@ def main():
         for name, fn in compiled[layout].items():
             fns[name] = cycling([(lambda g=g, u=u, f=fn: f(g, u)) if layout == "separate" else
                                  (lambda x=x, f=fn: f(x)) for (g, u), x in zip(ops, xs)])
-        replays = {name: graph_replay(fn) for name, fn in fns.items()}
-        times = {name: [] for name in replays}
-        for _ in range(ROUNDS):
-            for name, replay in replays.items():
-                times[name].append(median_us(replay, rep_ms=50) / 10)
+        times = interleaved_rounds({name: graph_replay(fn) for name, fn in fns.items()}, ROUNDS, rep_ms=50)
         row = dict(layout=layout, I=inter, T=t, **{f"{n}_us": statistics.median(v) for n, v in times.items()},
                    **{f"{n}_rounds_us": v for n, v in times.items()})
         rows.append(row)

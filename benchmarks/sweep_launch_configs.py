@@ -13,9 +13,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 
-from common import cycling, environment, graph_us, load_local_build, write_json
+from common import cycling, eager_packed, eager_separate, environment, graph_us, load_local_build, write_json
 
 torch._dynamo.config.cache_size_limit = 256
 torch._dynamo.config.accumulated_cache_size_limit = 4096
@@ -63,10 +62,7 @@ def main():
         configs = [pw.PointwiseConfig(1, c, w, m) for m, (c, w) in itertools.product(modes, blocks)]
         # References: what a user's torch.compile(fn) runs (it goes dynamic after the first new
         # shape) and a kernel specialised and autotuned for each shape (dynamic=False).
-        if layout == "separate":
-            base = lambda g, u: F.gelu(g, approximate="tanh") * u  # noqa: E731
-        else:
-            base = lambda x: F.gelu(x[:, :x.shape[1] // 2], approximate="tanh") * x[:, x.shape[1] // 2:]  # noqa: E731
+        base = eager_separate if layout == "separate" else eager_packed
         compiled = {"compile": torch.compile(base), "compile_static": torch.compile(base, dynamic=False)}
         for inter, t in itertools.product(map(int, args.inters.split(",")), map(int, args.tokens.split(","))):
             # SETS input sets cycled through by consecutive calls, as in compare_peers.py: one set

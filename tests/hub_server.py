@@ -99,23 +99,23 @@ class Handler(BaseHTTPRequestHandler):
         # Match on the raw path: a revision may carry an encoded "/" (refs%2Fheads%2Fv1).
         path, query = url.path, parse_qs(url.query)
         self.state.requests.append(f"{method} {unquote(path)}")
+        repo, rev = r"(?P<repo>[^/]+/[^/]+)", r"(?P<rev>[^/]+)"
         routes = [
             ("POST", r"/api/repos/create", self.create_repo),
             ("GET", r"/api/organizations/(?P<org>[^/]+)/overview", self.org_overview),
             ("POST", r"/api/validate-yaml", self.validate_yaml),
-            ("GET", r"/api/kernels/(?P<repo>[^/]+/[^/]+)/refs", self.refs),
-            ("POST", r"/api/kernels/(?P<repo>[^/]+/[^/]+)/branch/(?P<branch>.+)", self.create_branch),
-            ("GET", r"/api/kernels/(?P<repo>[^/]+/[^/]+)/revision/(?P<rev>.+)", self.repo_info),
-            ("GET", r"/api/kernels/(?P<repo>[^/]+/[^/]+)", self.repo_info),
-            ("GET", r"/api/kernels/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?P<sub>/.*)?", self.tree),
-            ("POST", r"/api/kernels/(?P<repo>[^/]+/[^/]+)/preupload/(?P<rev>.+)", self.preupload),
-            ("POST", r"/api/kernels/(?P<repo>[^/]+/[^/]+)/commit/(?P<rev>.+)", self.create_commit),
-            ("GET", r"/kernels/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self.resolve_file),
-            ("HEAD", r"/kernels/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self.resolve_file),
+            ("GET", rf"/api/kernels/{repo}/refs", self.refs),
+            ("POST", rf"/api/kernels/{repo}/branch/(?P<branch>.+)", self.create_branch),
+            ("GET", rf"/api/kernels/{repo}/revision/(?P<rev>.+)", self.repo_info),
+            ("GET", rf"/api/kernels/{repo}", self.repo_info),
+            ("GET", rf"/api/kernels/{repo}/tree/{rev}(?P<sub>/.*)?", self.tree),
+            ("POST", rf"/api/kernels/{repo}/preupload/(?P<rev>.+)", self.preupload),
+            ("POST", rf"/api/kernels/{repo}/commit/(?P<rev>.+)", self.create_commit),
+            ("GET HEAD", rf"/kernels/{repo}/resolve/{rev}/(?P<file>.+)", self.resolve_file),
         ]
-        for verb, pattern, fn in routes:
+        for verbs, pattern, fn in routes:
             m = re.fullmatch(pattern, path)
-            if verb == method and m:
+            if method in verbs.split() and m:
                 groups = {k: unquote(v) if v else v for k, v in m.groupdict().items()}
                 with self.state.lock:
                     return fn(query=query, head_only=method == "HEAD", **groups)
