@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
-# job named by $1 (gemma | final | sweep | compare | none). Logs and results go to $OUT.
+# job named by $1 (gemma | final | sweep | compare | floor | none). Logs and results go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -14,7 +14,7 @@ python3 -c "import torch, triton, transformers, kernels; print('torch', torch.__
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   # The flake, git, CLI and publish checks need nix, a git checkout and the kernels CLI,
   # which the GPU machine lacks; CI runs them.
-  python3 -m pytest tests -q -p no:cacheprovider -rfs \
+  python3 -m pytest ${TESTS:-tests} -q -p no:cacheprovider -rfs \
     --deselect tests/test_build.py::test_flake_nix_parses \
     --deselect tests/test_build.py::test_dirty_tree_is_marked \
     --deselect tests/test_build.py::test_kernels_benchmark_runs_on_a_local_build \
@@ -29,5 +29,8 @@ case "${1:-none}" in
     (cd benchmarks && python3 sweep_launch_configs.py --out "$OUT" --layouts "${LAYOUTS:-separate,packed}" \
       --dtype "${DTYPE:-bfloat16}" ${SWEEP_ARGS:-}) 2>&1 \
       | grep -v dirty | tee "$OUT/sweep.log" ;;
+  floor)
+    (cd benchmarks && python3 launch_floor.py --out "$OUT" ${FLOOR_ARGS:-}) 2>&1 \
+      | grep -v dirty | tee "$OUT/floor.log" ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac
