@@ -116,6 +116,52 @@ def plot(pointwise, folder: Path):
     fig.savefig(folder / "pointwise.png", dpi=90)
 
 
+SUMMARY_POINTS = [(16384, 1), (16384, 16), (16384, 128), (16384, 512), (16384, 2048), (16384, 8192), (14336, 8192),
+                  (10240, 8192), (3072, 1), (3072, 512), (3072, 2048), (3072, 8192)]
+
+
+def summary_table(rows, bw_frac_min_bytes=64e6) -> list[str]:
+    """The short table for the top-level README: forward both layouts vs the peers, and fwd+bwd."""
+    lines = ["| I, T | ours fwd | eager | torch.compile (best of default, dynamic) | Liger | ours fwd, packed | "
+             "torch.compile, packed | ours % of copy BW (fwd) | ours fwd+bwd | Liger fwd+bwd |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for inter, t in SUMMARY_POINTS:
+        by = {r["peer"]: r for r in rows if (r["I"], r["T"]) == (inter, t)}
+        o = by["ours"]
+        frac = f"{o['fwd_frac']:.0%}" if 3 * inter * t * 2 >= bw_frac_min_bytes else "-"
+        lines.append(
+            f"| {inter}, {t} | {o['fwd_us']:.2f} | {by['eager']['fwd_us']:.2f} | "
+            f"{min(by['compile']['fwd_us'], by['compile_dynamic']['fwd_us']):.2f} | {by['liger']['fwd_us']:.2f} | "
+            f"{o['fwd_packed_us']:.2f} | {min(by['compile']['fwd_packed_us'], by['compile_dynamic']['fwd_packed_us']):.2f} | "
+            f"{frac} | {o['fwd_bwd_us']:.1f} | {by['liger']['fwd_bwd_us']:.1f} |")
+    return lines
+
+
+def floor_tables(rows) -> list[str]:
+    """The launch-floor run (`launch_floor.py`): kernels alone back to back, then each forward
+    after a producer kernel; `compile` is the better of default and dynamic=True."""
+    def best_compile(r):
+        return min(r["compile_us"], r["compile_dynamic_us"])
+
+    names = ["empty_kernel", "one_element_kernel", "one_element_kernel_pdl", "ours", "ours_pdl", "compile_pdl"]
+    lines = ["### The launch floor: tiny token counts, kernels back to back (device us per call, 7 interleaved "
+             "rounds, fresh outputs)", "",
+             "| layout | I | T | " + " | ".join(n.replace("_", " ") for n in names) + " | compile | ours vs compile |",
+             "|---|---|---|" + "---|" * (len(names) + 2)]
+    for r in (r for r in rows if r["mode"] == "back_to_back"):
+        lines.append(f"| {r['layout']} | {r['I']} | {r['T']} | " + " | ".join(f"{r[n + '_us']:.3f}" for n in names)
+                     + f" | {best_compile(r):.3f} | {best_compile(r) / r['ours_us']:.3f}x |")
+    names = ["producer_only", "ours", "ours_pdl", "compile_pdl"]
+    lines += ["", "### Tiny token counts after the producing kernel (device us per producer + forward pair)", "",
+              "| producer | layout | I | T | " + " | ".join(n.replace("_", " ") for n in names)
+              + " | compile | ours vs compile |", "|---|---|---|---|" + "---|" * (len(names) + 2)]
+    for r in (r for r in rows if r["mode"] != "back_to_back"):
+        lines.append(f"| {r['mode'].removeprefix('after_')} | {r['layout']} | {r['I']} | {r['T']} | "
+                     + " | ".join(f"{r[n + '_us']:.3f}" for n in names)
+                     + f" | {best_compile(r):.3f} | {best_compile(r) / r['ours_us']:.3f}x |")
+    return lines
+
+
 def main():
     folder = Path(sys.argv[1])
     pw = load(folder, "compare_pointwise.json")
@@ -136,13 +182,15 @@ def main():
         "replays timed with `triton.testing.do_bench`, 3 input sets cycled); the JSON also has plain-call "
         "times (`*_plain_us`). Produced by `benchmarks/compare_peers.py`, tables by `benchmarks/report.py`. "
         "Each JSON file is one run. `compare_pointwise.json` (forward device times interleaved across peers, "
-        "3 rounds, median) ran the final launch code; `compare_mlp.json` and `compare_extras.json` (fp16/fp32 "
-        "rows, first call, host time) ran the code before the last table entry changed (strided forward, fourth "
-        "regime: 512x4 to 512x2), which only the packed pointwise rows reach: those files measure the same "
-        "kernels. `compare_pointwise_strided_512x4.json` is the pointwise run before that change, "
-        "`compare_pointwise_rowgrid_tiny.json` and `compare_pointwise_columns_first.json` variants that were "
-        "reverted (notes, variants 15 and 14). `launch_floor.json` (`benchmarks/launch_floor.py`) times the "
-        "tiny-token forward against an empty kernel. The launch heuristic comes from the sweeps "
+        "3 rounds, median), `compare_mlp.json` and `compare_extras.json` (fp16/fp32 rows, first call, host "
+        "time) are one run of the final code (default launches: no programmatic dependent launch). "
+        "`compare_pointwise_strided_512x4.json`, `compare_pointwise_rowgrid_tiny.json` and "
+        "`compare_pointwise_columns_first.json` are earlier runs of variants that were changed or reverted "
+        "(notes, variants 14, 17, 18). `launch_floor.json` (`benchmarks/launch_floor.py`) times the "
+        "tiny-token forward against an empty kernel, with and without programmatic dependent launch, back to "
+        "back and after the kernel that produces its input (notes, variants 19-20); `probe_inductor_tiny.json` "
+        "records what Inductor launches at T=1 (variant 21). The launch heuristic "
+        "comes from the sweeps "
         "`sweep_*.json` (`benchmarks/sweep_launch_configs.py`); notes in `benchmarks/NOTES.md`.",
         "",
         *bars(bf16, mlp["rows"], first),
@@ -184,17 +232,9 @@ def main():
     parts += [f"| {r['peer']} | {r['host_us']:.1f} |" for r in host]
     floor_file = folder / "launch_floor.json"
     if floor_file.exists():
-        floor = load(folder, floor_file.name)["rows"]
-        names = ["empty_kernel", "one_element_kernel", "ours", "compile", "compile_dynamic"]
-        parts += ["", "### The launch floor: tiny token counts (device us, 7 interleaved rounds, fresh outputs)", "",
-                  "| layout | I | T | " + " | ".join(n.replace("_", " ") for n in names) + " | best of our other tiles |",
-                  "|---|---|---|" + "---|" * (len(names) + 1)]
-        for r in floor:
-            others = min(v for key, v in r.items() if key.startswith("ours_") and key.endswith("_us")
-                         and not key.endswith("rounds_us"))
-            parts.append(f"| {r['layout']} | {r['I']} | {r['T']} | " + " | ".join(f"{r[n + '_us']:.3f}" for n in names)
-                         + f" | {others:.3f} |")
+        parts += ["", *floor_tables(load(folder, floor_file.name)["rows"])]
     (folder / "README.md").write_text("\n".join(parts) + "\n")
+    (folder / "summary_table.md").write_text("\n".join(summary_table(bf16)) + "\n")
     plot(bf16, folder)
     print((folder / "README.md").read_text())
 

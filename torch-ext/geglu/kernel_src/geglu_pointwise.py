@@ -180,10 +180,10 @@ def _tile(n_rows, stride, N_COLS: tl.constexpr, INDEXING: tl.constexpr, BLOCK_RO
             mask = tl.full([BLOCK_COLS], True, tl.int1)
         else:
             mask = idx < n_rows * N_COLS
-        if INDEXING == 1:
-            return idx, mask
-        rows = idx // N_COLS
-        return rows * stride + (idx - rows * N_COLS), mask
+        if INDEXING == 2:
+            rows = idx // N_COLS
+            idx = rows * stride + (idx - rows * N_COLS)
+        return idx, mask
     elif INDEXING == 3:
         # The row offset is one scalar per program, not a per-lane product.
         cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
