@@ -216,6 +216,27 @@ def test_programmatic_dependent_launch_in_a_cuda_graph(kernel, shape):
         assert torch.equal(a, b)
 
 
+@needs_pdl
+def test_pdl_by_default_reaches_the_public_calls(kernel, monkeypatch):
+    """GEGLU_PDL=1 (read at import as `_PDL_BY_DEFAULT`) makes the public functions' launches
+    programmatic dependent launches: the binaries they run carry launch_pdl, and the results do
+    not change."""
+    pw = _pointwise_module(kernel)
+    torch.manual_seed(0)
+    g = torch.randn(7, 1000, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    u = torch.randn_like(g, requires_grad=True)
+    dh = torch.randn_like(g)
+    h0 = kernel.geglu(g, u)
+    grads0 = torch.autograd.grad(h0, (g, u), dh)
+    monkeypatch.setattr(pw, "_PDL_BY_DEFAULT", True)
+    h = kernel.geglu(g, u)
+    grads = torch.autograd.grad(h, (g, u), dh)
+    assert torch.equal(h, h0) and all(torch.equal(a, b) for a, b in zip(grads, grads0))
+    for fn in (pw._geglu_forward_kernel, pw._geglu_backward_kernel):
+        compiled = [k for cache in fn.device_caches.values() for k in cache[0].values()]
+        assert any(k.metadata.launch_pdl for k in compiled), fn
+
+
 @triton.jit
 def _slow_producer_kernel(src, dst, n, delay_ns, BLOCK: tl.constexpr):
     """Lets dependent launches start at once, then copies src to dst after delay_ns."""
