@@ -189,7 +189,8 @@ def main():
         "(notes, variants 14, 17, 18). `launch_floor.json` (`benchmarks/launch_floor.py`) times the "
         "tiny-token forward against an empty kernel, with and without programmatic dependent launch, back to "
         "back and after the kernel that produces its input (notes, variants 19-20); `probe_inductor_tiny.json` "
-        "records what Inductor launches at T=1 (variant 21). The launch heuristic "
+        "records what Inductor launches at T=1 (variant 21), `probe_gelu_formula.json` a branch-free "
+        "GELU-tanh (variant 22). The launch heuristic "
         "comes from the sweeps "
         "`sweep_*.json` (`benchmarks/sweep_launch_configs.py`); notes in `benchmarks/NOTES.md`.",
         "",
