@@ -24,6 +24,13 @@ def load_local_build(out: Path | None = None):
     return get_local_kernel(out)
 
 
+def load_local_pointwise(out: Path | None = None):
+    """The local build's Triton module (launch functions with forced tile shapes, the kernels)."""
+    import importlib
+
+    return importlib.import_module(load_local_build(out).__name__ + ".kernel_src.geglu_pointwise")
+
+
 def median_us(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
     """Median device time of fn() in microseconds (events; do_bench clears L2 between reps)."""
     return 1e3 * triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")

@@ -16,7 +16,6 @@ dependent launch start early), and report the pair's time (`producer_only`: the 
 """
 
 import argparse
-import importlib
 import itertools
 import statistics
 from pathlib import Path
@@ -27,7 +26,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from common import (cycling, eager_packed, eager_separate, environment, graph_replay, interleaved_rounds,
-                    load_local_build, write_json)
+                    load_local_pointwise, write_json)
 
 ROUNDS = 7
 SETS = 3
@@ -70,8 +69,7 @@ def main():
     parser.add_argument("--tokens", default="1,16")
     parser.add_argument("--modes", default="back_to_back,after_elementwise,after_gemm")
     args = parser.parse_args()
-    k = load_local_build()
-    pw = importlib.import_module(k.__name__ + ".kernel_src.geglu_pointwise")
+    pw = load_local_pointwise()
     tiny = {"t128w4": (128, 4), "t512w8": (512, 8), "t1024w4": (1024, 4)}
     base = {"separate": eager_separate, "packed": eager_packed}
     rows = []

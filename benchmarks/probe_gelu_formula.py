@@ -6,7 +6,6 @@ division, timed against the shipped kernel and torch.compile under CUDA-graph re
     python benchmarks/probe_gelu_formula.py --out DIR
 """
 import argparse
-import importlib
 import statistics
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from common import cycling, eager_separate, environment, graph_replay, interleaved_rounds, load_local_build, write_json
+from common import cycling, eager_separate, environment, graph_replay, interleaved_rounds, load_local_pointwise, write_json
 
 torch._dynamo.config.cache_size_limit = 256
 
@@ -45,7 +44,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    pw = importlib.import_module(load_local_build().__name__ + ".kernel_src.geglu_pointwise")
+    pw = load_local_pointwise()
     result = {"env": environment(), "numerics": [], "rows": []}
     torch.manual_seed(0)
     g = 3 * torch.randn(4 << 20, device="cuda", dtype=torch.bfloat16)

@@ -1,18 +1,20 @@
-"""Probe: what Inductor launches for the T=1, I=3072 GeGLU forward (kernel source, grid, block),
-and our forward under more tiny tile shapes, interleaved with it (notes, variant 21).
+"""Probe: what Inductor launches for the T=1 GeGLU forward (grid, block, registers; its source
+with TORCH_LOGS=output_code), and our forward under other tiny tile shapes and with fewer
+runtime arguments, interleaved with it (notes, variant 21).
 
     python benchmarks/probe_inductor_tiny.py --out DIR
 """
 import argparse
-import importlib
 import json
 import statistics
+import tempfile
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from common import cycling, eager_packed, eager_separate, graph_replay, interleaved_rounds, load_local_build, write_json
+from common import (cycling, eager_packed, eager_separate, environment, graph_replay, interleaved_rounds,
+                    load_local_pointwise, write_json)
 
 torch._dynamo.config.cache_size_limit = 256
 
@@ -28,20 +30,29 @@ def launches(fn):
 
 
 def _trace_events(prof):
-    import tempfile
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         prof.export_chrome_trace(f.name)
         return json.load(open(f.name))["traceEvents"]
+
+
+def lean_forward(pw, g, u, block, warps):
+    """Our flat forward (one row, or contiguous operands) with only the three pointers as runtime
+    arguments (row count and strides passed as None: compile-time constants the flat form never
+    reads)."""
+    out = torch.empty_like(g)
+    pw._geglu_forward_kernel[(g.numel() // block,)](
+        g, u, out, None, None, None, None, N_COLS=g.shape[1], APPROX_TANH=True, USE_LIBDEVICE=True,
+        INDEXING=pw.FLAT, BLOCK_ROWS=1, BLOCK_COLS=block, USE_PDL=False, num_warps=warps)
+    return out
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    k = load_local_build()
-    pw = importlib.import_module(k.__name__ + ".kernel_src.geglu_pointwise")
+    pw = load_local_pointwise()
     t = 1
-    result = {"launches": {}, "rows": []}
+    result = {"env": environment(), "launches": {}, "rows": []}
     for layout, inter in ((lay, i) for i in (3072, 14336) for lay in ("separate", "packed")):
         xs = [torch.randn(t, 2 * inter, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
         ops = [(x[:, :inter], x[:, inter:]) if layout == "packed" else
@@ -58,21 +69,15 @@ def main():
             cfg = pw.PointwiseConfig(1, block, warps, pw.FLAT)
             calls[f"ours_{block}x{warps}"] = [lambda g=g, u=u, c=cfg: pw.launch_geglu_forward(
                 g, u, torch.empty_like(g), True, c, traceable=False) for g, u in ops]
-            # The same kernel with only the three pointers as runtime arguments (row count and
-            # strides passed as None: compile-time constants the flat form never reads).
-            calls[f"lean_{block}x{warps}"] = [lambda g=g, u=u, b=block, w=warps: pw._geglu_forward_kernel[(g.numel() // b,)](
-                g, u, torch.empty_like(g), None, None, None, None, N_COLS=inter, APPROX_TANH=True, USE_LIBDEVICE=True,
-                INDEXING=pw.FLAT, BLOCK_ROWS=1, BLOCK_COLS=b, USE_PDL=False, num_warps=w) for g, u in ops]
+            calls[f"lean_{block}x{warps}"] = [lambda g=g, u=u, b=block, w=warps: lean_forward(pw, g, u, b, w)
+                                              for g, u in ops]
         for name in ("compile", "compile_dynamic", "ours", "lean_256x8"):
             result["launches"][f"{layout}/{name}"] = launches(calls[name][0])
             print(layout, name, result["launches"][f"{layout}/{name}"], flush=True)
         g, u = ops[0]
-        ref, lean = torch.empty_like(g), torch.empty_like(g)
+        ref = torch.empty_like(g)
         pw.launch_geglu_forward(g, u, ref, True, traceable=False)
-        pw._geglu_forward_kernel[(g.numel() // 128,)](g, u, lean, None, None, None, None, N_COLS=inter, APPROX_TANH=True,
-                                                      USE_LIBDEVICE=True, INDEXING=pw.FLAT, BLOCK_ROWS=1,
-                                                      BLOCK_COLS=128, USE_PDL=False, num_warps=4)
-        assert torch.equal(ref, lean)
+        assert torch.equal(ref, lean_forward(pw, g, u, 128, 4))
         times = interleaved_rounds({n: graph_replay(cycling(c)) for n, c in calls.items()}, 9, rep_ms=50)
         row = dict(layout=layout, I=inter, T=t, **{f"{n}_us": statistics.median(v) for n, v in times.items()},
                    **{f"{n}_rounds_us": v for n, v in times.items()})

@@ -6,7 +6,6 @@ kernel_src/geglu_pointwise.py is chosen from this sweep; notes: benchmarks/NOTES
 """
 
 import argparse
-import importlib
 import itertools
 from functools import partial
 from pathlib import Path
@@ -14,7 +13,7 @@ from types import SimpleNamespace
 
 import torch
 
-from common import cycling, eager_packed, eager_separate, environment, graph_us, load_local_build, write_json
+from common import cycling, eager_packed, eager_separate, environment, graph_us, load_local_pointwise, write_json
 
 torch._dynamo.config.cache_size_limit = 256
 torch._dynamo.config.accumulated_cache_size_limit = 4096
@@ -52,8 +51,7 @@ def main():
                         help="allocate outputs at every call, as a user's call and torch.compile's kernel do "
                              "(the default writes into one preallocated buffer per input set)")
     args = parser.parse_args()
-    k = load_local_build()
-    pw = importlib.import_module(k.__name__ + ".kernel_src.geglu_pointwise")
+    pw = load_local_pointwise()
     rows = []
     for layout in args.layouts.split(","):
         # Separate operands are contiguous (flat mode 1); packed halves have strided rows (mode 2).

@@ -93,3 +93,11 @@ def assert_close_to_reference(
             f"{what}: {(excess > 0).sum()} of {excess.numel()} elements beyond tolerance; worst at flat index "
             f"{i}: {actual.reshape(-1)[i].item()} vs {reference.reshape(-1)[i].item()} (scale {scale.reshape(-1)[i].item()})"
         )
+
+
+@pytest.fixture(scope="session")
+def pointwise(kernel):
+    """The loaded kernel's Triton module (launch functions, tile shapes, the kernels themselves)."""
+    import importlib
+
+    return importlib.import_module(kernel.__name__ + ".kernel_src.geglu_pointwise")

@@ -191,13 +191,10 @@ def _launch_configs(pointwise, n_cols):
 # Ragged widths take the column mask; 64 and 512 are whole multiples of the row segments, so
 # those launches compile without one (the row mask stays for 2-D tiles of several rows).
 @pytest.mark.parametrize("shape", [(9, 100), (5, 300), (3, 1100), (11, 64), (7, 512)], ids=str)
-def test_every_launch_form(kernel, shape, dtype, packed):
+def test_every_launch_form(pointwise, shape, dtype, packed):
     """Each tile shape and indexing form (2-D tiles, flat, flat with a row division) forced on
     contiguous and strided rows, forward and backward; the heuristic only reaches some of them
     at a given size. Flat form 1 needs contiguous operands, so strided rows skip it."""
-    import importlib
-
-    pointwise = importlib.import_module(kernel.__name__ + ".kernel_src.geglu_pointwise")
     device = "cuda" if HAS_CUDA else "cpu"
     n_rows, n_cols = shape
     x = (2 * torch.randn(n_rows, 2 * n_cols, device=device)).to(dtype)
@@ -217,12 +214,10 @@ def test_every_launch_form(kernel, shape, dtype, packed):
         assert_close_to_reference(d_up, ref_up, f"d up {cfg}")
 
 
-def test_launch_config_choice(kernel):
+def test_launch_config_choice(pointwise):
     """The regime rules: size picks the shape, layout the indexing form, 32-bit forms only
     below 2^31."""
-    import importlib
-
-    pw = importlib.import_module(kernel.__name__ + ".kernel_src.geglu_pointwise")
+    pw = pointwise
     tiny = pw.pointwise_launch_config(1, 3072, contiguous=True)
     large = pw.pointwise_launch_config(8192, 16384, contiguous=True)
     assert tiny.indexing == large.indexing == pw.FLAT and tiny.block_cols < large.block_cols * large.num_warps

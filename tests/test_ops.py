@@ -1,7 +1,5 @@
 """The registered ops: opcheck, torch.compile without graph breaks, CUDA graphs."""
 
-import importlib
-
 import pytest
 import torch
 import torch._dynamo.testing
@@ -157,24 +155,21 @@ def test_cuda_graph_capture_and_replay(kernel):
         torch.testing.assert_close(static_x.grad[:, d:].float(), ref, rtol=1e-2, atol=1e-2)
 
 
-def _pointwise_module(kernel):
-    return importlib.import_module(kernel.__name__ + ".kernel_src.geglu_pointwise")
-
-
-def _dependent_chain(pw, g, u, pdl):
+def _dependent_chain(pointwise, g, u, pdl):
     """Forward and backward calls, each reading what the kernel just before it wrote: an aten
     kernel (no PDL) before ours, ours before ours, and ours after a copy (in-place backward).
     tanh keeps the values finite, so that equality is meaningful."""
     outs = []
     for _ in range(4):
         h = torch.empty_like(g)
-        pw.launch_geglu_forward(g, u, h, True, traceable=False, pdl=pdl)
+        pointwise.launch_geglu_forward(g, u, h, True, traceable=False, pdl=pdl)
         h2 = torch.empty_like(g)
-        pw.launch_geglu_forward(h, u, h2, True, traceable=False, pdl=pdl)
+        pointwise.launch_geglu_forward(h, u, h2, True, traceable=False, pdl=pdl)
         dg, du = torch.empty_like(g), torch.empty_like(g)
-        pw.launch_geglu_backward(h2, g, u, dg, du, False, traceable=False, pdl=pdl)
+        pointwise.launch_geglu_backward(h2, g, u, dg, du, False, traceable=False, pdl=pdl)
         g_in_place, u_in_place = g.clone(), u.clone()
-        pw.launch_geglu_backward(h, g_in_place, u_in_place, g_in_place, u_in_place, True, traceable=False, pdl=pdl)
+        pointwise.launch_geglu_backward(h, g_in_place, u_in_place, g_in_place, u_in_place, True, traceable=False,
+                                        pdl=pdl)
         outs += [h, h2, dg, du, g_in_place, u_in_place]
         g = torch.tanh(2 * g + dg)
     return outs
@@ -186,53 +181,51 @@ needs_pdl = pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability(
 
 @needs_pdl
 @pytest.mark.parametrize("shape", [(1, 3072), (5, 4100), (2048, 3072)])
-def test_programmatic_dependent_launch_in_a_cuda_graph(kernel, shape):
+def test_programmatic_dependent_launch_in_a_cuda_graph(pointwise, shape):
     """With PDL (opt-in) a launch may start before the previous kernel ends. A chain of dependent
     calls replayed from one CUDA graph gives the results of the same chain launched without PDL,
     bit for bit; so do plain stream launches."""
-    pw = _pointwise_module(kernel)
-    assert pw.pdl_supported(0)
+    assert pointwise.pdl_supported(0)
     torch.manual_seed(0)
     g0 = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
     u0 = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
-    expected = _dependent_chain(pw, g0.clone(), u0.clone(), pdl=False)
+    expected = _dependent_chain(pointwise, g0.clone(), u0.clone(), pdl=False)
     assert all(t.isfinite().all() and t.abs().max() > 0 for t in expected)
     g, u = g0.clone(), u0.clone()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        _dependent_chain(pw, g.clone(), u.clone(), pdl=True)  # warm-up outside the capture
+        _dependent_chain(pointwise, g.clone(), u.clone(), pdl=True)  # warm-up outside the capture
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        got = _dependent_chain(pw, g, u, pdl=True)
+        got = _dependent_chain(pointwise, g, u, pdl=True)
     for _ in range(3):
         g.copy_(g0)
         u.copy_(u0)
         graph.replay()
         for a, b in zip(got, expected):
             assert torch.equal(a, b)
-    for a, b in zip(_dependent_chain(pw, g0.clone(), u0.clone(), pdl=True), expected):
+    for a, b in zip(_dependent_chain(pointwise, g0.clone(), u0.clone(), pdl=True), expected):
         assert torch.equal(a, b)
 
 
 @needs_pdl
-def test_pdl_by_default_reaches_the_public_calls(kernel, monkeypatch):
+def test_pdl_by_default_reaches_the_public_calls(kernel, pointwise, monkeypatch):
     """GEGLU_PDL=1 (read at import as `_PDL_BY_DEFAULT`) makes the public functions' launches
     programmatic dependent launches: the binaries they run carry launch_pdl, and the results do
     not change."""
-    pw = _pointwise_module(kernel)
     torch.manual_seed(0)
     g = torch.randn(7, 1000, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     u = torch.randn_like(g, requires_grad=True)
     dh = torch.randn_like(g)
     h0 = kernel.geglu(g, u)
     grads0 = torch.autograd.grad(h0, (g, u), dh)
-    monkeypatch.setattr(pw, "_PDL_BY_DEFAULT", True)
+    monkeypatch.setattr(pointwise, "_PDL_BY_DEFAULT", True)
     h = kernel.geglu(g, u)
     grads = torch.autograd.grad(h, (g, u), dh)
     assert torch.equal(h, h0) and all(torch.equal(a, b) for a, b in zip(grads, grads0))
-    for fn in (pw._geglu_forward_kernel, pw._geglu_backward_kernel):
+    for fn in (pointwise._geglu_forward_kernel, pointwise._geglu_backward_kernel):
         compiled = [k for cache in fn.device_caches.values() for k in cache[0].values()]
         assert any(k.metadata.launch_pdl for k in compiled), fn
 
@@ -250,26 +243,25 @@ def _slow_producer_kernel(src, dst, n, delay_ns, BLOCK: tl.constexpr):
 
 @needs_pdl
 @pytest.mark.parametrize("shape", [(1, 3072), (300, 4100)])
-def test_programmatic_dependent_launch_waits_for_its_input(kernel, shape):
+def test_programmatic_dependent_launch_waits_for_its_input(pointwise, shape):
     """Our PDL launch right after a kernel that lets it start early but writes our input 1 ms
     later reads the written input. The same launch without the kernels' grid-dependency wait
     reads the stale input: the setup does overlap the two kernels, so the test can fail."""
-    pw = _pointwise_module(kernel)
     torch.manual_seed(0)
     src = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
     up = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
     expected = torch.empty_like(src)
-    pw.launch_geglu_forward(src, up, expected, True, traceable=False, pdl=False)
+    pointwise.launch_geglu_forward(src, up, expected, True, traceable=False, pdl=False)
 
     def run(wait: bool) -> torch.Tensor:
         gate, out = torch.zeros_like(src), torch.zeros_like(src)
         torch.cuda.synchronize()
         _slow_producer_kernel[(triton.cdiv(src.numel(), 1024),)](src, gate, src.numel(), 1_000_000, BLOCK=1024)
         if wait:
-            pw.launch_geglu_forward(gate, up, out, True, traceable=False, pdl=True)
+            pointwise.launch_geglu_forward(gate, up, out, True, traceable=False, pdl=True)
         else:  # the same launch with the wait compiled out
-            cfg = pw.pointwise_launch_config(*shape, contiguous=True)
-            pw._geglu_forward_kernel[(triton.cdiv(src.numel(), cfg.block_cols),)](
+            cfg = pointwise.pointwise_launch_config(*shape, contiguous=True)
+            pointwise._geglu_forward_kernel[(triton.cdiv(src.numel(), cfg.block_cols),)](
                 gate, up, out, shape[0], shape[1], shape[1], shape[1], N_COLS=shape[1], APPROX_TANH=True,
                 USE_LIBDEVICE=True, INDEXING=cfg.indexing, BLOCK_ROWS=1, BLOCK_COLS=cfg.block_cols,
                 num_warps=cfg.num_warps, USE_PDL=False, launch_pdl=True)

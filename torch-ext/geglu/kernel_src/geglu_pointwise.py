@@ -17,8 +17,8 @@ Programmatic dependent launch (PDL, Hopper on) is opt-in (`GEGLU_PDL=1`, or `pdl
 launch functions): an untraced launch may then be scheduled while the previous kernel in the
 stream is still running, and waits for that kernel's writes before its first memory access.
 It pays only where the previous kernel lets dependents start early (another PDL-aware kernel:
-at T=1 on an H100, 1.43 instead of 1.97 us per call back to back); after a kernel that does
-not, such as a cuBLAS matrix product, it costs 0.1-0.25 us (benchmarks/NOTES.md, variant 20).
+at T=1 on an H100, 1.45 instead of 1.89 us per call back to back); after a kernel that does
+not, such as a cuBLAS matrix product, it costs 0.1-0.3 us (benchmarks/NOTES.md, variant 20).
 """
 
 import os
@@ -292,12 +292,11 @@ def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backwa
     strides = tuple(t.stride(0) for t in tensors)
     n_cols = int(n_cols)  # a compile-time constant of the kernels; traced widths specialise the graph
     args = (*tensors, n_rows, *strides)
-    kwargs = dict(N_COLS=n_cols, APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE)
+    kwargs = dict(N_COLS=n_cols, APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE, USE_PDL=False)
     if traceable:
         # wrap_triton lets torch.compile / make_fx see the launch (Inductor launches it its way:
         # no PDL).
         cfg, launcher = config or tiles_config(n_cols), wrap_triton(kernel)
-        kwargs.update(USE_PDL=False)
     else:
         # A call known not to be traced (the eager fast path) launches directly and skips the
         # higher-order-op dispatch.
@@ -306,7 +305,8 @@ def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backwa
         cfg, launcher = config or planned, kernel
         if pdl is None:
             pdl = _PDL_BY_DEFAULT and pdl_supported(tensors[0].get_device())
-        kwargs.update(USE_PDL=pdl, **({"launch_pdl": True} if pdl else {}))
+        if pdl:
+            kwargs.update(USE_PDL=True, launch_pdl=True)
         key = (backward, n_cols, tensors[0].dtype, approx_tanh, contiguous, pdl)
         if key not in _warmed:
             _prewarm(kernel, key, args, kwargs, pointwise_launch_configs(n_cols, contiguous, backward, itemsize))
