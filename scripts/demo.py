@@ -37,10 +37,22 @@ def tiny_gemma():
     return GemmaForCausalLM(config)
 
 
+def checkpoint_problem(name: str) -> str | None:
+    """Why `name` cannot be loaded offline (None if it can): a local folder with a config, or a
+    model whose config.json the local Hugging Face cache holds."""
+    if Path(name).is_dir():
+        return None if (Path(name) / "config.json").is_file() else f"{name} is a folder without config.json"
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return None
+    return (f"{name} is not in the local Hugging Face cache (the demo downloads nothing); "
+            f"fetch it first with `hf download {name}`, or pass a local folder")
+
+
 def load_checkpoint(name):
     from transformers import AutoModelForCausalLM
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # only what the local cache already holds
     return AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
 
 
@@ -49,6 +61,13 @@ def main(argv=None):
     parser.add_argument("--checkpoint", help="a model id or path already in the local Hugging Face cache")
     parser.add_argument("--tokens", type=int, default=16, help="sequence length of the random batch")
     args = parser.parse_args(argv)
+    if args.checkpoint:
+        # Before huggingface_hub is imported: it reads the variable once, at import.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        problem = checkpoint_problem(args.checkpoint)
+        if problem:
+            print(f"demo: {problem}", file=sys.stderr)
+            return 2
 
     from kernels import Mode, get_kernel, kernelize, use_kernel_mapping
 
@@ -65,11 +84,7 @@ def main(argv=None):
     mapping = geglu.layer_mapping.register(model)
     with use_kernel_mapping(mapping, inherit_mapping=False):
         kernelize(model, mode=Mode.TRAINING, device=device)
-    replaced = [name for name, m in model.named_modules() if "forward" in m.__dict__
-                and m.forward.__func__.__module__.endswith(".layers")]
-    print(f"replaced {len(replaced)} modules with geglu layers:")
-    for name in replaced:
-        print(f"  {name}: {type(model.get_submodule(name)).__name__} -> {model.get_submodule(name).forward.__func__.__qualname__}")
+    print(geglu.layer_mapping.summary(model))
 
     torch.manual_seed(1)
     ids = torch.randint(0, model.config.vocab_size, (2, args.tokens), device=device)

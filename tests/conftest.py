@@ -1,5 +1,5 @@
 """Shared fixtures: the kernel is built like kernel-builder builds it and loaded the way
-users load it, `kernels.get_kernel(<repo-id>, version=1)` with LOCAL_KERNELS pointing at
+users load it, `kernels.get_kernel(<repo-id>, version=N)` with LOCAL_KERNELS pointing at
 the build. Without a GPU the Triton kernels run in the interpreter (TRITON_INTERPRET=1).
 """
 
@@ -45,13 +45,13 @@ def build_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def kernel(build_dir):
-    """The kernel as users get it: get_kernel(repo_id, version=1) resolved through LOCAL_KERNELS."""
+    """The kernel as users get it: get_kernel(repo_id, version=N) resolved through LOCAL_KERNELS."""
     from kernels import get_kernel
 
     previous = os.environ.get("LOCAL_KERNELS")
     os.environ["LOCAL_KERNELS"] = f"{REPO_ID}={build_dir}"
     try:
-        yield get_kernel(REPO_ID, version=1)
+        yield get_kernel(REPO_ID, version=CONFIG.version)
     finally:
         if previous is None:
             os.environ.pop("LOCAL_KERNELS", None)

@@ -72,7 +72,7 @@ def test_every_variant_is_complete(build_dir):
 def test_card(build_dir):
     card = (build_dir / "CARD.md").read_text()
     assert card.startswith("---\nlibrary_name: kernels\nlicense: apache-2.0\n")
-    assert f'get_kernel("{REPO_ID}", version={CONFIG.version})' in card
+    assert f'get_kernel("{REPO_ID}", version={CONFIG.version}, trust_remote_code=True)' in card
     for name in ("geglu", "gelu_tanh_and_mul", "gelu_and_mul", "GeGLUMLP", "GeluTanhAndMul", "GeluAndMul"):
         assert f"`{name}" in card
 

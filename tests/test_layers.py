@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import HAS_CUDA, REPO_ID
+from conftest import CONFIG, HAS_CUDA, REPO_ID
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 
@@ -51,7 +51,7 @@ def _repositories(build_dir, monkeypatch):
 
     yield "LocalLayerRepository", lambda name: LocalLayerRepository(repo_path=build_dir, layer_name=name)
     monkeypatch.setenv("LOCAL_KERNELS", f"{REPO_ID}={build_dir}")
-    yield "LayerRepository", lambda name: LayerRepository(REPO_ID, layer_name=name, revision="v1")
+    yield "LayerRepository", lambda name: LayerRepository(REPO_ID, layer_name=name, revision=f"v{CONFIG.version}")
 
 
 def _check_training_step(model, eager, x, rtol=1e-5, atol=1e-5):

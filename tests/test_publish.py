@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ID, ROOT
-from hub_server import LocalHub
+from conftest import CONFIG, REPO_ID, ROOT
+from local_hub import LocalHub
 
 PY = sys.executable
 KERNELS_CLI = str(Path(sys.executable).parent / "kernels")
+V = CONFIG.version  # the version build.toml publishes
+BRANCH = f"v{V}"
 
 
 @pytest.fixture
@@ -114,17 +116,17 @@ def _load(hub, version):
     return json.loads(_run(hub, LOAD.format(repo=REPO_ID, version=version)).strip().splitlines()[-1])
 
 
-def test_publish_v1_then_get_kernel_and_kernelize_over_http(hub, source):
+def test_publish_then_get_kernel_and_kernelize_over_http(hub, source):
     out = _publish(hub, source).stdout
-    assert "branch v1 [new]" in out and "repo geglu-kernels/geglu (kernel) [new]" in out
-    files = hub.files(REPO_ID, "v1")
+    assert f"branch {BRANCH} [new]" in out and "repo geglu-kernels/geglu (kernel) [new]" in out
+    files = hub.files(REPO_ID, BRANCH)
     assert {f"build/torch-{b}/metadata.json" for b in ("cpu", "cuda", "rocm", "xpu")} <= set(files)
     assert "benchmarks/benchmark_geglu.py" in files
     assert not any(p.startswith(("tests/", "torch-ext/", "build.toml")) for p in files)
     meta = json.loads(files["build/torch-cpu/metadata.json"])
     assert not meta["id"].endswith("_dirty") and meta["provenance"]["kernel"]["dirty"] is False
 
-    loaded = _load(hub, 1)
+    loaded = _load(hub, V)
     assert "hf-home" in loaded["file"]  # from the cache that the HTTP download filled
     _run(hub, f"""
         import copy, torch, torch.nn as nn
@@ -140,7 +142,7 @@ def test_publish_v1_then_get_kernel_and_kernelize_over_http(hub, source):
 
         replace_kernel_forward_from_hub(MLP, "GeGLUMLP")
         eager = MLP(); model = copy.deepcopy(eager)
-        repo = LayerRepository({REPO_ID!r}, layer_name="GeGLUMLP", version=1, trust_remote_code=True)
+        repo = LayerRepository({REPO_ID!r}, layer_name="GeGLUMLP", version={V}, trust_remote_code=True)
         with use_kernel_mapping({{"GeGLUMLP": {{"cpu": repo}}}}, inherit_mapping=False):
             kernelize(model, mode=Mode.TRAINING, device="cpu")
         assert model.forward.__func__.__qualname__ == "GeGLUMLP.forward"
@@ -150,31 +152,31 @@ def test_publish_v1_then_get_kernel_and_kernelize_over_http(hub, source):
 
     card = hub.files(REPO_ID, "main")["README.md"].decode()
     assert card.startswith("---\nlibrary_name: kernels\nlicense: apache-2.0")
-    for name in ("geglu(gate, up", "gelu_tanh_and_mul", "GeGLUMLP", "T5DenseGatedGeGLU", f'get_kernel("{REPO_ID}", version=1)'):
+    for name in ("geglu(gate, up", "gelu_tanh_and_mul", "GeGLUMLP", "T5DenseGatedGeGLU", f'get_kernel("{REPO_ID}", version={V}'):
         assert name in card
 
 
 def test_api_change_needs_a_version_bump_and_old_versions_stay(hub, source):
     _publish(hub, source)
-    v1_before = hub.files(REPO_ID, "v1")
+    before_bump = hub.files(REPO_ID, BRANCH)
     commits_before = {b: oid for b, oid in hub.state.repos[REPO_ID].branches.items()}
 
     _add_api_function(source)
     _commit(source, "add geglu_exact")
     refused = _publish(hub, source, check=False)
     assert refused.returncode == 1
-    assert "added `geglu_exact` to __all__" in refused.stderr and "bump `version` in build.toml to 2" in refused.stderr
+    assert "added `geglu_exact` to __all__" in refused.stderr and f"bump `version` in build.toml to {V + 1}" in refused.stderr
     assert hub.state.repos[REPO_ID].branches == commits_before  # nothing written
 
-    _set_version(source, 2)
-    _commit(source, "v2")
+    _set_version(source, V + 1)
+    _commit(source, f"v{V + 1}")
     _publish(hub, source)
-    assert "geglu_exact" in _load(hub, 2)["all"]
-    assert "geglu_exact" not in _load(hub, 1)["all"]
-    assert hub.files(REPO_ID, "v1") == v1_before  # byte for byte
+    assert "geglu_exact" in _load(hub, V + 1)["all"]
+    assert "geglu_exact" not in _load(hub, V)["all"]
+    assert hub.files(REPO_ID, BRANCH) == before_bump  # byte for byte
     versions = subprocess.run([KERNELS_CLI, "versions", REPO_ID], env=hub.env, capture_output=True, text=True)
     assert versions.returncode == 0, versions.stderr
-    assert re.search(r"\b1\b", versions.stdout) and re.search(r"\b2\b", versions.stdout), versions.stdout
+    assert re.search(rf"\b{V}\b", versions.stdout) and re.search(rf"\b{V + 1}\b", versions.stdout), versions.stdout
 
 
 def test_fix_on_same_version_replaces_files_and_removes_stale_ones(hub, source):
@@ -182,18 +184,18 @@ def test_fix_on_same_version_replaces_files_and_removes_stale_ones(hub, source):
     helper.write_text("OLD = 1\n")
     _commit(source, "with a helper")
     _publish(hub, source)
-    assert "build/torch-cpu/kernel_src/obsolete_helper.py" in hub.files(REPO_ID, "v1")
+    assert "build/torch-cpu/kernel_src/obsolete_helper.py" in hub.files(REPO_ID, BRANCH)
 
     helper.unlink()
     _ship_fix(source, "fix: a comment stands in for a bug fix")
     plan = _publish(hub, source, "--dry-run").stdout
     assert "remove build/torch-cpu/kernel_src/obsolete_helper.py" in plan and "dry run: nothing written" in plan
-    assert "build/torch-cpu/kernel_src/obsolete_helper.py" in hub.files(REPO_ID, "v1")
+    assert "build/torch-cpu/kernel_src/obsolete_helper.py" in hub.files(REPO_ID, BRANCH)
     _publish(hub, source)
-    files = hub.files(REPO_ID, "v1")
+    files = hub.files(REPO_ID, BRANCH)
     assert not any(p.endswith("obsolete_helper.py") for p in files)
     assert files["build/torch-cpu/kernel_src/geglu_pointwise.py"].endswith(b"stands in for a bug fix\n")
-    loaded = _load(hub, 1)
+    loaded = _load(hub, V)
     shipped = Path(loaded["file"]).parent / "kernel_src" / "geglu_pointwise.py"
     assert shipped.read_text().endswith("stands in for a bug fix\n")  # users of v1 get the fix
 
@@ -209,7 +211,7 @@ def test_rejected_commit_leaves_the_branch_and_a_retry_succeeds(hub, source):
     assert len(error_lines) == 1 and "HTTP 500" in error_lines[0]
     assert hub.state.repos[REPO_ID].branches == before
     _publish(hub, source)
-    assert hub.state.repos[REPO_ID].branches["v1"] != before["v1"]
+    assert hub.state.repos[REPO_ID].branches[BRANCH] != before[BRANCH]
 
 
 def test_dirty_tree_is_refused_unless_allowed(hub, source):
@@ -219,7 +221,7 @@ def test_dirty_tree_is_refused_unless_allowed(hub, source):
     assert refused.returncode == 1 and "uncommitted changes" in refused.stderr
     assert REPO_ID not in hub.state.repos
     _publish(hub, source, "--allow-dirty")
-    meta = json.loads(hub.files(REPO_ID, "v1")["build/torch-cpu/metadata.json"])
+    meta = json.loads(hub.files(REPO_ID, BRANCH)["build/torch-cpu/metadata.json"])
     assert meta["id"].endswith("_dirty") and meta["provenance"]["kernel"]["dirty"] is True
 
 
@@ -241,12 +243,12 @@ def test_offline_cache_and_lockfile(hub, source, tmp_path):
     _run(hub, f"""
         from huggingface_hub import snapshot_download
         from kernels import install_kernel
-        install_kernel({REPO_ID!r}, revision="v1", trust_remote_code=True)
-        snapshot_download({REPO_ID!r}, repo_type="kernel", revision="v1")
+        install_kernel({REPO_ID!r}, revision={BRANCH!r}, trust_remote_code=True)
+        snapshot_download({REPO_ID!r}, repo_type="kernel", revision={BRANCH!r})
     """)
     # Offline, with the server unreachable: the cache alone serves v1.
     offline = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
-    _run(hub, LOAD.format(repo=REPO_ID, version=1), env=offline)
+    _run(hub, LOAD.format(repo=REPO_ID, version=V), env=offline)
 
     consumer = tmp_path / "consumer"
     consumer.mkdir()
@@ -256,7 +258,7 @@ def test_offline_cache_and_lockfile(hub, source, tmp_path):
         version = "0.1.0"
 
         [tool.kernels.dependencies]
-        "{REPO_ID}" = 1
+        "{REPO_ID}" = {V}
     """))
     # `kernels lock` only locks kernels of publishers the Hub marks trusted (it has no
     # trust_remote_code switch): mark ours so on the local server.
@@ -264,8 +266,8 @@ def test_offline_cache_and_lockfile(hub, source, tmp_path):
     lock = subprocess.run([KERNELS_CLI, "lock", str(consumer)], env=hub.env, capture_output=True, text=True)
     assert lock.returncode == 0, lock.stdout + lock.stderr
     locked = json.loads((consumer / "kernels.lock").read_text())
-    assert locked[0]["dependency"]["repo-id"] == REPO_ID and locked[0]["dependency"]["version"] == 1
-    assert locked[0]["lock"]["commit"] == hub.state.repos[REPO_ID].branches["v1"]
+    assert locked[0]["dependency"]["repo-id"] == REPO_ID and locked[0]["dependency"]["version"] == V
+    assert locked[0]["lock"]["commit"] == hub.state.repos[REPO_ID].branches[BRANCH]
     _run(hub, f"""
         from pathlib import Path
         from kernels import load_kernel

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import HAS_CUDA, REPO_ID, ROOT
+from conftest import CONFIG, HAS_CUDA, REPO_ID, ROOT
 from tiny_models import FAMILIES
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
@@ -242,7 +242,7 @@ def test_transformers_use_kernels_path(kernel, build_dir, tmp_path):
         from transformers import KernelConfig
         os.environ["LOCAL_KERNELS"] = f"{REPO_ID}={build_dir}"
         # With LOCAL_KERNELS a repository resolves offline by revision (a version lists Hub branches).
-        config = KernelConfig({"GeGLUMLP": (f"{REPO_ID}:GeGLUMLP", {"revision": "v1"})}, inherit_mapping=False)
+        config = KernelConfig({"GeGLUMLP": (f"{REPO_ID}:GeGLUMLP", {"revision": f"v{CONFIG.version}"})}, inherit_mapping=False)
         model = AutoModelForCausalLM.from_pretrained(saved, use_kernels=True, kernel_config=config, device_map="cuda")
     else:
         from kernels import register_kernel_mapping
@@ -272,3 +272,40 @@ print("REPLACED", len(mods))
     env = {**os.environ, "DISABLE_KERNEL_MAPPING": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert "REPLACED 0" in out.stdout, out.stdout + out.stderr
+
+
+def test_mapping_passes_repository_arguments_and_finds_a_symlinked_build(kernel, build_dir, tmp_path):
+    """register()/kernel_mapping() hand every LayerRepository argument on (trust_remote_code
+    included), refuse them without a repo_id, and, for a build whose files are symlinks (the
+    Hub cache's snapshots/<commit>/ -> blobs/), point at the snapshot folder, not blobs/."""
+    mapping = kernel.layer_mapping.kernel_mapping(REPO_ID, version=CONFIG.version, trust_remote_code=True,
+                                                  layer_names=["GeGLUMLP"])
+    repo = mapping["GeGLUMLP"]["cuda"]
+    assert type(repo).__name__ == "LayerRepository" and repo.layer_name == "GeGLUMLP"
+    with pytest.raises(TypeError, match="trust_remote_code only apply with repo_id"):
+        kernel.layer_mapping.kernel_mapping(trust_remote_code=True)
+
+    # A Hub-cache-shaped copy: every file of the variant a symlink into a flat blobs/ folder.
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshots" / ("0" * 40) / "build"
+    blobs.mkdir()
+    variant = next(build_dir.glob("torch-cpu"))
+    for i, path in enumerate(sorted(p for p in variant.rglob("*") if p.is_file())):
+        (blobs / str(i)).write_bytes(path.read_bytes())
+        link = snapshot / variant.name / path.relative_to(variant)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(blobs / str(i))
+    code = f"""
+import sys
+from pathlib import Path
+from kernels import Mode, get_local_kernel, kernelize, use_kernel_mapping
+sys.path.insert(0, {str(ROOT / 'tests')!r})
+from tiny_models import FAMILIES
+k = get_local_kernel(Path({str(snapshot / variant.name)!r}))
+model = FAMILIES["gemma"][0]()
+with use_kernel_mapping(k.layer_mapping.register(model), inherit_mapping=False):
+    kernelize(model, mode=Mode.INFERENCE, device="cpu")
+print(k.layer_mapping.summary(model))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and "GeGLUMLP x2" in out.stdout, out.stdout + out.stderr[-3000:]

@@ -5,7 +5,7 @@ activation variant is chosen, and the kernels mapping that sends those classes t
 The JSON is the single source of truth; it is readable without importing transformers
 (classes are named by module path + class name).
 
-    k = kernels.get_kernel("<repo-id>", version=1)
+    k = kernels.get_kernel("<repo-id>", version=2, trust_remote_code=True)
     mapping = k.layer_mapping.register(model)          # tag the model's GeGLU classes
     with kernels.use_kernel_mapping(mapping):
         kernels.kernelize(model, mode=kernels.Mode.INFERENCE, device="cuda")
@@ -13,6 +13,7 @@ The JSON is the single source of truth; it is readable without importing transfo
 
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,7 +26,9 @@ _METADATA = json.loads(_METADATA_FILE.read_text(encoding="utf-8"))
 _ACTIVATION_NAMES = {
     approximate: frozenset(_METADATA["activations"][approximate]) for approximate in ("tanh", "none")
 }
-_PACKAGE_DIR = Path(__file__).resolve().parent
+# The folder the loader imported us from, symlinks NOT resolved: in the Hub cache the files of
+# snapshots/<commit>/build/<variant>/ are symlinks into blobs/, where no build variant exists.
+_PACKAGE_DIR = Path(os.path.abspath(__file__)).parent
 
 
 def load_layer_mapping() -> dict:
@@ -137,38 +140,87 @@ def tag_classes(model: nn.Module | None = None) -> dict[str, list[type]]:
 def kernel_mapping(
     repo_id: str | None = None,
     *,
-    version: int | None = None,
-    revision: str | None = None,
     layer_names: Iterable[str] | None = None,
+    **repository,
 ) -> dict:
     """The kernels mapping {layer name: {device: repository}} for our layers.
 
     Without `repo_id` the repository is this very build (LocalLayerRepository on the folder
-    this module was loaded from): no network, and exactly the code already loaded. With
-    `repo_id`, a LayerRepository by `version` (or `revision`).
+    this module was loaded from, whether a build folder, LOCAL_KERNELS or a Hub-cache
+    snapshot): no network, and exactly the code already loaded. With `repo_id`, a
+    LayerRepository; `repository` holds its other arguments (`version=` or `revision=`,
+    `trust_remote_code=`, `user_agent=`) and is passed on as given.
     """
     from kernels import LayerRepository, LocalLayerRepository
 
+    if repo_id is None and repository:
+        raise TypeError(
+            f"{', '.join(sorted(repository))} only apply with repo_id (a Hub repository); without it the "
+            "mapping points at the build this module was loaded from"
+        )
     names = list(layer_names) if layer_names is not None else list(_METADATA["layers"])
     mapping = {}
     for name in names:
         if repo_id is None:
             repo = LocalLayerRepository(repo_path=_PACKAGE_DIR, layer_name=name)
         else:
-            repo = LayerRepository(repo_id, layer_name=name, version=version, revision=revision)
+            repo = LayerRepository(repo_id, layer_name=name, **repository)
         mapping[name] = {device: repo for device in _METADATA["layers"][name]["devices"]}
     return mapping
 
 
-def register(model: nn.Module | None = None, **repository) -> dict:
+def register(model: nn.Module | None = None, repo_id: str | None = None, **repository) -> dict:
     """Tag the GeGLU classes of `model` (or of transformers) and return the kernels mapping for
-    the layers they use. `repository` is passed to `kernel_mapping` (repo_id, version, revision).
+    the layers they use. `repo_id` and `repository` (version, revision, trust_remote_code, ...)
+    are passed to `kernel_mapping`.
+
+    The model's other kernelizable layers (transformers tags its RMSNorm, rotary embedding and
+    activation classes) get an empty entry: kernelize then leaves them to their own forward
+    quietly instead of warning that no mapping names them. An empty entry merges with, and never
+    replaces, a mapping the caller already registered for such a layer.
 
     Use the result with `kernels.use_kernel_mapping(...)` or `kernels.register_kernel_mapping(...)`,
     then `kernels.kernelize(model, mode=..., device=...)`.
     """
     tagged = tag_classes(model)
-    return kernel_mapping(layer_names=tagged, **repository)
+    mapping = kernel_mapping(repo_id, layer_names=tagged, **repository)
+    if model is not None:
+        for name in other_kernel_layers(model):
+            mapping.setdefault(name, {})
+    return mapping
+
+
+def other_kernel_layers(model: nn.Module) -> list[str]:
+    """The kernel layer names of `model`'s modules that are not ours (RMSNorm, GeluTanh, ...)."""
+    ours = set(_METADATA["layers"]) | set(_METADATA["generic_layers"])
+    names = {getattr(type(m), "kernel_layer_name", None) for m in model.modules()}
+    # Functions a module attaches for kernelize (transformers' rotary_pos_emb, ...).
+    names |= {getattr(type(f), "kernel_layer_name", None)
+              for m in model.modules() for f in getattr(m, "_kernel_funcs", {}).values()}
+    return sorted(str(n) for n in names - ours - {None})
+
+
+def summary(model: nn.Module) -> str:
+    """One line: which modules of a kernelized `model` run our layers, and which GeGLU-tagged
+    modules kept their own forward (a condition excluded them)."""
+    replaced: dict[str, int] = {}
+    kept: dict[str, int] = {}
+    for m in model.modules():
+        layer = getattr(type(m), "kernel_layer_name", None)
+        if layer not in _METADATA["layers"]:
+            continue
+        forward = getattr(m.__dict__.get("forward"), "__func__", None)
+        target = replaced if forward is not None and forward.__module__.endswith(".layers") else kept
+        key = f"{type(m).__name__} -> {layer}" if target is replaced else type(m).__name__
+        target[key] = target.get(key, 0) + 1
+    parts = ["geglu: " + (", ".join(f"{n} x{c}" for n, c in replaced.items()) or "no module replaced")]
+    if kept:
+        parts.append("kept their own forward (activation not a GELU, or activation sparsity): "
+                     + ", ".join(f"{n} x{c}" for n, c in kept.items()))
+    others = other_kernel_layers(model)
+    if others:
+        parts.append("not GeGLU layers, left alone: " + ", ".join(others))
+    return "; ".join(parts)
 
 
 def markdown_table() -> str:

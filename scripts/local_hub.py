@@ -1,5 +1,12 @@
-"""A local server speaking the part of the Hugging Face Hub API that huggingface_hub and
-kernels use for kernel repositories. Tests point HF_ENDPOINT at it.
+#!/usr/bin/env python3
+"""A local Hub: a server speaking the part of the Hugging Face Hub API that huggingface_hub and
+kernels use for kernel repositories, to try the publish / get_kernel journey without the real
+Hub. The tests point HF_ENDPOINT at it too.
+
+    python scripts/local_hub.py [--port 8765] [--root .local-hub] [--trust ORG]
+
+prints the `export HF_ENDPOINT=...` line to use, and keeps its repositories in `--root`
+(reloaded at the next start).
 
 Implemented: repo creation, branches, refs, repo info by revision, recursive tree listing,
 preupload (everything "regular": inline in the commit), NDJSON commits with inline and deleted
@@ -10,13 +17,16 @@ trees and a parent chain, with stable ids. Any other request answers 501 with th
 client drift fails loudly. `fail_next_commits` makes the next commits fail, to test recovery.
 """
 
+import argparse
 import base64
 import hashlib
 import json
 import re
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 EMPTY_COMMIT = "0" * 40
@@ -30,12 +40,49 @@ class Repo:
 
 
 class HubState:
-    def __init__(self):
+    def __init__(self, root: Path | None = None):
         self.repos: dict[str, Repo] = {}
         self.lock = threading.Lock()
         self.fail_next_commits = 0
         self.trusted_publishers: set[str] = set()  # orgs the overview reports as trustedKernelPublisher
         self.requests: list[str] = []
+        self.root = root  # where the repos persist (None: memory only)
+        if root is not None:
+            self._load()
+
+    # --- persistence: <root>/blobs/<sha1> holds file contents, <root>/repos/<org>/<name>.json the rest ---
+    def save(self) -> None:
+        if self.root is None:
+            return
+        blobs = self.root / "blobs"
+        blobs.mkdir(parents=True, exist_ok=True)
+        for repo_id, repo in self.repos.items():
+            commits = {}
+            for oid, commit in repo.commits.items():
+                names = {}
+                for path, data in commit["files"].items():
+                    sha = hashlib.sha1(data).hexdigest()
+                    if not (blobs / sha).exists():
+                        (blobs / sha).write_bytes(data)
+                    names[path] = sha
+                commits[oid] = {"parent": commit["parent"], "message": commit["message"], "files": names}
+            target = self.root / "repos" / f"{repo_id}.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            body = {"commits": commits, "branches": repo.branches, "pulls": {str(k): v for k, v in repo.pulls.items()}}
+            target.write_text(json.dumps(body, indent=1), encoding="utf-8")
+        (self.root / "trusted_publishers.json").write_text(json.dumps(sorted(self.trusted_publishers)))
+
+    def _load(self) -> None:
+        for path in sorted((self.root / "repos").glob("*/*.json")):
+            body = json.loads(path.read_text(encoding="utf-8"))
+            repo = Repo(branches=body["branches"], pulls={int(k): v for k, v in body["pulls"].items()})
+            for oid, commit in body["commits"].items():
+                files = {p: (self.root / "blobs" / sha).read_bytes() for p, sha in commit["files"].items()}
+                repo.commits[oid] = {"parent": commit["parent"], "message": commit["message"], "files": files}
+            self.repos[f"{path.parent.name}/{path.stem}"] = repo
+        trusted = self.root / "trusted_publishers.json"
+        if trusted.exists():
+            self.trusted_publishers |= set(json.loads(trusted.read_text()))
 
     def resolve(self, repo: Repo, rev: str) -> str | None:
         rev = unquote(rev).removeprefix("refs/heads/")
@@ -118,7 +165,10 @@ class Handler(BaseHTTPRequestHandler):
             if method in verbs.split() and m:
                 groups = {k: unquote(v) if v else v for k, v in m.groupdict().items()}
                 with self.state.lock:
-                    return fn(query=query, head_only=method == "HEAD", **groups)
+                    fn(query=query, head_only=method == "HEAD", **groups)
+                    if method == "POST":
+                        self.state.save()
+                    return
         self._error(501, f"local hub server does not implement {method} {path}")
 
     def do_GET(self):
@@ -295,13 +345,14 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class LocalHub:
-    """A running server: `url` for HF_ENDPOINT, `state` to inspect or inject failures."""
+    """A running server: `url` for HF_ENDPOINT, `state` to inspect or inject failures.
+    root: a folder to keep the repos in (None: in memory); port 0 picks a free one."""
 
-    def __init__(self):
-        self.state = HubState()
+    def __init__(self, root: Path | None = None, port: int = 0, host: str = "127.0.0.1"):
+        self.state = HubState(root)
         handler = type("BoundHandler", (Handler,), {"state": self.state})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):
@@ -315,3 +366,33 @@ class LocalHub:
     def files(self, repo_id: str, rev: str) -> dict[str, bytes]:
         repo = self.state.repos[repo_id]
         return dict(repo.commits[self.state.resolve(repo, rev)]["files"])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--root", type=Path, default=Path(".local-hub"), help="folder that keeps the repositories")
+    parser.add_argument("--trust", action="append", default=[], metavar="ORG",
+                        help="report ORG as a trusted kernel publisher (as `kernels lock` needs)")
+    args = parser.parse_args(argv)
+    try:
+        hub = LocalHub(root=args.root.resolve(), port=args.port)
+    except OSError as e:
+        print(f"local_hub: cannot listen on 127.0.0.1:{args.port}: {e.strerror}", file=sys.stderr)
+        return 1
+    hub.state.trusted_publishers |= set(args.trust)
+    repos = ", ".join(sorted(hub.state.repos)) or "none yet"
+    print(f"local Hub serving {args.root.resolve()} (repos: {repos}); in another shell:\n"
+          f"  export HF_ENDPOINT={hub.url} HF_TOKEN=hf_local_token\n"
+          "Ctrl-C stops it.", flush=True)
+    try:
+        hub.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hub.server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
