@@ -44,6 +44,7 @@ class HubState:
         self.repos: dict[str, Repo] = {}
         self.lock = threading.Lock()
         self.fail_next_commits = 0
+        self.corrupt_on_commit: str | None = None  # a path suffix whose content a commit alters (tests)
         self.trusted_publishers: set[str] = set()  # orgs the overview reports as trustedKernelPublisher
         self.requests: list[str] = []
         self.root = root  # where the repos persist (None: memory only)
@@ -306,6 +307,8 @@ class Handler(BaseHTTPRequestHandler):
                 if value.get("encoding") != "base64":
                     return self._error(400, f"unsupported file encoding {value.get('encoding')}")
                 files[value["path"]] = base64.b64decode(value["content"])
+                if self.state.corrupt_on_commit and value["path"].endswith(self.state.corrupt_on_commit):
+                    files[value["path"]] += b"\n# altered in transit\n"
             elif key == "deletedFile":
                 if value["path"] not in files:
                     return self._error(404, f"cannot delete missing file {value['path']}")

@@ -211,6 +211,7 @@ def publish(repo_id: str | None = None, dry_run: bool = False, create_pr: bool =
             info = api.create_commit(repo_id, operations, commit_message=plan.message, repo_type=REPO_TYPE,
                                      revision=branch, create_pr=create_pr)
             out(f"{'opened pull request ' + info.pr_url if create_pr else 'committed ' + info.oid} on {branch}")
+            check_served(api, repo_id, info.oid, out)
         card = (build_dir / "CARD.md").read_bytes()
         info = api.create_commit(repo_id, [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card)],
                                  commit_message=f"Card for {cfg.name} v{cfg.version}", repo_type=REPO_TYPE,
@@ -219,6 +220,22 @@ def publish(repo_id: str | None = None, dry_run: bool = False, create_pr: bool =
     except HfHubHTTPError as exc:
         raise _hub_error(exc) from None
     return plan
+
+
+def check_served(api, repo_id: str, commit: str, out=print) -> None:
+    """Download what the Hub now serves at `commit` into a scratch cache and check every variant
+    against its digest (scripts/verify.py): a transfer that changed a byte fails the publish."""
+    import verify
+
+    with tempfile.TemporaryDirectory(prefix="geglu-served-") as scratch:
+        snapshot = Path(api.snapshot_download(repo_id, repo_type=REPO_TYPE, revision=commit, cache_dir=scratch,
+                                              allow_patterns=["build/**"]))
+        lines: list[str] = []
+        status = verify.verify(snapshot, out=lines.append)
+        if status != 0:
+            raise PublishError(f"what {repo_id} serves at {commit[:7]} does not match its digest: "
+                               + "; ".join(line.strip() for line in lines if line.startswith("  ")))
+        out(f"served files verified: {lines[-1]}")
 
 
 def main(argv=None) -> int:

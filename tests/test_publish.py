@@ -274,3 +274,32 @@ def test_offline_cache_and_lockfile(hub, source, tmp_path):
         k = load_kernel({REPO_ID!r}, lockfile=Path({str(consumer / "kernels.lock")!r}))
         assert callable(k.geglu) and {locked[0]["lock"]["commit"]!r} in k.__file__
     """, env=offline)
+
+
+def test_publish_verifies_what_the_hub_serves_and_verify_names_tampered_files(hub, source):
+    hub.state.corrupt_on_commit = "torch-cuda/layers.py"
+    failed = _publish(hub, source, check=False)
+    assert failed.returncode == 1
+    assert "does not match its digest" in failed.stderr and "changed: layers.py" in failed.stderr, failed.stderr
+    hub.state.corrupt_on_commit = None
+    out = _publish(hub, source).stdout  # the same commit again, intact this time
+    assert "served files verified: 4 of 4 variants match their digest" in out, out
+
+    # A user's Hub-cache copy, downloaded and then altered: verify.py names the file.
+    _run(hub, f"""
+        from huggingface_hub import snapshot_download
+        snapshot_download({REPO_ID!r}, repo_type="kernel", revision={BRANCH!r})
+    """)
+    verify_cmd = [PY, str(source / "scripts" / "verify.py"), "--repo-id", REPO_ID, "--version", str(V)]
+    ok = subprocess.run(verify_cmd, env={**hub.env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    snapshot = next((Path(hub.env["HF_HOME"]) / "hub").glob("kernels--*/snapshots/*"))
+    target = snapshot / "build" / "torch-cpu" / "custom_ops.py"
+    text = target.read_text()
+    target.unlink()  # a symlink into blobs/: replace it, as an editor would
+    target.write_text(text.replace("return", "return  ", 1))
+    bad = subprocess.run(verify_cmd, env={**hub.env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+    assert bad.returncode == 1 and "changed: custom_ops.py" in bad.stdout, bad.stdout + bad.stderr
+    missing = subprocess.run([PY, str(source / "scripts" / "verify.py"), "--repo-id", REPO_ID, "--version", "99"],
+                             env={**hub.env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+    assert missing.returncode == 2 and "not in the local Hub cache" in missing.stdout

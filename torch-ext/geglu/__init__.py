@@ -31,10 +31,12 @@ def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str = "tanh") -> to
 
 
 def gelu_tanh_and_mul(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """out = gelu_tanh(x[..., :d]) * x[..., d:], written into `out` ([..., d]); returns out."""
-    return _custom_ops.geglu_packed_out(out, x, "tanh")
+    """out = gelu_tanh(x[..., :d]) * x[..., d:], written into `out` ([..., d]); returns out.
+    Not differentiable (as PyTorch's out= functions): an x that requires grad is refused."""
+    return _custom_ops.geglu_packed_out(out, x, "tanh", "gelu_tanh_and_mul")
 
 
 def gelu_and_mul(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """out = gelu(x[..., :d]) * x[..., d:] with exact erf, written into `out` ([..., d]); returns out."""
-    return _custom_ops.geglu_packed_out(out, x, "none")
+    """out = gelu(x[..., :d]) * x[..., d:] with exact erf, written into `out` ([..., d]); returns out.
+    Not differentiable (as PyTorch's out= functions): an x that requires grad is refused."""
+    return _custom_ops.geglu_packed_out(out, x, "none", "gelu_and_mul")

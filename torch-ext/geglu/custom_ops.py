@@ -26,6 +26,7 @@ which saves the custom-op dispatch, tens of microseconds that decide small-token
 
 import math
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -39,13 +40,25 @@ APPROXIMATIONS = ("tanh", "none")
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+# Devices the Triton kernels run on (ROCm tensors are "cuda" tensors in PyTorch).
+TRITON_DEVICES = ("cuda", "xpu")
+_warned_devices: set[str] = set()
+
+
 def _use_triton(t: torch.Tensor) -> bool:
-    if t.device.type != "cpu":
+    kind = t.device.type
+    if kind in TRITON_DEVICES:
         return True
-    # Interpreted kernels are plain Python: they cannot run on the fake tensors that
-    # torch.compile / opcheck trace with, so a traced CPU graph holds the PyTorch
-    # implementation (same math) instead.
-    return os.environ.get("TRITON_INTERPRET") == "1" and not is_fake(t)
+    if kind == "cpu":
+        # Interpreted kernels are plain Python: they cannot run on the fake tensors that
+        # torch.compile / opcheck trace with, so a traced CPU graph holds the PyTorch
+        # implementation (same math) instead.
+        return os.environ.get("TRITON_INTERPRET") == "1" and not is_fake(t)
+    if kind not in _warned_devices and kind != "meta":
+        _warned_devices.add(kind)
+        warnings.warn(f"geglu: no Triton kernel for {kind} tensors; running the PyTorch implementation "
+                      "(eager's math and rounding) instead", RuntimeWarning, stacklevel=3)
+    return False
 
 
 def _functorch_active() -> bool:
@@ -55,10 +68,11 @@ def _functorch_active() -> bool:
 
 def eager_fast_path(*tensors: torch.Tensor) -> bool:
     """True when a call may skip the op dispatcher: plain tensors (tracing and tensor
-    subclasses such as fake, functional or distributed tensors go through the op), no
-    autograd needed, and no torch.compile or functorch transform active."""
+    subclasses such as fake, functional or distributed tensors go through the op; so do meta
+    tensors, which the registered fake implementations answer), no autograd needed, and no
+    torch.compile or functorch transform active."""
     for t in tensors:
-        if type(t) is not torch.Tensor or (t.requires_grad and torch.is_grad_enabled()):
+        if type(t) is not torch.Tensor or t.is_meta or (t.requires_grad and torch.is_grad_enabled()):
             return False
     return not (torch.compiler.is_compiling() or _functorch_active())
 
@@ -88,13 +102,27 @@ def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 # --- PyTorch implementation for plain CPU tensors (same rounding points as the kernels) ---
 
+def _torch_gelu(gate, approximate):
+    # aten's vectorized CPU gelu returns NaN for +inf in contiguous tensors (and +inf in strided
+    # ones): take the limit, gelu(+inf) = +inf, in every layout.
+    return torch.where(gate == torch.inf, gate, F.gelu(gate, approximate=approximate))
+
+
 def _torch_forward(gate, up, approximate):
-    return F.gelu(gate, approximate=approximate) * up
+    return _torch_gelu(gate, approximate) * up
+
+
+# Beyond this magnitude gelu' is exactly 1 or 0 in every supported dtype; clamping finite gates
+# there keeps aten's tanh gelu_backward from overflowing x^3 into NaN (it does for |x| > 1.8e19).
+_GRAD_CLAMP = 1e4
 
 
 def _torch_backward(grad, gate, up, approximate):
-    grad_up = grad * F.gelu(gate, approximate=approximate)
-    grad_gate = torch.ops.aten.gelu_backward(grad * up, gate, approximate=approximate)
+    grad_up = grad * _torch_gelu(gate, approximate)
+    where = gate
+    if approximate == "tanh":
+        where = torch.where(gate.isfinite(), gate.clamp(-_GRAD_CLAMP, _GRAD_CLAMP), gate)
+    grad_gate = torch.ops.aten.gelu_backward(grad * up, where, approximate=approximate)
     return grad_gate, grad_up
 
 
@@ -316,9 +344,16 @@ def geglu_packed(x: torch.Tensor, approximate: str, backward_in_place: bool = Fa
     return geglu_packed_forward(x, approximate, backward_in_place)
 
 
-def geglu_packed_out(out: torch.Tensor, x: torch.Tensor, approximate: str) -> torch.Tensor:
+def geglu_packed_out(out: torch.Tensor, x: torch.Tensor, approximate: str, name: str) -> torch.Tensor:
     check_packed(x)
     check_out(out, x)
+    if torch.is_grad_enabled() and (x.requires_grad or out.requires_grad):
+        # As PyTorch's own out= functions: the result would silently leave the autograd graph.
+        raise RuntimeError(
+            f"{name}(out, x): out= functions do not support automatic differentiation, and "
+            f"{'x' if x.requires_grad else 'out'} requires grad; use geglu.layers."
+            f"{'GeluTanhAndMul' if approximate == 'tanh' else 'GeluAndMul'}()(x) (or geglu.geglu on the halves), "
+            "or call it under torch.no_grad()")
     if eager_fast_path(out, x):
         return geglu_packed_forward_out_impl(out, x, approximate)
     geglu_packed_forward_out(out, x, approximate)
@@ -374,11 +409,26 @@ def check_out(out: torch.Tensor, x: torch.Tensor) -> None:
         raise ValueError(f"out must have a unit stride in its last dimension, got strides {out.stride()}")
     if _row_view(out) is None:
         raise ValueError(f"out (strides {out.stride()}) cannot be viewed as rows of {expected[-1]} without a copy")
+    rows = _row_view(out)
+    if rows.shape[0] > 1 and rows.stride(0) < rows.shape[1]:
+        raise ValueError(f"out (shape {tuple(out.shape)}, strides {out.stride()}) has elements that share memory "
+                         "(an expanded or overlapping view): each output element needs its own memory")
     if out.numel() and x.numel() and _overlap(out, x):
         raise ValueError("out must not overlap x")
 
 
+def _has_addresses(t: torch.Tensor) -> bool:
+    """Whether t's data pointers mean anything: not a meta or fake tensor, not under tracing."""
+    if torch.compiler.is_compiling():
+        return False
+    return not (t.is_meta or type(t) is not torch.Tensor or is_fake(t))
+
+
 def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the memory spans of a and b intersect (False where addresses are not real:
+    meta and fake tensors, tracing; there the compiled graph's functionalization decides)."""
+    if not (_has_addresses(a) and _has_addresses(b)):
+        return False
     if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
         return False
 

@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -123,6 +124,7 @@ def tag_classes(model: nn.Module | None = None) -> dict[str, list[type]]:
     """
     from kernels import replace_kernel_forward_from_hub
 
+    _warn_if_transformers_ignores_kernels()
     if model is not None:
         present = {(type(m).__module__, type(m).__name__): type(m) for m in model.modules()}
         candidates = [(n, present.get((mod, cls))) for n, mod, cls in served_classes()]
@@ -135,6 +137,32 @@ def tag_classes(model: nn.Module | None = None) -> dict[str, list[type]]:
         replace_kernel_forward_from_hub(cls, layer_name, condition_for(layer_name))
         tagged.setdefault(layer_name, []).append(cls)
     return tagged
+
+
+def _warn_if_transformers_ignores_kernels() -> None:
+    """transformers accepts only a range of kernels versions; outside it (5.23 with kernels
+    0.17.2) its decorators are no-ops and from_pretrained(use_kernels=True) replaces nothing,
+    silently. Tagging with kernels itself still works; say so once."""
+    if "transformers" not in sys.modules or getattr(_warn_if_transformers_ignores_kernels, "done", False):
+        return
+    try:
+        from transformers.utils import import_utils
+    except ImportError:
+        return
+    check = getattr(import_utils, "is_kernels_available", None)
+    if check is None or check():
+        return
+    _warn_if_transformers_ignores_kernels.done = True
+    import transformers
+
+    from kernels import __version__ as kernels_version
+
+    low, high = (getattr(import_utils, n, "?") for n in ("KERNELS_MIN_VERSION", "KERNELS_MAX_VERSION"))
+    warnings.warn(
+        f"geglu: transformers {transformers.__version__} ignores the installed kernels {kernels_version} (it "
+        f"accepts kernels >= {low}, < {high}): from_pretrained(..., use_kernels=True) and KernelConfig will "
+        "replace nothing. kernels.kernelize with this package's mapping (layer_mapping.register) still works; "
+        "or install a matching pair (transformers==5.22.2 with kernels==0.17.2).", RuntimeWarning, stacklevel=3)
 
 
 def kernel_mapping(

@@ -7,18 +7,32 @@ Kernels rules: no __init__, no methods besides forward, no class variables besid
 
 import torch
 import torch.nn as nn
+from torch.nn.modules import module as _nn_module
 
 from . import custom_ops
 from .layer_mapping import approximate_of
 
 
-def _geglu(gate: torch.Tensor, up: torch.Tensor, act_fn: nn.Module, own_inputs: bool = False) -> torch.Tensor:
-    # own_inputs: gate and up are projections this layer just computed and nobody else holds,
-    # so the backward may write the gradients over them (one [T, I] buffer less at the peak).
-    return custom_ops.geglu(gate, up, approximate_of(act_fn), backward_in_place=own_inputs)
+def _nobody_else_holds(projections: tuple[nn.Module, ...]) -> bool:
+    """Whether the projections' outputs can be held by no one but this layer, so that the
+    backward may write the gradients over them (one [T, I] buffer less at the peak): plain
+    nn.Linear modules (F.linear returns a fresh tensor; a subclass, a PEFT or quantized wrapper
+    might not) with no forward hooks of their own and no global ones (a hook may keep the output)."""
+    if _nn_module._global_forward_hooks:
+        return False
+    return all(type(p) is nn.Linear and not p._forward_hooks for p in projections)
 
 
-_geglu_packed = custom_ops.geglu_packed
+def _geglu(gate: torch.Tensor, up: torch.Tensor, act_fn: nn.Module, projections: tuple[nn.Module, ...] = ()
+           ) -> torch.Tensor:
+    # projections: the modules that made gate and up inside this layer (none: never write over them).
+    in_place = bool(projections) and _nobody_else_holds(projections)
+    return custom_ops.geglu(gate, up, approximate_of(act_fn), backward_in_place=in_place)
+
+
+def _geglu_packed(x: torch.Tensor, approximate: str, projection: nn.Module | None = None) -> torch.Tensor:
+    in_place = projection is not None and _nobody_else_holds((projection,))
+    return custom_ops.geglu_packed(x, approximate, backward_in_place=in_place)
 
 
 class GeGLUMLP(nn.Module):
@@ -40,7 +54,7 @@ class GeGLUMLP(nn.Module):
     can_torch_compile = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = _geglu(self.gate_proj(x), self.up_proj(x), self.act_fn, own_inputs=True)
+        h = _geglu(self.gate_proj(x), self.up_proj(x), self.act_fn, (self.gate_proj, self.up_proj))
         dropout = getattr(self, "dropout", None)
         if dropout is not None:
             h = dropout(h)
@@ -90,7 +104,7 @@ class T5DenseGatedGeGLU(nn.Module):
     can_torch_compile = True
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(_geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), self.act, own_inputs=True))
+        h = self.dropout(_geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), self.act, (self.wi_0, self.wi_1)))
         weight = self.wo.weight
         if isinstance(weight, torch.Tensor) and h.dtype != weight.dtype and weight.dtype != torch.int8:
             h = h.to(weight.dtype)
@@ -105,7 +119,8 @@ class LongT5DenseGatedGeGLU(T5DenseGatedGeGLU):
     """
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.wo(self.dropout(_geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), self.act, own_inputs=True)))
+        h = _geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), self.act, (self.wi_0, self.wi_1))
+        return self.wo(self.dropout(h))
 
 
 class ModernBertGeGLUMLP(nn.Module):
@@ -123,7 +138,7 @@ class ModernBertGeGLUMLP(nn.Module):
     can_torch_compile = True
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        h = _geglu_packed(self.Wi(hidden_states), approximate_of(self.act), backward_in_place=True)
+        h = _geglu_packed(self.Wi(hidden_states), approximate_of(self.act), self.Wi)
         return self.Wo(self.drop(h))
 
 
