@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
-# job named by $1 (gemma | final | sweep | compare | floor | none). Logs and results go to $OUT.
+# job named by $1 (gemma | final | sweep | compare | floor | reliability | none). Logs and results go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -12,13 +12,14 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
 python3 -c "import torch, triton, transformers, kernels; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, 'kernels', kernels.__version__)" | tee -a "$OUT/device.txt"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  # The flake, git, CLI and publish checks need nix, a git checkout and the kernels CLI,
-  # which the GPU machine lacks; CI runs them.
+  # The flake, git, CLI, publish and README-journey checks need nix, a git checkout, the kernels
+  # CLI and huggingface_hub 2.4, which the GPU machine lacks; CI runs them (README's GPU blocks:
+  # the reliability job).
   python3 -m pytest ${TESTS:-tests} -q -p no:cacheprovider -rfs \
     --deselect tests/test_build.py::test_flake_nix_parses \
     --deselect tests/test_build.py::test_dirty_tree_is_marked \
     --deselect tests/test_build.py::test_kernels_benchmark_runs_on_a_local_build \
-    --ignore tests/test_publish.py 2>&1 | tee "$OUT/pytest_gpu.log" | tail -25
+    --ignore tests/test_publish.py --ignore tests/test_readme.py 2>&1 | tee "$OUT/pytest_gpu.log" | tail -25
 fi
 case "${1:-none}" in
   gemma) python3 scripts/gpu_gemma_check.py --out "$OUT/gemma_check.json" 2>&1 | tee "$OUT/gemma_check.log" | tail -30 ;;
@@ -32,5 +33,10 @@ case "${1:-none}" in
   floor)
     (cd benchmarks && python3 launch_floor.py --out "$OUT" ${FLOOR_ARGS:-}) 2>&1 \
       | grep -v dirty | tee "$OUT/floor.log" ;;
+  reliability)
+    # The property tests' larger seeded sweep, then README's GPU-marked blocks as written.
+    GEGLU_PROPERTY_EXAMPLES=${EXAMPLES:-1500} GEGLU_PROPERTY_SEED=1 python3 -m pytest tests/test_properties.py -q -s \
+      -p no:cacheprovider -n 0 2>&1 | tee "$OUT/properties_gpu.log" | tail -5
+    python3 scripts/gpu_readme.py 2>&1 | tee "$OUT/readme_gpu.log" | tail -30 ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac
