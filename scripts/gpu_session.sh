@@ -35,7 +35,7 @@ case "${1:-none}" in
       | grep -v dirty | tee "$OUT/floor.log" ;;
   reliability)
     # The property tests' larger seeded sweep, then README's GPU-marked blocks as written.
-    GEGLU_PROPERTY_EXAMPLES=${EXAMPLES:-1500} GEGLU_PROPERTY_SEED=1 python3 -m pytest tests/test_properties.py -q -s \
+    GEGLU_PROPERTY_EXAMPLES=${EXAMPLES:-300} GEGLU_PROPERTY_SEED=1 python3 -m pytest tests/test_properties.py -q -s \
       -p no:cacheprovider -n 0 2>&1 | tee "$OUT/properties_gpu.log" | tail -5
     python3 scripts/gpu_readme.py 2>&1 | tee "$OUT/readme_gpu.log" | tail -30 ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
