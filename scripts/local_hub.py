@@ -241,24 +241,32 @@ class Handler(BaseHTTPRequestHandler):
         r.branches[branch] = start
         self._send(200, {})
 
-    def repo_info(self, repo, query, head_only, rev="main"):
+    def _revision(self, repo, rev):
+        """(repo, commit id) for a revision, or None after answering 404."""
         r = self._repo(repo)
         if r is None:
-            return self._error(404, "Repository not found", "RepoNotFound")
+            self._error(404, "Repository not found", "RepoNotFound")
+            return None
         oid = self.state.resolve(r, rev)
         if oid is None:
-            return self._error(404, f"Revision Not Found: {rev}", "RevisionNotFound")
+            self._error(404, f"Revision Not Found: {rev}", "RevisionNotFound")
+            return None
+        return r, oid
+
+    def repo_info(self, repo, query, head_only, rev="main"):
+        found = self._revision(repo, rev)
+        if found is None:
+            return
+        r, oid = found
         files = r.commits[oid]["files"]
         self._send(200, {"id": repo, "author": repo.split("/")[0], "sha": oid, "private": False,
                          "siblings": [{"rfilename": p} for p in sorted(files)], "lastModified": "2026-01-01T00:00:00.000Z"})
 
     def tree(self, repo, rev, query, head_only, sub=None):
-        r = self._repo(repo)
-        if r is None:
-            return self._error(404, "Repository not found", "RepoNotFound")
-        oid = self.state.resolve(r, rev)
-        if oid is None:
-            return self._error(404, f"Revision Not Found: {rev}", "RevisionNotFound")
+        found = self._revision(repo, rev)
+        if found is None:
+            return
+        r, oid = found
         prefix = (sub or "").strip("/")
         recursive = query.get("recursive", ["false"])[0].lower() in ("1", "true")
         entries, dirs = [], set()

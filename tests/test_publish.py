@@ -293,8 +293,10 @@ def test_publish_verifies_what_the_hub_serves_and_verify_names_tampered_files(hu
     verify_cmd = [PY, str(source / "scripts" / "verify.py"), "--repo-id", REPO_ID, "--version", str(V)]
     ok = subprocess.run(verify_cmd, env={**hub.env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    snapshot = next((Path(hub.env["HF_HOME"]) / "hub").glob("kernels--*/snapshots/*"))
+    commit = hub.state.repos[REPO_ID].branches[BRANCH]
+    snapshot = Path(hub.env["HF_HOME"]) / "hub" / "kernels--geglu-kernels--geglu" / "snapshots" / commit
     target = snapshot / "build" / "torch-cpu" / "custom_ops.py"
+    assert target.is_symlink(), sorted(p.name for p in snapshot.parent.iterdir())
     text = target.read_text()
     target.unlink()  # a symlink into blobs/: replace it, as an editor would
     target.write_text(text.replace("return", "return  ", 1))

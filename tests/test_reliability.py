@@ -248,16 +248,23 @@ def test_tagging_warns_when_transformers_ignores_the_installed_kernels(kernel, m
 
 
 def test_threads_share_the_host_caches_safely(kernel, monkeypatch):
-    """Eight threads running kernelized models of different widths at once (PyTorch CPU path on
-    the CPU: the interpreter is not thread-safe; the GPU run uses the kernels) equal eager."""
+    """Eight threads each loading the kernel and running kernelized models of different widths at
+    once (PyTorch CPU path on the CPU: the interpreter is not thread-safe; the GPU run uses the
+    kernels) equal eager."""
+    from pathlib import Path
+
+    from kernels import get_local_kernel
+
     if not HAS_CUDA:
         monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     errors = []
 
     def work(i):
         try:
+            loaded = get_local_kernel(Path(kernel.layer_mapping._PACKAGE_DIR))
+            assert loaded is kernel  # one module per build, whichever thread loads it
             eager = GateUpDown(hidden=16 + i, inter=24 + 8 * i).to(DEVICE)
-            model = _kernelized(kernel, copy.deepcopy(eager), "GeGLUMLP")
+            model = _kernelized(loaded, copy.deepcopy(eager), "GeGLUMLP")
             for t in (1, 3, 17, 64):
                 x = torch.randn(t, 16 + i, device=DEVICE)
                 with torch.no_grad():
@@ -265,7 +272,6 @@ def test_threads_share_the_host_caches_safely(kernel, monkeypatch):
         except Exception as e:  # noqa: BLE001 - collected and reported below
             errors.append(f"thread {i}: {type(e).__name__}: {e}")
 
-    # Kernelizing mutates kernels' global mapping context: do it under one lock-free pass first.
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
