@@ -11,10 +11,10 @@ Checks logits, 20 greedy tokens and a training step's gradients (kernelized vs u
 weights); with --time also decode ms per token and a prefill time. Rank 0 writes the JSON."""
 
 import argparse
-import copy
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--time", action="store_true")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()), help="where the checkpoint is saved")
     args = p.parse_args(argv)
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     from transformers import AutoModelForCausalLM, GemmaConfig, GemmaForCausalLM
 
     geglu = get_local_kernel(args.build.resolve())
-    ckpt = args.out.parent / f"tp-gemma-{args.hidden}-{args.intermediate}"
+    ckpt = args.workdir / f"tp-gemma-{args.hidden}-{args.intermediate}-{args.layers}-{args.dtype}"
     if rank == 0 and not (ckpt / "config.json").exists():
         torch.manual_seed(0)
         config = GemmaConfig(vocab_size=512, hidden_size=args.hidden, intermediate_size=args.intermediate,
@@ -55,8 +56,8 @@ def main(argv=None) -> int:
     dist.barrier()
 
     def load():
-        return AutoModelForCausalLM.from_pretrained(ckpt, tp_plan="auto", dtype=dtype,
-                                                    device_map=None if not args.gpu else None)
+        m = AutoModelForCausalLM.from_pretrained(ckpt, tp_plan="auto", dtype=dtype)
+        return m.to(device)  # a one-process plan leaves the weights where they loaded
 
     untouched, model = load(), load()
     with use_kernel_mapping(geglu.layer_mapping.register(model), inherit_mapping=False):
