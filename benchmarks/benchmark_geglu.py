@@ -1,9 +1,10 @@
 """GeGLU workloads in the `kernels benchmark` format (shipped with each release on the Hub).
 
-    kernels benchmark geglu-kernels/geglu --version 1     # the published kernel
+    kernels benchmark geglu-kernels/geglu --version 2     # the published kernel
     kernels benchmark ./                                   # a local checkout after scripts/build_variants.py
 
-Each workload writes its result to self.out; verify_* returns the eager PyTorch reference.
+Each workload writes its result to self.out; verify_* returns the eager PyTorch reference. Only
+the public API is used: this file ships with each version, outside the versioning guard's view.
 On a GPU: bf16, T=2048 tokens, I=16384 (a 2B-class model's MLP); on a CPU a small fp32 case.
 """
 
@@ -22,6 +23,8 @@ class GeGLUBenchmark(Benchmark):
         opts = dict(device=self.device, dtype=self.dtype)
         self.gate = torch.randn(tokens, inter, **opts)
         self.up = torch.randn(tokens, inter, **opts)
+        self.gate_leaf = self.gate.clone().requires_grad_()
+        self.up_leaf = self.up.clone().requires_grad_()
         self.x = torch.randn(tokens, 2 * inter, **opts)
         self.grad = torch.randn(tokens, inter, **opts)
         self.hidden = torch.randn(tokens, hidden, **opts)
@@ -47,12 +50,12 @@ class GeGLUBenchmark(Benchmark):
         d = self.x.shape[-1] // 2
         return F.gelu(self.x[:, :d], approximate="tanh") * self.x[:, d:]
 
-    def benchmark_backward_d_up(self):
-        # d up = dh * gelu(gate); the backward kernel computes d gate alongside it.
-        grad_gate, grad_up = self.kernel.custom_ops.geglu_backward_impl(self.grad, self.gate, self.up, "tanh")
-        self.out = grad_up
+    def benchmark_forward_backward_d_up(self):
+        # Forward and backward through autograd; d up = dh * gelu(gate), d gate comes alongside.
+        h = self.kernel.geglu(self.gate_leaf, self.up_leaf, approximate="tanh")
+        _, self.out = torch.autograd.grad(h, (self.gate_leaf, self.up_leaf), self.grad)
 
-    def verify_backward_d_up(self):
+    def verify_forward_backward_d_up(self):
         return self.grad * F.gelu(self.gate, approximate="tanh")
 
     def benchmark_mlp_forward(self):

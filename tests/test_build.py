@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import build_variants  # on sys.path through conftest
 from conftest import CONFIG, REPO_ID, ROOT
 
 
@@ -123,5 +124,20 @@ def test_kernels_benchmark_runs_on_a_local_build(build_dir, tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    for workload in ("forward_tanh", "forward_exact", "packed_gelu_tanh_and_mul", "backward_d_up", "mlp_forward"):
+    for workload in ("forward_tanh", "forward_exact", "packed_gelu_tanh_and_mul", "forward_backward_d_up", "mlp_forward"):
         assert workload in result.stdout + result.stderr
+
+
+def test_shipped_benchmark_uses_only_the_public_api():
+    """benchmarks/benchmark*.py ships with every version but outside the API manifest: every name
+    it reaches through the kernel must be in __all__ (or a layer class)."""
+    import ast
+
+    names = build_variants.api_manifest(CONFIG.package_dir)
+    public = set(names["all"])
+    for path in (ROOT / "benchmarks").glob("benchmark*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and ast.unparse(node.value) == "self.kernel":
+                assert node.attr in public, f"{path.name}: self.kernel.{node.attr} is not public"
+            if isinstance(node, ast.Attribute) and ast.unparse(node.value) == "self.kernel.layers":
+                assert node.attr in names["layers"], f"{path.name}: layers.{node.attr} is not a shipped layer"
