@@ -279,3 +279,41 @@ def test_cpu_path_without_interpreter_uses_no_triton(kernel, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     g, u = torch.randn(8, 100, dtype=torch.bfloat16), torch.randn(8, 100, dtype=torch.bfloat16)
     assert torch.equal(kernel.geglu(g, u, approximate="none"), F.gelu(g) * u)
+
+
+def test_loading_imports_neither_inductor_nor_transformers(build_dir):
+    """get_local_kernel stays light: triton_op would parse every op body's source and import
+    torch._inductor (over a second); the bodies hide their source and declare their kernels."""
+    code = f"""
+import sys, time, torch
+from pathlib import Path
+t = time.perf_counter()
+from kernels import get_local_kernel
+k = get_local_kernel(Path({str(build_dir)!r}))
+print("SECONDS", time.perf_counter() - t)
+print("HEAVY", sorted(m for m in ("torch._inductor", "transformers") if m in sys.modules))
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+def test_every_op_declares_the_kernels_it_launches(kernel):
+    """What triton_op would have found by parsing: the AOTAutograd cache key hashes these."""
+    import importlib
+
+    from torch._library.triton import get_triton_kernels_for_op
+
+    ops = importlib.import_module(kernel.__name__ + ".custom_ops")
+    pointwise = importlib.import_module(kernel.__name__ + ".kernel_src.geglu_pointwise")
+    expected = {"geglu_forward": pointwise._geglu_forward_kernel, "geglu_packed_forward": pointwise._geglu_forward_kernel,
+                "geglu_packed_forward_out": pointwise._geglu_forward_kernel,
+                "geglu_backward": pointwise._geglu_backward_kernel,
+                "geglu_backward_in_place": pointwise._geglu_backward_kernel,
+                "geglu_packed_backward": pointwise._geglu_backward_kernel,
+                "geglu_packed_backward_in_place": pointwise._geglu_backward_kernel}
+    for name, triton_kernel in expected.items():
+        op = getattr(ops, name)
+        assert get_triton_kernels_for_op(op._qualname) == [triton_kernel], name

@@ -24,6 +24,7 @@ directly when nothing needs the dispatcher (`eager_fast_path`: no autograd, no t
 which saves the custom-op dispatch, tens of microseconds that decide small-token calls.
 """
 
+import inspect
 import math
 import os
 import warnings
@@ -35,6 +36,7 @@ from torch.library import triton_op
 
 from ._ops import add_op_namespace_prefix
 from .kernel_src import launch_geglu_backward, launch_geglu_forward
+from .kernel_src.geglu_pointwise import _geglu_backward_kernel, _geglu_forward_kernel
 
 APPROXIMATIONS = ("tanh", "none")
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -197,14 +199,44 @@ def geglu_packed_backward_in_place_impl(grad, x, approximate, traceable=False):
     launch_geglu_backward(_rows(grad), gate, up, gate, up, approximate == "tanh", traceable=traceable)
 
 
+
+# --- registration ---
+#
+# triton_op reads each op body's source at decoration time to find the Triton kernels it launches
+# (for the AOTAutograd cache key), and that parse imports torch._inductor: over a second of every
+# load. Op bodies are therefore wrapped in _OpBody, whose source inspect cannot read, and the
+# kernels each op launches are declared in _declare_kernels instead.
+
+class _OpBody:
+    """fn, callable with fn's signature and annotations (schema inference reads them), but no
+    readable source (`inspect.getsource` raises TypeError for an instance)."""
+
+    def __init__(self, fn):
+        self._fn = fn
+        self.__signature__ = inspect.signature(fn)
+        self.__name__, self.__qualname__, self.__module__ = fn.__name__, fn.__qualname__, fn.__module__
+        self.__doc__, self.__annotations__, self.__globals__ = fn.__doc__, fn.__annotations__, fn.__globals__
+
+    def __call__(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+
+def _declare_kernels(op, *kernels) -> None:
+    from torch._library import triton as _triton_library
+
+    _triton_library.triton_ops_to_kernels[op._qualname] = list(kernels)
+
+
 # --- separate gate / up ---
 
 @triton_op(add_op_namespace_prefix("geglu_forward"), mutates_args=())
+@_OpBody
 def geglu_forward(gate: torch.Tensor, up: torch.Tensor, approximate: str, backward_in_place: bool) -> torch.Tensor:
     return geglu_forward_impl(gate, up, approximate, traceable=True)
 
 
 @triton_op(add_op_namespace_prefix("geglu_backward"), mutates_args=())
+@_OpBody
 def geglu_backward(
     grad: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, approximate: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,6 +244,7 @@ def geglu_backward(
 
 
 @triton_op(add_op_namespace_prefix("geglu_backward_in_place"), mutates_args={"gate", "up"})
+@_OpBody
 def geglu_backward_in_place(grad: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, approximate: str) -> None:
     geglu_backward_in_place_impl(grad, gate, up, approximate, traceable=True)
 
@@ -260,26 +293,33 @@ def _bump_versions(*tensors):
 
 
 geglu_forward.register_autograd(_backward_separate, setup_context=_setup_separate)
+_declare_kernels(geglu_forward, _geglu_forward_kernel)
+_declare_kernels(geglu_backward, _geglu_backward_kernel)
+_declare_kernels(geglu_backward_in_place, _geglu_backward_kernel)
 
 
 # --- packed [..., 2I]: activation on the first half ---
 
 @triton_op(add_op_namespace_prefix("geglu_packed_forward"), mutates_args=())
+@_OpBody
 def geglu_packed_forward(x: torch.Tensor, approximate: str, backward_in_place: bool) -> torch.Tensor:
     return geglu_packed_forward_impl(x, approximate, traceable=True)
 
 
 @triton_op(add_op_namespace_prefix("geglu_packed_forward_out"), mutates_args={"out"})
+@_OpBody
 def geglu_packed_forward_out(out: torch.Tensor, x: torch.Tensor, approximate: str) -> None:
     geglu_packed_forward_out_impl(out, x, approximate, traceable=True)
 
 
 @triton_op(add_op_namespace_prefix("geglu_packed_backward"), mutates_args=())
+@_OpBody
 def geglu_packed_backward(grad: torch.Tensor, x: torch.Tensor, approximate: str) -> torch.Tensor:
     return geglu_packed_backward_impl(grad, x, approximate, traceable=True)
 
 
 @triton_op(add_op_namespace_prefix("geglu_packed_backward_in_place"), mutates_args={"x"})
+@_OpBody
 def geglu_packed_backward_in_place(grad: torch.Tensor, x: torch.Tensor, approximate: str) -> None:
     geglu_packed_backward_in_place_impl(grad, x, approximate, traceable=True)
 
@@ -325,6 +365,10 @@ def _backward_packed(ctx, grad):
 
 
 geglu_packed_forward.register_autograd(_backward_packed, setup_context=_setup_packed)
+_declare_kernels(geglu_packed_forward, _geglu_forward_kernel)
+_declare_kernels(geglu_packed_forward_out, _geglu_forward_kernel)
+_declare_kernels(geglu_packed_backward, _geglu_backward_kernel)
+_declare_kernels(geglu_packed_backward_in_place, _geglu_backward_kernel)
 
 
 # --- entry points for the public API and layers: checked inputs, fast path when eager ---
