@@ -38,8 +38,7 @@ from ._ops import add_op_namespace_prefix
 from .kernel_src import launch_geglu_backward, launch_geglu_forward
 from .kernel_src.geglu_pointwise import _geglu_backward_kernel, _geglu_forward_kernel
 
-APPROXIMATIONS = ("tanh", "none")
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from .checks import check_approximate, check_gate_up, check_out, check_packed, row_view
 
 
 # Devices the Triton kernels run on (ROCm tensors are "cuda" tensors in PyTorch).
@@ -79,20 +78,10 @@ def eager_fast_path(*tensors: torch.Tensor) -> bool:
     return not (torch.compiler.is_compiling() or _functorch_active())
 
 
-def _row_view(t: torch.Tensor) -> torch.Tensor | None:
-    """t as a 2-D [rows, last] view with unit column stride, or None if its layout has none."""
-    if t.stride(-1) != 1:
-        return None
-    try:
-        return t.view(math.prod(t.shape[:-1]), t.shape[-1])
-    except RuntimeError:
-        return None
-
-
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """A 2-D [rows, last] view; a contiguous copy only if the layout cannot be viewed so
     (for inputs only: writes into a copy would be lost)."""
-    view = _row_view(t)
+    view = row_view(t)
     return view if view is not None else t.contiguous().view(math.prod(t.shape[:-1]), t.shape[-1])
 
 
@@ -151,7 +140,7 @@ def geglu_backward_impl(grad, gate, up, approximate, traceable=False):
 
 
 def geglu_backward_in_place_impl(grad, gate, up, approximate, traceable=False):
-    g2, u2 = _row_view(gate), _row_view(up)
+    g2, u2 = row_view(gate), row_view(up)
     if not _use_triton(gate) or g2 is None or u2 is None:
         # No row view to write through (or no Triton): compute aside, then copy over the inputs.
         grad_gate, grad_up = geglu_backward_impl(grad, gate, up, approximate, traceable)
@@ -190,7 +179,7 @@ def geglu_packed_backward_impl(grad, x, approximate, traceable=False):
 
 
 def geglu_packed_backward_in_place_impl(grad, x, approximate, traceable=False):
-    x2 = _row_view(x)
+    x2 = row_view(x)
     if not _use_triton(x) or x2 is None:
         x.copy_(geglu_packed_backward_impl(grad, x, approximate, traceable))
         return
@@ -402,83 +391,3 @@ def geglu_packed_out(out: torch.Tensor, x: torch.Tensor, approximate: str, name:
         return geglu_packed_forward_out_impl(out, x, approximate)
     geglu_packed_forward_out(out, x, approximate)
     return out
-
-
-# --- input checks: clear errors instead of failures inside Triton ---
-
-def check_approximate(approximate: str) -> None:
-    if approximate not in APPROXIMATIONS:
-        raise ValueError(f"approximate must be 'tanh' or 'none' (as in F.gelu), got {approximate!r}")
-
-
-def check_tensor(name: str, t: torch.Tensor) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} has dtype {t.dtype}; supported dtypes are float32, float16 and bfloat16")
-    if t.dim() == 0:
-        raise ValueError(f"{name} must have at least one dimension, got a 0-d tensor")
-
-
-def check_same(names: tuple[str, str], a: torch.Tensor, b: torch.Tensor) -> None:
-    if a.device != b.device:
-        raise ValueError(f"{names[0]} is on {a.device} but {names[1]} is on {b.device}")
-    if a.dtype != b.dtype:
-        raise TypeError(f"{names[0]} has dtype {a.dtype} but {names[1]} has dtype {b.dtype}")
-
-
-def check_gate_up(gate: torch.Tensor, up: torch.Tensor) -> None:
-    check_tensor("gate", gate)
-    check_tensor("up", up)
-    check_same(("gate", "up"), gate, up)
-    if gate.shape != up.shape:
-        raise ValueError(f"gate and up must have the same shape, got {tuple(gate.shape)} and {tuple(up.shape)}")
-
-
-def check_packed(x: torch.Tensor, name: str = "x") -> None:
-    check_tensor(name, x)
-    if x.shape[-1] % 2:
-        raise ValueError(
-            f"{name} packs gate and up along its last dimension, which must be even; got {tuple(x.shape)}"
-        )
-
-
-def check_out(out: torch.Tensor, x: torch.Tensor) -> None:
-    check_tensor("out", out)
-    check_same(("out", "x"), out, x)
-    expected = (*x.shape[:-1], x.shape[-1] // 2)
-    if tuple(out.shape) != expected:
-        raise ValueError(f"out must have shape {expected} for x of shape {tuple(x.shape)}, got {tuple(out.shape)}")
-    if out.stride(-1) != 1:
-        raise ValueError(f"out must have a unit stride in its last dimension, got strides {out.stride()}")
-    if _row_view(out) is None:
-        raise ValueError(f"out (strides {out.stride()}) cannot be viewed as rows of {expected[-1]} without a copy")
-    rows = _row_view(out)
-    if rows.shape[0] > 1 and rows.stride(0) < rows.shape[1]:
-        raise ValueError(f"out (shape {tuple(out.shape)}, strides {out.stride()}) has elements that share memory "
-                         "(an expanded or overlapping view): each output element needs its own memory")
-    if out.numel() and x.numel() and _overlap(out, x):
-        raise ValueError("out must not overlap x")
-
-
-def _has_addresses(t: torch.Tensor) -> bool:
-    """Whether t's data pointers mean anything: not a meta or fake tensor, not under tracing."""
-    if torch.compiler.is_compiling():
-        return False
-    return not (t.is_meta or type(t) is not torch.Tensor or is_fake(t))
-
-
-def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether the memory spans of a and b intersect (False where addresses are not real:
-    meta and fake tensors, tracing; there the compiled graph's functionalization decides)."""
-    if not (_has_addresses(a) and _has_addresses(b)):
-        return False
-    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
-        return False
-
-    def span(t):
-        start = t.data_ptr()
-        return start, start + t.element_size() * (1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride())))
-
-    (a0, a1), (b0, b1) = span(a), span(b)
-    return a0 < b1 and b0 < a1
