@@ -4,6 +4,8 @@ the build. Without a GPU the Triton kernels run in the interpreter (TRITON_INTER
 """
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,6 +33,32 @@ _EPS16 = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
 TOLERANCES = {torch.float32: (1e-5, 1e-5)} | {
     dtype: ((2.0 if INTERPRETED else 1.0) * eps, eps) for dtype, eps in _EPS16.items()
 }
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def committed_copy(dest: Path) -> Path:
+    """The working tree's files (tracked and untracked-not-ignored, symlinks kept) copied to `dest`
+    and committed in a fresh git repository: a kernel author's clean checkout."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for rel in files:
+        src = ROOT / rel
+        if not (src.is_file() or src.is_symlink()):
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            os.symlink(os.readlink(src), dest / rel)
+        else:
+            shutil.copy2(src, dest / rel)
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "import")
+    return dest
+
 
 gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (run on the GPU machine)")
 

@@ -4,6 +4,7 @@ both GELU variants, against the float64 reference, forward and backward. On the 
 interpreter (and the PyTorch path) at small sizes; with GEGLU_PROPERTY_EXAMPLES set higher on
 the GPU (scripts/gpu_session.sh runs a larger seeded sweep). The number of cases is printed."""
 
+import math
 import os
 
 import pytest
@@ -33,28 +34,24 @@ def problems(draw, packed=False):
                 approximate=draw(st.sampled_from(["tanh", "none"])), seed=draw(st.integers(0, 2**31 - 1)))
 
 
-def _make(shape, view, dtype, generator):
-    """(leaf the gradient lands on, a view of it with `shape` in the requested layout)."""
-    def rand(*s):
-        return (1.5 * torch.randn(*s, generator=generator)).to(DEVICE).to(dtype)
-
+def _view(shape, view):
+    """(leaf shape, leaf -> a view of it with `shape` in the requested layout)."""
     if view == "transposed" and len(shape) >= 2:
-        leaf = rand(*shape[:-2], shape[-1], shape[-2]).requires_grad_()
-        return leaf, leaf.transpose(-1, -2)
+        return (*shape[:-2], shape[-1], shape[-2]), lambda t: t.transpose(-1, -2)
     if view == "step2":
-        leaf = rand(*shape[:-1], 2 * shape[-1]).requires_grad_()
-        return leaf, leaf[..., ::2]
+        return (*shape[:-1], 2 * shape[-1]), lambda t: t[..., ::2]
     if view == "offset":
-        n = 1
-        for s in shape:
-            n *= s
-        leaf = rand(n + 7).requires_grad_()
-        return leaf, leaf[7:].view(shape)
+        return (math.prod(shape) + 7,), lambda t: t[7:].view(shape)
     if view == "expanded" and len(shape) >= 2:
-        leaf = rand(*shape[:-2], 1, shape[-1]).requires_grad_()
-        return leaf, leaf.expand(shape)
-    leaf = rand(*shape).requires_grad_()
-    return leaf, leaf
+        return (*shape[:-2], 1, shape[-1]), lambda t: t.expand(shape)
+    return tuple(shape), lambda t: t
+
+
+def _make(shape, view, dtype, generator):
+    """(leaf the gradient lands on, its view with `shape`, the view as a function of the leaf)."""
+    leaf_shape, as_view = _view(shape, view)
+    leaf = (1.5 * torch.randn(*leaf_shape, generator=generator)).to(DEVICE).to(dtype).requires_grad_()
+    return leaf, as_view(leaf), as_view
 
 
 def _check_grads(leaves, ours_out, ref_fn, dtype, generator):
@@ -75,13 +72,10 @@ def _check_grads(leaves, ours_out, ref_fn, dtype, generator):
 @given(p=problems())
 def test_geglu_any_layout(kernel, device, p):
     gen = torch.Generator().manual_seed(p["seed"])
-    (lg, g), (lu, u) = _make(p["shape"], p["view"], p["dtype"], gen), _make(p["shape"], p["view"], p["dtype"], gen)
+    (lg, g, view), (lu, u, _) = _make(p["shape"], p["view"], p["dtype"], gen), _make(p["shape"], p["view"], p["dtype"], gen)
     h = kernel.geglu(g, u, approximate=p["approximate"])
     assert h.shape == tuple(p["shape"]) and h.dtype == p["dtype"]
     assert_close_to_reference(h, geglu64(g.detach(), u.detach(), p["approximate"]), f"forward {p}")
-    view = {"transposed": lambda t: t.transpose(-1, -2) if len(p["shape"]) >= 2 else t,
-            "step2": lambda t: t[..., ::2], "offset": lambda t: t[7:].view(p["shape"]),
-            "expanded": lambda t: t.expand(p["shape"]) if len(p["shape"]) >= 2 else t}.get(p["view"], lambda t: t)
     _check_grads([lg, lu], h, lambda a, b: gelu64(view(a), p["approximate"]) * view(b), p["dtype"], gen)
     CASES["count"] += 1
 
@@ -90,7 +84,7 @@ def test_geglu_any_layout(kernel, device, p):
 @given(p=problems(packed=True), use_out=st.booleans())
 def test_packed_any_layout(kernel, device, p, use_out):
     gen = torch.Generator().manual_seed(p["seed"])
-    leaf, x = _make(p["shape"], p["view"], p["dtype"], gen)
+    leaf, x, view = _make(p["shape"], p["view"], p["dtype"], gen)
     d = p["shape"][-1] // 2
     ref = geglu64(x.detach()[..., :d], x.detach()[..., d:], p["approximate"])
     if use_out:
@@ -103,9 +97,6 @@ def test_packed_any_layout(kernel, device, p, use_out):
         layer = kernel.layers.GeluTanhAndMul() if p["approximate"] == "tanh" else kernel.layers.GeluAndMul()
         h = layer(x)
         assert_close_to_reference(h, ref, f"layer {p}")
-        view = {"transposed": lambda t: t.transpose(-1, -2) if len(p["shape"]) >= 2 else t,
-                "step2": lambda t: t[..., ::2], "offset": lambda t: t[7:].view(p["shape"]),
-                "expanded": lambda t: t.expand(p["shape"]) if len(p["shape"]) >= 2 else t}.get(p["view"], lambda t: t)
         _check_grads([leaf], h, lambda a: gelu64(view(a)[..., :d], p["approximate"]) * view(a)[..., d:],
                      p["dtype"], gen)
     CASES["count"] += 1

@@ -8,7 +8,6 @@ the way a kernel author and a user would.
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIG, REPO_ID, ROOT
+from conftest import CONFIG, REPO_ID, ROOT, committed_copy, git
 from local_hub import LocalHub
 
 PY = sys.executable
@@ -41,31 +40,12 @@ def hub(tmp_path):
 @pytest.fixture
 def source(tmp_path):
     """A committed git copy of the working tree: the kernel author's checkout."""
-    dest = tmp_path / "src"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for rel in files:
-        src = ROOT / rel
-        if src.is_symlink():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(os.readlink(src), dest / rel)
-        elif src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    _git(dest, "init", "-q")
-    _commit(dest, "import")
-    return dest
-
-
-def _git(repo, *args):
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
+    return committed_copy(tmp_path / "src")
 
 
 def _commit(repo, message):
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", message)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
 
 
 def _publish(hub, source, *args, check=True):

@@ -7,14 +7,13 @@ machine (scripts/gpu_session.sh readme)."""
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import HAS_CUDA, ROOT
+from conftest import HAS_CUDA, ROOT, committed_copy
 
 BLOCK = re.compile(r"(?:<!-- readme-test: (?P<mark>[^\n]*?) -->\n)?```(?P<lang>bash|python)\n(?P<body>.*?)^```",
                    re.S | re.M)
@@ -45,21 +44,7 @@ def script(named_blocks: list[tuple[str, dict]], gpu: bool) -> str:
 
 def _checkout_copy(dest: Path) -> Path:
     """A committed copy of the working tree (publish.py refuses a dirty tree), sharing .venv."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for rel in files:
-        src = ROOT / rel
-        if not (src.is_file() or src.is_symlink()):
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        if src.is_symlink():
-            os.symlink(os.readlink(src), dest / rel)
-        else:
-            shutil.copy2(src, dest / rel)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "import"]):
-        subprocess.run(["git", *args], cwd=dest, env=env, check=True, capture_output=True)
+    committed_copy(dest)
     os.symlink(Path(sys.executable).parent.parent, dest / ".venv")
     return dest
 

@@ -66,9 +66,9 @@ def check_out(out: torch.Tensor, x: torch.Tensor) -> None:
         raise ValueError(f"out must have shape {expected} for x of shape {tuple(x.shape)}, got {tuple(out.shape)}")
     if out.stride(-1) != 1:
         raise ValueError(f"out must have a unit stride in its last dimension, got strides {out.stride()}")
-    if row_view(out) is None:
-        raise ValueError(f"out (strides {out.stride()}) cannot be viewed as rows of {expected[-1]} without a copy")
     rows = row_view(out)
+    if rows is None:
+        raise ValueError(f"out (strides {out.stride()}) cannot be viewed as rows of {expected[-1]} without a copy")
     if rows.shape[0] > 1 and rows.stride(0) < rows.shape[1]:
         raise ValueError(f"out (shape {tuple(out.shape)}, strides {out.stride()}) has elements that share memory "
                          "(an expanded or overlapping view): each output element needs its own memory")

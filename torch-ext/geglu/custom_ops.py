@@ -32,6 +32,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import is_fake
+from torch._library.triton import triton_ops_to_kernels
 from torch.library import triton_op
 
 from ._ops import add_op_namespace_prefix
@@ -94,8 +95,8 @@ def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # --- PyTorch implementation for plain CPU tensors (same rounding points as the kernels) ---
 
 def _torch_gelu(gate, approximate):
-    # aten's vectorized CPU gelu returns NaN for +inf in contiguous tensors (and +inf in strided
-    # ones): take the limit, gelu(+inf) = +inf, in every layout.
+    # aten's CPU gelu gives NaN for +inf in contiguous tensors (its vectorized path) but +inf in
+    # strided ones: take the limit, gelu(+inf) = +inf, in every layout.
     return torch.where(gate == torch.inf, gate, F.gelu(gate, approximate=approximate))
 
 
@@ -188,7 +189,6 @@ def geglu_packed_backward_in_place_impl(grad, x, approximate, traceable=False):
     launch_geglu_backward(_rows(grad), gate, up, gate, up, approximate == "tanh", traceable=traceable)
 
 
-
 # --- registration ---
 #
 # triton_op reads each op body's source at decoration time to find the Triton kernels it launches
@@ -211,9 +211,7 @@ class _OpBody:
 
 
 def _declare_kernels(op, *kernels) -> None:
-    from torch._library import triton as _triton_library
-
-    _triton_library.triton_ops_to_kernels[op._qualname] = list(kernels)
+    triton_ops_to_kernels[op._qualname] = list(kernels)
 
 
 # --- separate gate / up ---
