@@ -82,10 +82,15 @@ def test_family_kernelized_matches_eager(kernel, family):
     loss.backward()
     loss_ref.backward()
     # Relative to each gradient's norm: fp32 reassociation deep in a model moves single elements
-    # of large gradients by ~1e-3 relative while the whole tensor agrees to ~1e-6.
+    # of large gradients by ~1e-3 relative while the whole tensor agrees to ~1e-6. A random tiny
+    # model occasionally overflows in eager itself (gemma3n, about 1 seed in 80): NaNs must then
+    # sit where eager's are, and the finite rest must agree.
     for (name, p), p_ref in zip(model.named_parameters(), eager.parameters()):
         if p_ref.grad is not None:
-            rel = ((p.grad - p_ref.grad).norm() / p_ref.grad.norm().clamp_min(1e-12)).item()
+            assert torch.equal(p.grad.isnan(), p_ref.grad.isnan()), f"{family}: NaNs in grad of {name} differ from eager"
+            finite = p_ref.grad.isfinite()
+            got, ref = p.grad[finite], p_ref.grad[finite]
+            rel = ((got - ref).norm() / ref.norm().clamp_min(1e-12)).item()
             assert rel < 1e-4, f"{family}: grad of {name} differs from eager by {rel:.2e} (relative norm)"
 
 
