@@ -28,7 +28,7 @@ def load_local_pointwise(out: Path | None = None):
     """The local build's Triton module (launch functions with forced tile shapes, the kernels)."""
     import importlib
 
-    return importlib.import_module(load_local_build(out).__name__ + ".kernel_src.geglu_pointwise")
+    return importlib.import_module(load_local_build(out).__name__ + ".kernel_src.pointwise")
 
 
 def median_us(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:

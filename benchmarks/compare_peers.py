@@ -105,7 +105,7 @@ def bench_pointwise(k, bw, dtype=torch.bfloat16, inters=(3072, 16384, 10240, 143
                     both_times(row, "fwd_bwd_packed", cycling(
                         [lambda s=s: torch.autograd.grad(packed(s.x), (s.x,), s.dh) for s in sets]))
                 if name == "ours":
-                    ops = k.custom_ops
+                    ops = k.dispatch
                     both_times(row, "bwd", cycling(
                         [lambda s=s: ops.geglu_backward_impl(s.dh, s.g.detach(), s.u.detach(), "tanh") for s in sets]))
                     both_times(row, "bwd_packed", cycling(
@@ -215,35 +215,75 @@ def bench_first_call(k, inter=16384, warm_t=2048, new_ts=(3001, 4099, 777, 1029,
     return rows
 
 
-def bench_host_overhead(k):
-    """Host microseconds per call at T=1 (I=16384), no synchronisation: what a decode step pays
-    on this machine's CPU when it does not replay graphs."""
+def host_us(fn, calls: int = 2000) -> float:
+    """Host microseconds per call of fn() (no synchronisation inside the loop)."""
+    for _ in range(200):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    host = (time.perf_counter() - start) / calls * 1e6
+    torch.cuda.synchronize()
+    return host
+
+
+def bench_host_overhead(k, rounds: int = 5):
+    """Host microseconds per call at T=1, no synchronisation: what a decode step pays on this
+    machine's CPU when it does not replay graphs. The calls are timed in turn `rounds` times and
+    the median kept. The MLP rows (small dims, so the GPU never holds the host back) subtract the
+    host time of the module's three projections called alone."""
     g = torch.randn(1, 16384, device="cuda", dtype=torch.bfloat16)
-    rows = []
+    gr, ur = (torch.randn(1, 16384, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    dh = torch.randn(1, 16384, device="cuda", dtype=torch.bfloat16)
+    mlp = GemmaLikeMLP(256, 1024).to("cuda", torch.bfloat16)
+    x = torch.randn(1, 256, device="cuda", dtype=torch.bfloat16)
+
+    def projections():
+        mlp.gate_proj(x), mlp.up_proj(x)
+        return mlp.down_proj(h_small)
+
+    h_small = torch.randn(1, 1024, device="cuda", dtype=torch.bfloat16)
+    ours_layer = lambda: k.layers.GeGLUMLP.forward(mlp, x)  # noqa: E731  (what kernelize installs)
     calls = {
         "ours geglu()": lambda: k.geglu(g, g),
-        "ours registered op (dispatcher)": lambda: k.custom_ops.geglu_forward(g, g, "tanh", False),
-        "ours kernel launch only": lambda: k.custom_ops.geglu_forward_impl(g, g, "tanh"),
+        "ours registered op (dispatcher)": lambda: k.pointwise_ops.geglu_forward(g, g, "tanh", False),
+        "ours kernel launch only": lambda: k.dispatch.geglu_forward_impl(g, g, "tanh"),
         "eager gelu*mul (2 aten ops)": lambda: eager_separate(g, g),
+        "ours geglu() forward+backward, autograd": lambda: torch.autograd.grad(k.geglu(gr, ur), (gr, ur), dh),
+        "eager gelu*mul forward+backward, autograd": lambda: torch.autograd.grad(eager_separate(gr, ur), (gr, ur), dh),
+        "_projections": projections,
+        "_ours layer": ours_layer,
+        "_eager layer": lambda: mlp(x),
     }
-    for name, fn in calls.items():
-        for _ in range(200):
-            fn()
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(2000):
-            fn()
-        host = (time.perf_counter() - start) / 2000 * 1e6
-        torch.cuda.synchronize()
-        rows.append(dict(stage="host_overhead", peer=name, host_us=host))
-        print(f"host per call {name:34s} {host:6.1f} us", flush=True)
+    with torch.no_grad():
+        ours_layer()  # compile / plan outside the timing
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            grad = "autograd" in name
+            with torch.enable_grad() if grad else torch.no_grad():
+                times[name].append(host_us(fn))
+    med = {name: statistics.median(t) for name, t in times.items()}
+    med["ours GeGLUMLP layer (excl. projections)"] = med.pop("_ours layer") - med["_projections"]
+    med["eager GemmaMLP (excl. projections)"] = med.pop("_eager layer") - med["_projections"]
+    rows = []
+    for name, host in med.items():
+        rows.append(dict(stage="host_overhead", peer=name.lstrip("_"), host_us=host,
+                         rounds_us=times.get(name, [])))
+        print(f"host per call {name:45s} {host:6.1f} us", flush=True)
     return rows
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--sections", default="extras,pointwise,mlp")
+    parser.add_argument("--sections", default="extras,pointwise,mlp",
+                        help="comma-separated: host (host time per call only), extras (host, first call, "
+                             "fp16/fp32 points), pointwise, mlp")
+    parser.add_argument("--dims", default=",".join(f"{h}x{i}" for h, i in DIMS),
+                        type=lambda v: [tuple(map(int, d.split("x"))) for d in v.split(",")], help="mlp section: HxI")
+    parser.add_argument("--tokens", default=",".join(map(str, TOKENS)), type=lambda v: [int(t) for t in v.split(",")])
     parser.add_argument("--inters", default="3072,16384,10240,14336", type=lambda v: [int(i) for i in v.split(",")],
                         help="pointwise section: intermediate sizes")
     args = parser.parse_args()
@@ -252,17 +292,19 @@ def main():
     print(f"copy bandwidth {bw:.0f} GB/s", flush=True)
     result = {"env": environment(), "copy_gbs": bw, "date": time.strftime("%Y-%m-%d"), "rows": []}
     for section in args.sections.split(","):
-        if section == "extras":
+        if section == "host":
+            result["rows"] += bench_host_overhead(k)
+        elif section == "extras":
             result["rows"] += bench_host_overhead(k)
             result["rows"] += bench_first_call(k)
             for dtype in (torch.float16, torch.float32):
                 result["rows"] += bench_pointwise(k, bw, dtype=dtype, inters=(16384,), tokens=(8192,))
         elif section == "pointwise":
             for inter in args.inters:  # saved after each width: a run cut short keeps what it measured
-                result["rows"] += bench_pointwise(k, bw, inters=(inter,))
+                result["rows"] += bench_pointwise(k, bw, inters=(inter,), tokens=args.tokens)
                 write_json(args.out / "compare_pointwise.json", result)
         elif section == "mlp":
-            result["rows"] += bench_mlp(k)
+            result["rows"] += bench_mlp(k, dims=args.dims, tokens=args.tokens)
         write_json(args.out / f"compare_{section}.json", {**result, "rows": [r for r in result["rows"]]})
         result["rows"] = []
 

@@ -1,6 +1,6 @@
 """Launch-parameter sweep of the pointwise kernels (device time under CUDA-graph replay), with
 torch.compile's fused kernel timed on the same inputs as the reference. The heuristic in
-kernel_src/geglu_pointwise.py is chosen from this sweep; notes: benchmarks/NOTES.md.
+kernel_src/pointwise.py is chosen from this sweep; notes: benchmarks/NOTES.md.
 
     python benchmarks/sweep_launch_configs.py --out DIR [--layouts separate,packed]
 """
@@ -47,6 +47,8 @@ def main():
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--blocks", default=",".join(f"{c}x{w}" for c, w in BLOCKS),
                         help="(elements per program)x(warps), comma-separated")
+    parser.add_argument("--refs", default="compile,compile_static",
+                        help="torch.compile references timed at each shape (comma-separated; 'none': no references)")
     parser.add_argument("--fresh-outputs", action="store_true",
                         help="allocate outputs at every call, as a user's call and torch.compile's kernel do "
                              "(the default writes into one preallocated buffer per input set)")
@@ -62,6 +64,7 @@ def main():
         # shape) and a kernel specialised and autotuned for each shape (dynamic=False).
         base = eager_separate if layout == "separate" else eager_packed
         compiled = {"compile": torch.compile(base), "compile_static": torch.compile(base, dynamic=False)}
+        compiled = {name: fn for name, fn in compiled.items() if name in args.refs.split(",")}
         for inter, t in itertools.product(map(int, args.inters.split(",")), map(int, args.tokens.split(","))):
             # SETS input sets cycled through by consecutive calls, as in compare_peers.py: one set
             # reused call after call stays in L2 at mid sizes and ranks shapes differently.

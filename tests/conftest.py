@@ -128,4 +128,4 @@ def pointwise(kernel):
     """The loaded kernel's Triton module (launch functions, tile shapes, the kernels themselves)."""
     import importlib
 
-    return importlib.import_module(kernel.__name__ + ".kernel_src.geglu_pointwise")
+    return importlib.import_module(kernel.__name__ + ".kernel_src.pointwise")

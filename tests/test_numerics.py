@@ -167,7 +167,7 @@ def test_offsets_past_int32(kernel):
     assert_close_to_reference(h[tail], geglu64(gate[tail], up[tail], "tanh"), "tail rows")
     del h
     grad = torch.randn(rows, inter, device="cuda", dtype=torch.bfloat16)
-    dgate, dup = kernel.custom_ops.geglu_backward(grad, gate, up, "tanh")
+    dgate, dup = kernel.pointwise_ops.geglu_backward(grad, gate, up, "tanh")
     ref_gate, ref_up = geglu64_grads(grad[tail], gate[tail], up[tail], "tanh")
     assert_close_to_reference(dup[tail], ref_up, "tail d up")
     assert_close_to_reference(dgate[tail], ref_gate, "tail d gate", scale=grad[tail] * up[tail])
@@ -178,7 +178,7 @@ def _launch_configs(pointwise, n_cols):
     form that applies to both layouts."""
     configs = {pointwise.tiles_config(n_cols)}
     for contiguous, backward, itemsize in itertools.product([False, True], [False, True], [2, 4]):
-        configs.update(pointwise.pointwise_launch_configs(n_cols, contiguous, backward, itemsize))
+        configs.update(pointwise.regime_configs(n_cols, contiguous, backward, itemsize))
     for cfg in list(configs):
         configs.add(pointwise.PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, pointwise.TILES))
         for indexing in (pointwise.FLAT, pointwise.FLAT_ROW_DIV, pointwise.ROW_GRID):  # one row per block
@@ -218,19 +218,19 @@ def test_launch_config_choice(pointwise):
     """The regime rules: size picks the shape, layout the indexing form, 32-bit forms only
     below 2^31."""
     pw = pointwise
-    tiny = pw.pointwise_launch_config(1, 3072, contiguous=True)
-    large = pw.pointwise_launch_config(8192, 16384, contiguous=True)
+    tiny = pw.choose_config(1, 3072, contiguous=True)
+    large = pw.choose_config(8192, 16384, contiguous=True)
     assert tiny.indexing == large.indexing == pw.FLAT and tiny.block_cols < large.block_cols * large.num_warps
     # fp32 keeps the 16-bit access width in the bandwidth-bound regime: half the elements.
-    assert pw.pointwise_launch_config(8192, 16384, contiguous=True, itemsize=4).block_cols == large.block_cols // 2
+    assert pw.choose_config(8192, 16384, contiguous=True, itemsize=4).block_cols == large.block_cols // 2
     # The backward moves 5/3 the bytes, so it reaches a larger regime at fewer tokens.
     rows = next(t for t in range(1, 4096) if pw.regime(5 * t * 3072) > pw.regime(3 * t * 3072))
-    assert pw.pointwise_launch_config(rows, 3072, backward=True, contiguous=True) != \
-        pw.pointwise_launch_config(rows, 3072, contiguous=True)
-    assert pw.pointwise_launch_config(16, 3072).indexing == pw.ROW_GRID  # strided rows
-    assert pw.pointwise_launch_config(16, 300).indexing == pw.FLAT_ROW_DIV  # narrow: row segments waste lanes
-    assert pw.pointwise_launch_config(8192, 16384).indexing == pw.FLAT_ROW_DIV
-    huge = pw.pointwise_launch_config(2**17, 2**14, contiguous=True)  # 2^31 elements
+    assert pw.choose_config(rows, 3072, backward=True, contiguous=True) != \
+        pw.choose_config(rows, 3072, contiguous=True)
+    assert pw.choose_config(16, 3072).indexing == pw.ROW_GRID  # strided rows
+    assert pw.choose_config(16, 300).indexing == pw.FLAT_ROW_DIV  # narrow: row segments waste lanes
+    assert pw.choose_config(8192, 16384).indexing == pw.FLAT_ROW_DIV
+    huge = pw.choose_config(2**17, 2**14, contiguous=True)  # 2^31 elements
     assert huge == pw.tiles_config(2**14) and huge.indexing == pw.TILES
-    assert pw.pointwise_launch_config(8192, 16384, max_offset=2**31).indexing == pw.TILES
+    assert pw.choose_config(8192, 16384, max_offset=2**31).indexing == pw.TILES
     assert pw.tiles_config(100).block_rows > 1  # narrow rows share a program

@@ -12,7 +12,7 @@ from reference import geglu64
 
 
 def _op_cases(kernel, device, dtype):
-    ops = kernel.custom_ops
+    ops = kernel.pointwise_ops
     g = (2 * torch.randn(5, 3, 70, device=device)).to(dtype)
     u = torch.randn(5, 3, 70, device=device).to(dtype)
     x = torch.randn(5, 3, 140, device=device).to(dtype)
@@ -37,7 +37,7 @@ def test_opcheck(kernel, device, dtype):
 def test_in_place_backward_matches_and_guards_the_saved_inputs(kernel, device):
     """The layers' in-place backward gives the same gradients, also for inputs without a row
     view; a second backward through the same graph raises instead of reading overwritten inputs."""
-    ops = kernel.custom_ops
+    ops = kernel.pointwise_ops
     x = torch.randn(6, 40, device=device, requires_grad=True)
     w = torch.randn(2 * 70, 40, device=device)
     for layout in ("separate", "packed", "transposed"):
@@ -66,7 +66,7 @@ def test_op_namespace_is_the_build_id(kernel):
     from pathlib import Path
 
     meta = json.loads((Path(kernel.__file__).parent / "metadata.json").read_text())
-    assert kernel.custom_ops.geglu_forward._qualname == f"{meta['id']}::geglu_forward"
+    assert kernel.pointwise_ops.geglu_forward._qualname == f"{meta['id']}::geglu_forward"
     assert hasattr(getattr(torch.ops, meta["id"]), "geglu_packed_backward")
 
 
@@ -260,7 +260,7 @@ def test_programmatic_dependent_launch_waits_for_its_input(pointwise, shape):
         if wait:
             pointwise.launch_geglu_forward(gate, up, out, True, traceable=False, pdl=True)
         else:  # the same launch with the wait compiled out
-            cfg = pointwise.pointwise_launch_config(*shape, contiguous=True)
+            cfg = pointwise.choose_config(*shape, contiguous=True)
             pointwise._geglu_forward_kernel[(triton.cdiv(src.numel(), cfg.block_cols),)](
                 gate, up, out, shape[0], shape[1], shape[1], shape[1], N_COLS=shape[1], APPROX_TANH=True,
                 USE_LIBDEVICE=True, INDEXING=cfg.indexing, BLOCK_ROWS=1, BLOCK_COLS=cfg.block_cols,
@@ -306,8 +306,8 @@ def test_every_op_declares_the_kernels_it_launches(kernel):
 
     from torch._library.triton import get_triton_kernels_for_op
 
-    ops = importlib.import_module(kernel.__name__ + ".custom_ops")
-    pointwise = importlib.import_module(kernel.__name__ + ".kernel_src.geglu_pointwise")
+    ops = importlib.import_module(kernel.__name__ + ".pointwise_ops")
+    pointwise = importlib.import_module(kernel.__name__ + ".kernel_src.pointwise")
     expected = {"geglu_forward": pointwise._geglu_forward_kernel, "geglu_packed_forward": pointwise._geglu_forward_kernel,
                 "geglu_packed_forward_out": pointwise._geglu_forward_kernel,
                 "geglu_backward": pointwise._geglu_backward_kernel,

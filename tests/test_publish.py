@@ -65,7 +65,7 @@ def _run(hub, code, env=None):
 
 def _ship_fix(source, note):
     """A same-API change to the kernel source, committed."""
-    pointwise = source / "torch-ext" / "geglu" / "kernel_src" / "geglu_pointwise.py"
+    pointwise = source / "torch-ext" / "geglu" / "kernel_src" / "pointwise.py"
     pointwise.write_text(pointwise.read_text() + f"\n# {note}\n")
     _commit(source, note)
 
@@ -174,9 +174,9 @@ def test_fix_on_same_version_replaces_files_and_removes_stale_ones(hub, source):
     _publish(hub, source)
     files = hub.files(REPO_ID, BRANCH)
     assert not any(p.endswith("obsolete_helper.py") for p in files)
-    assert files["build/torch-cpu/kernel_src/geglu_pointwise.py"].endswith(b"stands in for a bug fix\n")
+    assert files["build/torch-cpu/kernel_src/pointwise.py"].endswith(b"stands in for a bug fix\n")
     loaded = _load(hub, V)
-    shipped = Path(loaded["file"]).parent / "kernel_src" / "geglu_pointwise.py"
+    shipped = Path(loaded["file"]).parent / "kernel_src" / "pointwise.py"
     assert shipped.read_text().endswith("stands in for a bug fix\n")  # users of v1 get the fix
 
 
@@ -275,13 +275,13 @@ def test_publish_verifies_what_the_hub_serves_and_verify_names_tampered_files(hu
     assert ok.returncode == 0, ok.stdout + ok.stderr
     commit = hub.state.repos[REPO_ID].branches[BRANCH]
     snapshot = Path(hub.env["HF_HOME"]) / "hub" / "kernels--geglu-kernels--geglu" / "snapshots" / commit
-    target = snapshot / "build" / "torch-cpu" / "custom_ops.py"
+    target = snapshot / "build" / "torch-cpu" / "pointwise_ops.py"
     assert target.is_symlink(), sorted(p.name for p in snapshot.parent.iterdir())
     text = target.read_text()
     target.unlink()  # a symlink into blobs/: replace it, as an editor would
     target.write_text(text.replace("return", "return  ", 1))
     bad = subprocess.run(verify_cmd, env={**hub.env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
-    assert bad.returncode == 1 and "changed: custom_ops.py" in bad.stdout, bad.stdout + bad.stderr
+    assert bad.returncode == 1 and "changed: pointwise_ops.py" in bad.stdout, bad.stdout + bad.stderr
     missing = subprocess.run([PY, str(source / "scripts" / "verify.py"), "--repo-id", REPO_ID, "--version", "99"],
                              env={**hub.env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
     assert missing.returncode == 2 and "not in the local Hub cache" in missing.stdout

@@ -228,14 +228,14 @@ def test_nan_and_inf_placement_equals_eager(kernel, device, approximate, layout)
 def test_unsupported_device_falls_back_to_pytorch_with_one_warning(kernel):
     import importlib
 
-    ops = importlib.import_module(kernel.__name__ + ".custom_ops")
-    fake = SimpleNamespace(device=SimpleNamespace(type="mps"))
+    ops = importlib.import_module(kernel.__name__ + ".dispatch")
+    fake = SimpleNamespace(is_cuda=False, device=SimpleNamespace(type="mps"))
     ops._warned_devices.discard("mps")
     with pytest.warns(RuntimeWarning, match="no Triton kernel for mps tensors; running the PyTorch"):
-        assert ops._use_triton(fake) is False
+        assert ops.use_triton(fake) is False
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert ops._use_triton(fake) is False  # once
+        assert ops.use_triton(fake) is False  # once
 
 
 def test_tagging_warns_when_transformers_ignores_the_installed_kernels(kernel, monkeypatch):

@@ -11,7 +11,7 @@ Public surface (kept small on purpose: additions need a new major version):
 
 import torch
 
-from . import custom_ops as _custom_ops
+from . import pointwise_ops as _pointwise_ops
 from . import layer_mapping, layers
 
 __all__ = ["geglu", "gelu_tanh_and_mul", "gelu_and_mul", "layers", "layer_mapping"]
@@ -27,16 +27,16 @@ def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str = "tanh") -> to
     Returns:
         A new tensor [..., d] in the inputs' dtype.
     """
-    return _custom_ops.geglu(gate, up, approximate)
+    return _pointwise_ops.geglu(gate, up, approximate)
 
 
 def gelu_tanh_and_mul(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """out = gelu_tanh(x[..., :d]) * x[..., d:], written into `out` ([..., d]); returns out.
     Not differentiable (as PyTorch's out= functions): an x that requires grad is refused."""
-    return _custom_ops.geglu_packed_out(out, x, "tanh", "gelu_tanh_and_mul")
+    return _pointwise_ops.geglu_packed_out(out, x, "tanh", "gelu_tanh_and_mul")
 
 
 def gelu_and_mul(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """out = gelu(x[..., :d]) * x[..., d:] with exact erf, written into `out` ([..., d]); returns out.
     Not differentiable (as PyTorch's out= functions): an x that requires grad is refused."""
-    return _custom_ops.geglu_packed_out(out, x, "none", "gelu_and_mul")
+    return _pointwise_ops.geglu_packed_out(out, x, "none", "gelu_and_mul")

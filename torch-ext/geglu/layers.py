@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules import module as _nn_module
 
-from . import custom_ops
+from . import pointwise_ops
 from .layer_mapping import approximate_of
 
 
@@ -27,12 +27,12 @@ def _geglu(gate: torch.Tensor, up: torch.Tensor, act_fn: nn.Module, projections:
            ) -> torch.Tensor:
     # projections: the modules that made gate and up inside this layer (none: never write over them).
     in_place = bool(projections) and torch.is_grad_enabled() and _nobody_else_holds(projections)
-    return custom_ops.geglu(gate, up, approximate_of(act_fn), backward_in_place=in_place)
+    return pointwise_ops.geglu(gate, up, approximate_of(act_fn), backward_in_place=in_place)
 
 
 def _geglu_packed(x: torch.Tensor, approximate: str, projection: nn.Module | None = None) -> torch.Tensor:
     in_place = projection is not None and torch.is_grad_enabled() and _nobody_else_holds((projection,))
-    return custom_ops.geglu_packed(x, approximate, backward_in_place=in_place)
+    return pointwise_ops.geglu_packed(x, approximate, backward_in_place=in_place)
 
 
 class GeGLUMLP(nn.Module):

@@ -7,11 +7,13 @@ Rounding matches PyTorch eager for 16-bit dtypes: gelu(g) is rounded to the stor
 dtype before the multiply, and in backward dh * u is rounded before it meets gelu'(g).
 For fp32 those roundings are exact no-ops.
 
-Launch parameters come from `pointwise_launch_config`: five problem-size regimes, each with
-its tile shape and indexing form, chosen from H100 sweeps (benchmarks/NOTES.md). The width is a
-compile-time constant (fixed per model); every regime's shape is compiled at its width's first
-launch, so a new token count never triggers tuning or a recompile below 2^31 elements (the row
-count is also excluded from Triton's integer specialization).
+Launch parameters come from the launch table of the device (`LAUNCH_TABLES`): five
+problem-size regimes, each with its tile shape and indexing form, chosen from sweeps on each
+measured GPU (benchmarks/NOTES.md); an unmeasured GPU takes the table of the nearest measured one.
+The width is a compile-time constant (fixed per model); every regime's shape is compiled at its
+width's first launch, so a new token count never triggers tuning or a recompile below 2^31
+elements (the row count is also excluded from Triton's integer specialization). Launches go
+through the shared launch layer (`launch.py`): one plan per shape, its compiled handle kept.
 
 Programmatic dependent launch (PDL, Hopper on) is opt-in (`GEGLU_PDL=1`, or `pdl=True` in the
 launch functions): an untraced launch may then be scheduled while the previous kernel in the
@@ -31,15 +33,8 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .gelu_math import gelu, gelu_and_grad
-
-try:  # the grid-dependency instructions of programmatic dependent launch (Triton >= 3.4)
-    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-except ImportError:
-    gdc_launch_dependents = gdc_wait = None
-
-
-# libdevice (tanh) only exists on a real device; the interpreter gets an equivalent formula.
-_USE_LIBDEVICE = os.environ.get("TRITON_INTERPRET") != "1"
+from .launch import PDL_AVAILABLE, USE_LIBDEVICE, LaunchPlan, gdc_launch_dependents, gdc_wait, launch, \
+    pdl_supported, warm_up
 
 # How a program finds its elements (the kernels' INDEXING constexpr):
 TILES = 0  # [block_rows, block_cols] tiles over strided rows, int64 row offsets: any size
@@ -47,8 +42,7 @@ FLAT = 1  # operands all contiguous: block_cols consecutive elements, 32-bit off
 FLAT_ROW_DIV = 2  # flat over strided rows, each element's row found by a division, 32-bit
 ROW_GRID = 3  # one row segment per program on a 2-D grid (rows, column blocks)
 
-_PDL_AVAILABLE = _USE_LIBDEVICE and gdc_wait is not None and torch.version.cuda is not None
-_PDL_BY_DEFAULT = _PDL_AVAILABLE and os.environ.get("GEGLU_PDL", "0") not in ("", "0")
+PDL_BY_DEFAULT = PDL_AVAILABLE and os.environ.get("GEGLU_PDL", "0") not in ("", "0")
 
 _INT32_SAFE = 2**31 - 2**16  # largest offset for the 32-bit forms (the last block overshoots)
 _MAX_GRID_Y = 65535
@@ -65,13 +59,14 @@ class PointwiseConfig:
 # Regime limits in elements moved by one launch (read + written: 3 per output element in
 # forward, 5 in backward), so the backward switches to larger tiles at fewer tokens.
 REGIME_LIMITS = (3 << 18, 3 << 20, 3 << 22, 3 << 24)
-# (elements per program, warps, indexing) per regime, smallest problems first, keyed by
-# (operands contiguous, backward); from the H100 sweeps in benchmarks/NOTES.md. Tiny problems
-# want many small programs (1-2 elements per thread) spread over every SM; larger ones 4 to 8
-# elements per thread. Strided rows (halves of a packed projection) take row-grid programs while
-# launch latency dominates, then the flat form with a row division (a multiply and shift: the
-# width is a compile-time constant), which keeps consecutive programs on consecutive addresses.
-_REGIMES = {
+
+# Launch tables: per measured GPU, (elements per program, warps, indexing) per regime, smallest
+# problems first, keyed by (operands contiguous, backward). Tiny problems want many small programs
+# (1-2 elements per thread) spread over every SM; larger ones 4 to 8 elements per thread. Strided
+# rows (halves of a packed projection) take row-grid programs while launch latency dominates,
+# then the flat form with a row division (a multiply and shift: the width is a compile-time
+# constant), which keeps consecutive programs on consecutive addresses.
+_H100 = {
     (True, False): ((256, 8, FLAT), (512, 8, FLAT), (1024, 4, FLAT), (512, 4, FLAT), (512, 4, FLAT)),
     (True, True): ((256, 8, FLAT), (512, 8, FLAT), (1024, 8, FLAT), (1024, 8, FLAT), (512, 4, FLAT)),
     (False, False): ((256, 8, ROW_GRID), (512, 8, ROW_GRID), (512, 4, FLAT_ROW_DIV), (512, 2, FLAT_ROW_DIV),
@@ -79,6 +74,34 @@ _REGIMES = {
     (False, True): ((256, 8, FLAT_ROW_DIV), (512, 8, FLAT_ROW_DIV), (1024, 8, FLAT_ROW_DIV),
                     (1024, 8, FLAT_ROW_DIV), (2048, 8, FLAT_ROW_DIV)),
 }
+LAUNCH_TABLES = {"H100": _H100, "H200": _H100}
+# What each table's GPU is, to find the nearest measured one for another GPU: (compute
+# capability, multiprocessors, copy bandwidth in GB/s read + written).
+MEASURED_DEVICES = {"H100": ((9, 0), 132, 3000), "H200": ((9, 0), 132, 4250)}
+DEFAULT_TABLE = "H100"
+
+
+def nearest_table(name: str, capability: tuple[int, int], sms: int) -> str:
+    """The launch table for a GPU: its own where its name contains a measured one's, else the
+    measured GPU of the same compute capability (then architecture generation) with the closest
+    multiprocessor count, else the default."""
+    for table in LAUNCH_TABLES:
+        if table in name:
+            return table
+    for same in (lambda cap: cap == capability, lambda cap: cap[0] == capability[0]):
+        candidates = [t for t, (cap, _, _) in MEASURED_DEVICES.items() if same(cap)]
+        if candidates:
+            return min(candidates, key=lambda t: abs(MEASURED_DEVICES[t][1] - sms))
+    return DEFAULT_TABLE
+
+
+@lru_cache(maxsize=None)
+def table_for_device(device_index: int) -> str:
+    """The launch table of a CUDA device (the default for CPU, under the interpreter)."""
+    if device_index < 0 or not USE_LIBDEVICE or not torch.cuda.is_available():
+        return DEFAULT_TABLE
+    props = torch.cuda.get_device_properties(device_index)
+    return nearest_table(props.name, (props.major, props.minor), props.multi_processor_count)
 
 
 def regime(moved: int) -> int:
@@ -107,14 +130,15 @@ def tiles_config(n_cols: int) -> PointwiseConfig:
 
 
 @lru_cache(maxsize=None)
-def pointwise_launch_configs(
-    n_cols: int, contiguous: bool, backward: bool, itemsize: int = 2
+def regime_configs(
+    n_cols: int, contiguous: bool, backward: bool, itemsize: int = 2, table: str = DEFAULT_TABLE
 ) -> tuple[PointwiseConfig, ...]:
-    """The tile shape of each regime for rows of n_cols (index = `regime(...)`). In the
-    bandwidth-bound largest regime 4-byte dtypes take half the elements per thread, keeping
-    each access as wide as the 16-bit one (fp32 sweep: 1-1.5% faster at 8192 tokens)."""
+    """The tile shape of each regime for rows of n_cols (index = `regime(...)`) in a launch
+    table. In the bandwidth-bound largest regime 4-byte dtypes take half the elements per
+    thread, keeping each access as wide as the 16-bit one (fp32 sweep: 1-1.5% faster at 8192
+    tokens)."""
     configs = []
-    for i, (block, warps, indexing) in enumerate(_REGIMES[contiguous, backward]):
+    for i, (block, warps, indexing) in enumerate(LAUNCH_TABLES[table][contiguous, backward]):
         if itemsize > 2 and i == len(REGIME_LIMITS):
             block = max(block * 2 // itemsize, 32 * warps)
         # Row segments that leave many lanes idle (narrow or ragged rows) go flat instead.
@@ -124,45 +148,19 @@ def pointwise_launch_configs(
     return tuple(configs)
 
 
-def pointwise_launch_config(
+def choose_config(
     n_rows: int, n_cols: int, backward: bool = False, contiguous: bool = False,
-    max_offset: int | None = None, itemsize: int = 2,
+    max_offset: int | None = None, itemsize: int = 2, table: str = DEFAULT_TABLE,
 ) -> PointwiseConfig:
     """The tile shape for an untraced launch over [n_rows, n_cols] views (a traced one always
     takes `tiles_config`, so the compiled graph holds no guard on the token count).
     max_offset: the largest element offset any operand reaches (n_rows * n_cols if None);
     32-bit forms are only used below 2^31."""
     n = n_rows * n_cols
-    cfg = pointwise_launch_configs(n_cols, contiguous, backward, itemsize)[regime((5 if backward else 3) * n)]
+    cfg = regime_configs(n_cols, contiguous, backward, itemsize, table)[regime((5 if backward else 3) * n)]
     if cfg.indexing in (FLAT, FLAT_ROW_DIV) and max(n, max_offset or 0) >= _INT32_SAFE:
         return tiles_config(n_cols)
     return cfg
-
-
-@lru_cache(maxsize=None)
-def pdl_supported(device_index: int) -> bool:
-    """Whether this CUDA device can take programmatic dependent launches: compute capability
-    9.0 or newer (Hopper on), a real device (not the interpreter), CUDA (not ROCm)."""
-    return _PDL_AVAILABLE and torch.cuda.get_device_capability(device_index)[0] >= 9
-
-
-_warmed: set = set()
-
-
-def _prewarm(kernel, key, args, kwargs, configs) -> None:
-    """Compile every regime's tile shape for this kind of call (`key`) at its first launch, so
-    that a later token count in another regime launches without compiling (only operands beyond
-    32-bit offsets, which take `tiles_config`, compile at their own first launch)."""
-    _warmed.add(key)
-    if not _USE_LIBDEVICE:  # the interpreter compiles nothing
-        return
-    for cfg in dict.fromkeys(configs):
-        compiled = kernel.warmup(*args, **kwargs, INDEXING=cfg.indexing, BLOCK_ROWS=cfg.block_rows,
-                                 BLOCK_COLS=cfg.block_cols, num_warps=cfg.num_warps, grid=(1,))
-        # Load the module onto the device now too (Triton does it lazily at the first launch).
-        init = getattr(compiled, "_init_handles", None)
-        if init is not None:
-            init()
 
 
 @triton.jit
@@ -269,51 +267,78 @@ def _geglu_backward_kernel(
     tl.store(grad_gate_ptr + dg_offs, (dh_u * act_grad).to(dtype), mask=mask)
 
 
-def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int, ...]:
+def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int, int, int]:
     if cfg.indexing == ROW_GRID:
-        return (n_rows, triton.cdiv(n_cols, cfg.block_cols))
+        return (n_rows, triton.cdiv(n_cols, cfg.block_cols), 1)
     if cfg.indexing in (FLAT, FLAT_ROW_DIV):
-        return (triton.cdiv(n_rows * n_cols, cfg.block_cols),)
-    return (triton.cdiv(n_rows, cfg.block_rows) * triton.cdiv(n_cols, cfg.block_cols),)
+        return (triton.cdiv(n_rows * n_cols, cfg.block_cols), 1, 1)
+    return (triton.cdiv(n_rows, cfg.block_rows) * triton.cdiv(n_cols, cfg.block_cols), 1, 1)
 
 
-@lru_cache(maxsize=4096)
-def _plan(n_rows: int, n_cols: int, strides: tuple[int, ...], backward: bool, itemsize: int
-          ) -> tuple[PointwiseConfig, bool]:
-    """(the heuristic's choice, whether all operands are contiguous) for an untraced launch,
-    cached: the host time of a launch matters at small token counts."""
+_CONSTEXPR_NAMES = ("N_COLS", "APPROX_TANH", "USE_LIBDEVICE", "INDEXING", "BLOCK_ROWS", "BLOCK_COLS", "USE_PDL")
+
+
+def _constexprs(n_cols: int, approx_tanh: bool, cfg: PointwiseConfig, pdl: bool) -> tuple:
+    # The values of _CONSTEXPR_NAMES, the kernels' last parameters in this order.
+    return (n_cols, approx_tanh, USE_LIBDEVICE, cfg.indexing, cfg.block_rows, cfg.block_cols, pdl)
+
+
+def _options(cfg: PointwiseConfig, pdl: bool) -> dict:
+    return dict(num_warps=cfg.num_warps, launch_pdl=True) if pdl else dict(num_warps=cfg.num_warps)
+
+
+_warmed: set = set()
+
+
+@lru_cache(maxsize=8192)
+def plan(backward: bool, n_rows: int, n_cols: int, strides: tuple[int, ...], dtype: torch.dtype, approx_tanh: bool,
+         device_index: int, pdl: bool | None = None, config: PointwiseConfig | None = None) -> LaunchPlan:
+    """The launch of one kernel over [n_rows, n_cols] row views of these row strides (forward:
+    gate, up, out; backward: grad, gate, up, grad_gate, grad_up), resolved once: tile shape from
+    the device's launch table (or `config`), grid, arguments. The first plan of a width, dtype
+    and layout compiles every regime's tile shape (`warm_up`), so that no later token count
+    compiles. pdl: programmatic dependent launch (None: on where GEGLU_PDL=1 and supported)."""
+    kernel = _geglu_backward_kernel if backward else _geglu_forward_kernel
+    if pdl is None:
+        pdl = PDL_BY_DEFAULT and device_index >= 0 and pdl_supported(device_index)
+    itemsize = dtype.itemsize
     contiguous = n_rows == 1 or all(stride == n_cols for stride in strides)
     max_offset = (n_rows - 1) * max(strides) + n_cols
-    return pointwise_launch_config(n_rows, n_cols, backward, contiguous, max_offset, itemsize), contiguous
+    table = table_for_device(device_index)
+    cfg = config or choose_config(n_rows, n_cols, backward, contiguous, max_offset, itemsize, table)
+    plan_ = LaunchPlan(kernel, _grid(n_rows, n_cols, cfg), (n_rows, *strides, *_constexprs(n_cols, approx_tanh, cfg, pdl)),
+                       _options(cfg, pdl))
+    family = (backward, n_cols, dtype, approx_tanh, contiguous, pdl, device_index)
+    if family not in _warmed and USE_LIBDEVICE:
+        _warmed.add(family)
+        for shape in dict.fromkeys(regime_configs(n_cols, contiguous, backward, itemsize, table)):
+            if shape != cfg:
+                # The pointer and stride arguments specialise as this call's do (alignment, ==1, %16).
+                warm_up(kernel, _warm_pointers(backward, dtype, device_index), (n_rows, *strides,
+                        *_constexprs(n_cols, approx_tanh, shape, pdl)), _options(shape, pdl))
+    return plan_
 
 
-def _launch(kernel, tensors, n_rows: int, n_cols: int, approx_tanh: bool, backward: bool,
-            config: PointwiseConfig | None, traceable: bool, pdl: bool | None) -> None:
+def _warm_pointers(backward: bool, dtype: torch.dtype, device_index: int) -> tuple[torch.Tensor, ...]:
+    # Aligned dummies: Triton's warmup reads only their dtype and alignment.
+    dummy = torch.empty(16, dtype=dtype, device=torch.device("cuda", device_index))
+    return (dummy,) * (5 if backward else 3)
+
+
+def _launch(backward: bool, tensors, n_rows: int, n_cols: int, approx_tanh: bool, config: PointwiseConfig | None,
+            traceable: bool, pdl: bool | None) -> None:
     strides = tuple(t.stride(0) for t in tensors)
     n_cols = int(n_cols)  # a compile-time constant of the kernels; traced widths specialise the graph
-    args = (*tensors, n_rows, *strides)
-    kwargs = dict(N_COLS=n_cols, APPROX_TANH=approx_tanh, USE_LIBDEVICE=_USE_LIBDEVICE, USE_PDL=False)
     if traceable:
-        # wrap_triton lets torch.compile / make_fx see the launch (Inductor launches it its way:
-        # no PDL).
-        cfg, launcher = config or tiles_config(n_cols), wrap_triton(kernel)
-    else:
-        # A call known not to be traced (the eager fast path) launches directly and skips the
-        # higher-order-op dispatch.
-        itemsize = tensors[0].element_size()
-        planned, contiguous = _plan(n_rows, n_cols, strides, backward, itemsize)
-        cfg, launcher = config or planned, kernel
-        if pdl is None:
-            pdl = _PDL_BY_DEFAULT and pdl_supported(tensors[0].get_device())
-        if pdl:
-            kwargs.update(USE_PDL=True, launch_pdl=True)
-        key = (backward, n_cols, tensors[0].dtype, approx_tanh, contiguous, pdl)
-        if key not in _warmed:
-            _prewarm(kernel, key, args, kwargs, pointwise_launch_configs(n_cols, contiguous, backward, itemsize))
-    launcher[_grid(n_rows, n_cols, cfg)](
-        *args, **kwargs, INDEXING=cfg.indexing, BLOCK_ROWS=cfg.block_rows, BLOCK_COLS=cfg.block_cols,
-        num_warps=cfg.num_warps,
-    )
+        # wrap_triton lets torch.compile / make_fx see the launch (Inductor launches it its way: no PDL).
+        kernel = _geglu_backward_kernel if backward else _geglu_forward_kernel
+        cfg = config or tiles_config(n_cols)
+        constexprs = dict(zip(_CONSTEXPR_NAMES, _constexprs(n_cols, approx_tanh, cfg, False)))
+        wrap_triton(kernel)[_grid(n_rows, n_cols, cfg)](*tensors, n_rows, *strides, **constexprs,
+                                                        num_warps=cfg.num_warps)
+        return
+    t = tensors[0]
+    launch(plan(backward, n_rows, n_cols, strides, t.dtype, approx_tanh, t.get_device(), pdl, config), *tensors)
 
 
 def launch_geglu_forward(
@@ -321,12 +346,12 @@ def launch_geglu_forward(
     config: PointwiseConfig | None = None, traceable: bool = True, pdl: bool | None = None,
 ) -> None:
     """out = gelu(gate) * up on 2-D views with unit column stride. config: a tile shape instead
-    of the heuristic's; pdl: programmatic dependent launch on or off for an untraced launch
-    (None: on where GEGLU_PDL=1 and `pdl_supported`)."""
+    of the launch table's; traceable: launch through wrap_triton (visible to torch.compile and
+    make_fx; always 2-D tiles, no PDL); pdl: programmatic dependent launch on or off for an
+    untraced launch (None: on where GEGLU_PDL=1 and `pdl_supported`)."""
     n_rows, n_cols = gate.shape
     if n_rows and n_cols:
-        _launch(_geglu_forward_kernel, (gate, up, out), n_rows, n_cols, approx_tanh, False, config, traceable,
-                pdl)
+        _launch(False, (gate, up, out), n_rows, n_cols, approx_tanh, config, traceable, pdl)
 
 
 def launch_geglu_backward(
@@ -336,8 +361,7 @@ def launch_geglu_backward(
 ) -> None:
     """grad_gate, grad_up of h = gelu(gate) * up, given grad = dL/dh (2-D views). grad_gate and
     grad_up may be gate and up themselves: each element is read before it is written. config,
-    pdl: as in `launch_geglu_forward`."""
+    traceable, pdl: as in `launch_geglu_forward`."""
     n_rows, n_cols = gate.shape
     if n_rows and n_cols:
-        _launch(_geglu_backward_kernel, (grad, gate, up, grad_gate, grad_up), n_rows, n_cols, approx_tanh,
-                True, config, traceable, pdl)
+        _launch(True, (grad, gate, up, grad_gate, grad_up), n_rows, n_cols, approx_tanh, config, traceable, pdl)

@@ -1,0 +1,105 @@
+"""A Gemma-shaped model (random bf16 weights) kernelized against the same model untouched, in one
+process on the GPU: a training step, plain `generate()` ms per token, and a prefill, in
+interleaved rounds (medians kept), after checking the two agree.
+
+    python benchmarks/compare_model.py --out DIR [--layers 8 --hidden 2048 --intermediate 16384]
+
+Plain calls, no CUDA graphs: the host time of every launch is in these numbers, as in a user's
+eager `generate()` or training loop.
+"""
+
+import argparse
+import copy
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from common import environment, load_local_build, write_json
+
+
+def timed_ms(fn, repeat: int) -> float:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e3 / repeat
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=2048)
+    parser.add_argument("--intermediate", type=int, default=16384)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    from kernels import Mode, kernelize, use_kernel_mapping
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    k = load_local_build()
+    torch.manual_seed(0)
+    config = GemmaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
+                         num_hidden_layers=args.layers, num_attention_heads=8, num_key_value_heads=1, head_dim=256,
+                         hidden_activation="gelu_pytorch_tanh")
+    untouched = GemmaForCausalLM(config).to("cuda", torch.bfloat16)
+    ours = copy.deepcopy(untouched)
+    with use_kernel_mapping(k.layer_mapping.register(ours)):
+        kernelize(ours, mode=Mode.TRAINING, device="cuda")
+    print(k.layer_mapping.summary(ours), flush=True)
+    models = {"kernelized": ours, "untouched": untouched}
+
+    ids = torch.randint(0, args.vocab, (2, 64), device="cuda")
+    with torch.no_grad():
+        a, b = (m.eval()(input_ids=ids).logits.float() for m in (ours, untouched))
+    check = {"logits_rel_err": ((a - b).norm() / b.norm()).item()}
+    gens = [m.generate(ids[:1, :8], max_new_tokens=16, do_sample=False) for m in (ours, untouched)]
+    check["greedy_identical"] = bool(torch.equal(*gens))
+    print(check, flush=True)
+
+    train_ids = torch.randint(0, args.vocab, (2, 1024), device="cuda")
+    prefill_ids = torch.randint(0, args.vocab, (1, 512), device="cuda")
+    prompt = torch.randint(0, args.vocab, (1, 16), device="cuda")
+
+    def train_step(m):
+        m.zero_grad(set_to_none=True)
+        m(input_ids=train_ids, labels=train_ids).loss.backward()
+
+    def prefill(m):
+        with torch.no_grad():
+            m(input_ids=prefill_ids, use_cache=False)
+
+    def decode(m, new=64):
+        m.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+
+    cases = {
+        "train_step_2x1024_ms": (lambda m: (m.train(), train_step(m)), 3, 1),
+        "prefill_512_ms": (lambda m: (m.eval(), prefill(m)), 5, 1),
+        "decode_ms_per_token": (lambda m: (m.eval(), decode(m)), 1, 64),
+    }
+    rounds = {case: {name: [] for name in models} for case in cases}
+    for case, (fn, repeat, per) in cases.items():  # warm-up: allocator, plans, cuBLAS heuristics
+        for m in models.values():
+            fn(m)
+    for _ in range(args.rounds):
+        for case, (fn, repeat, per) in cases.items():
+            for name, m in models.items():
+                rounds[case][name].append(timed_ms(lambda: fn(m), repeat) / per)
+    summary = {case: {name: statistics.median(t) for name, t in per_model.items()} for case, per_model in rounds.items()}
+    for case, per_model in summary.items():
+        ratio = per_model["untouched"] / per_model["kernelized"]
+        print(f"{case:24s} kernelized {per_model['kernelized']:8.3f}  untouched {per_model['untouched']:8.3f}  "
+              f"speedup {ratio:.3f}x", flush=True)
+    write_json(args.out / "compare_model.json", {
+        "env": environment(), "date": time.strftime("%Y-%m-%d"),
+        "model": dict(layers=args.layers, hidden=args.hidden, intermediate=args.intermediate, vocab=args.vocab,
+                      dtype="bfloat16", weights="random"),
+        "check": check, "median": summary, "rounds": rounds})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The shared launch layer: the direct launch of compiled handles is tied to the Triton versions it
+was checked against, agrees bit for bit with Triton's own launch, and plans resolve once."""
+
+import importlib
+import inspect
+import re
+import warnings
+
+import pytest
+import torch
+
+from conftest import gpu
+
+
+@pytest.fixture(scope="module")
+def launch(kernel):
+    return importlib.import_module(kernel.__name__ + ".kernel_src.launch")
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def test_triton_launches_compiled_kernels_the_way_the_direct_launch_does(launch):
+    """The direct launch repeats the call in JITFunction.run: if Triton changes it, this fails
+    (and the minor version must be checked again before it joins DIRECT_LAUNCH_TRITON)."""
+    import triton
+    from triton.runtime.jit import JITFunction
+
+    source = _squash(inspect.getsource(JITFunction.run))
+    assert _squash("kernel.run(grid_0, grid_1, grid_2, stream, kernel.function, kernel.packed_metadata,"
+                   "launch_metadata,") in source
+    assert "*bound_args.values())" in source, "the launcher no longer takes every argument, constexprs included"
+    # The pinned Triton of this environment is one the direct launch was checked against.
+    assert launch.TRITON_MINOR in launch.DIRECT_LAUNCH_TRITON, triton.__version__
+    compiled = inspect.getsource(importlib.import_module("triton.compiler.compiler").CompiledKernel)
+    for attribute in ("self.function", "self.packed_metadata", "def run("):
+        assert attribute in compiled, attribute
+
+
+def test_an_unchecked_triton_falls_back_to_the_jit_launch_with_one_warning(launch, monkeypatch):
+    monkeypatch.setattr(launch, "TRITON_MINOR", "9.99")
+    monkeypatch.setattr(launch, "INTERPRET", False)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    with pytest.warns(RuntimeWarning, match=r"Triton .* was not checked for direct launches"):
+        assert launch._direct_launch_enabled() is False
+    monkeypatch.setattr(launch, "TRITON_MINOR", launch.DIRECT_LAUNCH_TRITON[-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert launch._direct_launch_enabled() is True
+
+
+def test_launch_hooks_take_tritons_own_launch(launch, monkeypatch):
+    """A profiler's launch hook must see every launch: then the direct path stands aside."""
+    from triton import knobs
+
+    assert not launch._hooks_installed()
+    hook = knobs.runtime.launch_enter_hook
+    if hasattr(hook, "add"):
+        seen = lambda metadata: None  # noqa: E731
+        hook.add(seen)
+        try:
+            assert launch._hooks_installed()
+        finally:
+            hook.remove(seen)
+    else:
+        monkeypatch.setattr(knobs.runtime, "launch_enter_hook", lambda metadata: None)
+        assert launch._hooks_installed()
+
+
+def test_kernel_parameters_are_in_the_order_plans_pass_them(pointwise):
+    """A plan passes pointers, the row count, the row strides, then the constexprs by position."""
+    constexprs = list(pointwise._CONSTEXPR_NAMES)
+    forward = pointwise._geglu_forward_kernel.arg_names
+    backward = pointwise._geglu_backward_kernel.arg_names
+    assert forward == ["gate_ptr", "up_ptr", "out_ptr", "n_rows", "stride_gate", "stride_up", "stride_out", *constexprs]
+    assert backward == ["grad_ptr", "gate_ptr", "up_ptr", "grad_gate_ptr", "grad_up_ptr", "n_rows", "stride_grad",
+                        "stride_gate", "stride_up", "stride_grad_gate", "stride_grad_up", *constexprs]
+    plan = pointwise.plan(False, 7, 96, (96, 96, 96), torch.float32, True, -1)
+    assert len(plan.tail) == len(forward) - 3 and plan.tail[0] == 7 and plan.tail[4] == 96
+    assert pointwise.plan(False, 7, 96, (96, 96, 96), torch.float32, True, -1) is plan  # resolved once
+
+
+def test_launch_tables_are_keyed_by_device(pointwise):
+    assert pointwise.nearest_table("NVIDIA H200", (9, 0), 132) == "H200"
+    assert pointwise.nearest_table("NVIDIA H100 80GB HBM3", (9, 0), 132) == "H100"
+    assert pointwise.nearest_table("NVIDIA H800", (9, 0), 132) in ("H100", "H200")  # same generation
+    assert pointwise.nearest_table("NVIDIA B200", (10, 0), 148) == pointwise.DEFAULT_TABLE
+    assert set(pointwise.MEASURED_DEVICES) == set(pointwise.LAUNCH_TABLES)
+    for table in pointwise.LAUNCH_TABLES.values():
+        assert set(table) == {(c, b) for c in (True, False) for b in (True, False)}
+        assert all(len(regimes) == len(pointwise.REGIME_LIMITS) + 1 for regimes in table.values())
+    assert pointwise.table_for_device(-1) == pointwise.DEFAULT_TABLE
+
+
+@gpu
+def test_direct_launch_matches_the_jit_launch_bit_for_bit(kernel, pointwise, launch, monkeypatch):
+    """Both launch paths on the same plans: forward and backward, aligned and unaligned pointers,
+    another stream, CUDA-graph capture; a steady-state call never enters Triton's JIT."""
+    assert launch.DIRECT_LAUNCH
+    dispatch = importlib.import_module(kernel.__name__ + ".dispatch")
+    base = torch.randn(4 * 5 * 3000 + 8, device="cuda", dtype=torch.bfloat16)
+    for offset in (0, 1):  # offset 1: 2-byte misaligned pointers take the other handle
+        g = base[offset:offset + 5 * 3000].view(5, 3000)
+        u = base[offset + 5 * 3000:offset + 10 * 3000].view(5, 3000)
+        dh = base[offset + 10 * 3000:offset + 15 * 3000].view(5, 3000)
+        h = dispatch.geglu_forward_impl(g, u, "tanh")
+        dg, du = dispatch.geglu_backward_impl(dh, g, u, "none")
+        jit_calls = []
+        original = launch._launch_jit
+        monkeypatch.setattr(launch, "_launch_jit", lambda *a: jit_calls.append(a) or original(*a))
+        for _ in range(3):
+            torch.testing.assert_close(dispatch.geglu_forward_impl(g, u, "tanh"), h, rtol=0, atol=0)
+            dg2, du2 = dispatch.geglu_backward_impl(dh, g, u, "none")
+            torch.testing.assert_close((dg2, du2), (dg, du), rtol=0, atol=0)
+        assert not jit_calls, "a steady-state call went through Triton's JIT launch"
+        monkeypatch.setattr(launch, "DIRECT_LAUNCH", False)
+        torch.testing.assert_close(dispatch.geglu_forward_impl(g, u, "tanh"), h, rtol=0, atol=0)
+        torch.testing.assert_close(dispatch.geglu_backward_impl(dh, g, u, "none"), (dg, du), rtol=0, atol=0)
+        monkeypatch.setattr(launch, "DIRECT_LAUNCH", True)
+        monkeypatch.setattr(launch, "_launch_jit", original)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        on_side = dispatch.geglu_forward_impl(g, u, "tanh")
+    torch.cuda.current_stream().wait_stream(side)
+    torch.testing.assert_close(on_side, h, rtol=0, atol=0)
+    out = torch.empty_like(h)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out.copy_(dispatch.geglu_forward_impl(g, u, "tanh"))
+    out.zero_()
+    graph.replay()
+    torch.testing.assert_close(out, h, rtol=0, atol=0)

@@ -1,0 +1,244 @@
+"""Which implementation a call gets, and the op bodies.
+
+- The fast-path rule (`plain_eager`): a call on plain tensors outside any tracing (no
+  torch.compile, functorch transform or dispatch mode) may skip the op dispatcher; everything
+  else (fake, functional, distributed, meta tensors) goes through the registered ops.
+- The device rule (`use_triton`): CUDA/ROCm/XPU tensors, and CPU tensors under
+  TRITON_INTERPRET=1, run the Triton kernels; plain CPU tensors run `_torch_*` below, the same
+  math and rounding points in PyTorch, so the torch-cpu variant is a working CPU implementation.
+- The op bodies (`*_impl`), on the row views every launch works on. An untraced call on CUDA
+  tensors finds its launch plan by the tensors' shape, strides, dtype and device in one dict
+  lookup (`_plans`), so a steady-state call costs an allocation and a direct launch.
+"""
+
+import math
+import os
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch._subclasses.fake_tensor import is_fake
+
+from .checks import row_view
+from .kernel_src import launch_geglu_backward, launch_geglu_forward
+from .kernel_src.launch import launch
+from .kernel_src.pointwise import plan
+
+# Devices the Triton kernels run on (ROCm tensors are "cuda" tensors in PyTorch).
+TRITON_DEVICES = ("cuda", "xpu")
+_warned_devices: set[str] = set()
+
+
+def use_triton(t: torch.Tensor) -> bool:
+    if t.is_cuda:
+        return True
+    kind = t.device.type
+    if kind in TRITON_DEVICES:
+        return True
+    if kind == "cpu":
+        # Interpreted kernels are plain Python: they cannot run on the fake tensors that
+        # torch.compile / opcheck trace with, so a traced CPU graph holds the PyTorch
+        # implementation (same math) instead.
+        return os.environ.get("TRITON_INTERPRET") == "1" and not is_fake(t)
+    if kind not in _warned_devices and kind != "meta":
+        _warned_devices.add(kind)
+        warnings.warn(f"geglu: no Triton kernel for {kind} tensors; running the PyTorch implementation "
+                      "(eager's math and rounding) instead", RuntimeWarning, stacklevel=3)
+    return False
+
+
+def _functorch_active() -> bool:
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active and active())
+
+
+def plain_eager(*tensors: torch.Tensor) -> bool:
+    """True when a call may skip the op dispatcher: plain tensors with real memory (tracing and
+    tensor subclasses such as fake, functional or distributed tensors go through the op; so do
+    meta tensors, which the registered fake implementations answer), and no torch.compile,
+    functorch transform or dispatch mode (make_fx, FlopCounterMode: they must see the op)."""
+    for t in tensors:
+        if type(t) is not torch.Tensor or t.is_meta:
+            return False
+    return not (torch.compiler.is_compiling() or _functorch_active() or torch._C._len_torch_dispatch_stack())
+
+
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def eager_fast_path(*tensors: torch.Tensor) -> bool:
+    """`plain_eager` and no autograd needed: the op body may be called directly."""
+    return plain_eager(*tensors) and not needs_grad(*tensors)
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """A 2-D [rows, last] view; a contiguous copy only if the layout cannot be viewed so
+    (for inputs only: writes into a copy would be lost)."""
+    view = row_view(t)
+    return view if view is not None else t.contiguous().view(math.prod(t.shape[:-1]), t.shape[-1])
+
+
+def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x2 = _rows(x)
+    d = x2.shape[-1] // 2
+    return x2[:, :d], x2[:, d:]
+
+
+# --- PyTorch implementation for plain CPU tensors (same rounding points as the kernels) ---
+
+def _torch_gelu(gate, approximate):
+    # aten's CPU gelu gives NaN for +inf in contiguous tensors (its vectorized path) but +inf in
+    # strided ones: take the limit, gelu(+inf) = +inf, in every layout.
+    return torch.where(gate == torch.inf, gate, F.gelu(gate, approximate=approximate))
+
+
+def _torch_forward(gate, up, approximate):
+    return _torch_gelu(gate, approximate) * up
+
+
+# Beyond this magnitude gelu' is exactly 1 or 0 in every supported dtype; clamping finite gates
+# there keeps aten's tanh gelu_backward from overflowing x^3 into NaN (it does for |x| > 1.8e19).
+_GRAD_CLAMP = 1e4
+
+
+def _torch_backward(grad, gate, up, approximate):
+    grad_up = grad * _torch_gelu(gate, approximate)
+    where = gate
+    if approximate == "tanh":
+        where = torch.where(gate.isfinite(), gate.clamp(-_GRAD_CLAMP, _GRAD_CLAMP), gate)
+    grad_gate = torch.ops.aten.gelu_backward(grad * up, where, approximate=approximate)
+    return grad_gate, grad_up
+
+
+# --- launch plans of untraced CUDA calls, by the tensors' layout ---
+
+_plans: dict = {}
+_MAX_PLANS = 4096
+_NOT_PLANNED = None  # a layout without row views (or empty): the general path
+
+
+def _planned(key, backward: bool, approximate: str, shape, strides: tuple[int, ...], dtype, device_index: int):
+    """The (plan, device) for tensors of this shape whose row views have these row strides;
+    _NOT_PLANNED when a layout has no row view or nothing to compute."""
+    n_cols = shape[-1]
+    n_rows = math.prod(shape[:-1])
+    entry = _NOT_PLANNED
+    if n_rows and n_cols and None not in strides:
+        entry = (plan(backward, n_rows, n_cols, strides, dtype, approximate == "tanh", device_index),
+                 torch.device("cuda", device_index))
+    if len(_plans) >= _MAX_PLANS:
+        _plans.clear()
+    _plans[key] = entry
+    return entry
+
+
+def _row_stride(t: torch.Tensor) -> int | None:
+    view = row_view(t)
+    return None if view is None else view.stride(0)
+
+
+# --- op bodies ---
+
+def geglu_forward_impl(gate, up, approximate, traceable=False):
+    if not traceable and gate.is_cuda:
+        key = (gate.shape, gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate)
+        entry = _plans.get(key, False)
+        if entry is False:
+            entry = _planned(key, False, approximate, gate.shape, (_row_stride(gate), _row_stride(up), gate.shape[-1]),
+                             gate.dtype, gate.get_device())
+        if entry is not _NOT_PLANNED:
+            out = torch.empty(gate.shape, dtype=gate.dtype, device=entry[1])
+            launch(entry[0], gate, up, out)
+            return out
+    if not use_triton(gate):
+        return _torch_forward(gate, up, approximate)
+    out = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
+    launch_geglu_forward(_rows(gate), _rows(up), _rows(out), approximate == "tanh", traceable=traceable)
+    return out
+
+
+def geglu_backward_impl(grad, gate, up, approximate, traceable=False):
+    if not traceable and gate.is_cuda:
+        key = (gate.shape, grad.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate,
+               "backward")
+        entry = _plans.get(key, False)
+        if entry is False:
+            n_cols = gate.shape[-1]
+            entry = _planned(key, True, approximate, gate.shape,
+                             (_row_stride(grad), _row_stride(gate), _row_stride(up), n_cols, n_cols), gate.dtype,
+                             gate.get_device())
+        if entry is not _NOT_PLANNED:
+            grad_gate = torch.empty(gate.shape, dtype=gate.dtype, device=entry[1])
+            grad_up = torch.empty(gate.shape, dtype=gate.dtype, device=entry[1])
+            launch(entry[0], grad, gate, up, grad_gate, grad_up)
+            return grad_gate, grad_up
+    if not use_triton(gate):
+        return _torch_backward(grad, gate, up, approximate)
+    grad_gate = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
+    grad_up = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
+    launch_geglu_backward(
+        _rows(grad), _rows(gate), _rows(up), _rows(grad_gate), _rows(grad_up), approximate == "tanh",
+        traceable=traceable,
+    )
+    return grad_gate, grad_up
+
+
+def geglu_backward_in_place_impl(grad, gate, up, approximate, traceable=False):
+    if not traceable and gate.is_cuda:
+        key = (gate.shape, grad.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate,
+               "backward_in_place")
+        entry = _plans.get(key, False)
+        if entry is False:
+            g, u = _row_stride(gate), _row_stride(up)
+            entry = _planned(key, True, approximate, gate.shape, (_row_stride(grad), g, u, g, u), gate.dtype,
+                             gate.get_device())
+        if entry is not _NOT_PLANNED:
+            launch(entry[0], grad, gate, up, gate, up)
+            return
+    g2, u2 = row_view(gate), row_view(up)
+    if not use_triton(gate) or g2 is None or u2 is None:
+        # No row view to write through (or no Triton): compute aside, then copy over the inputs.
+        grad_gate, grad_up = geglu_backward_impl(grad, gate, up, approximate, traceable)
+        gate.copy_(grad_gate), up.copy_(grad_up)
+        return
+    launch_geglu_backward(_rows(grad), g2, u2, g2, u2, approximate == "tanh", traceable=traceable)
+
+
+def geglu_packed_forward_out_impl(out, x, approximate, traceable=False):
+    if not use_triton(x):
+        d = x.shape[-1] // 2
+        out.copy_(_torch_forward(x[..., :d], x[..., d:], approximate))
+        return out
+    gate, up = _halves(x)
+    launch_geglu_forward(gate, up, _rows(out), approximate == "tanh", traceable=traceable)
+    return out
+
+
+def geglu_packed_forward_impl(x, approximate, traceable=False):
+    d = x.shape[-1] // 2
+    if not use_triton(x):
+        return _torch_forward(x[..., :d], x[..., d:], approximate)
+    out = torch.empty((*x.shape[:-1], d), dtype=x.dtype, device=x.device)
+    return geglu_packed_forward_out_impl(out, x, approximate, traceable)
+
+
+def geglu_packed_backward_impl(grad, x, approximate, traceable=False):
+    d = x.shape[-1] // 2
+    if not use_triton(x):
+        return torch.cat(_torch_backward(grad, x[..., :d], x[..., d:], approximate), dim=-1)
+    grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    gate, up = _halves(x)
+    grad_gate, grad_up = _halves(grad_x)
+    launch_geglu_backward(_rows(grad), gate, up, grad_gate, grad_up, approximate == "tanh", traceable=traceable)
+    return grad_x
+
+
+def geglu_packed_backward_in_place_impl(grad, x, approximate, traceable=False):
+    x2 = row_view(x)
+    if not use_triton(x) or x2 is None:
+        x.copy_(geglu_packed_backward_impl(grad, x, approximate, traceable))
+        return
+    d = x2.shape[-1] // 2
+    gate, up = x2[:, :d], x2[:, d:]
+    launch_geglu_backward(_rows(grad), gate, up, gate, up, approximate == "tanh", traceable=traceable)

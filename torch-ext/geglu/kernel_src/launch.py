@@ -1,0 +1,125 @@
+"""The launch layer every kernel of this package goes through.
+
+A kernel is compiled once per specialisation (its constexprs, dtypes, the alignment Triton
+specialises pointers on) by an ordinary JIT call; the compiled handle that call returns is kept
+in a `LaunchPlan`, and later calls with the same plan launch the handle directly with the plan's
+grid and argument tail. That skips Triton's per-call binding, specialisation and cache-key work,
+which is most of a small launch's host time.
+
+The direct call reproduces the one in `JITFunction.run` of the Triton versions listed in
+`DIRECT_LAUNCH_TRITON` (the tests check that call is still there, and on the GPU that both paths
+give identical results). Under any other Triton, with launch hooks installed (profilers), under
+the interpreter, or for a tensor on a device other than the current one, the plan launches
+through the ordinary JIT call instead, which is always correct.
+"""
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+import triton
+
+try:  # the grid-dependency instructions of programmatic dependent launch (Triton >= 3.4)
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:
+    gdc_launch_dependents = gdc_wait = None
+
+try:
+    from triton import knobs as _knobs
+except ImportError:  # Triton < 3.4: no knobs, hence no launch hooks to honour there
+    _knobs = None
+
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# libdevice (tanh, erf) only exists on a real device; the interpreter gets equivalent formulas.
+USE_LIBDEVICE = not INTERPRET
+
+# Triton minor versions whose JITFunction.run launches a compiled kernel as `_launch_direct` does.
+DIRECT_LAUNCH_TRITON = ("3.6", "3.9")
+TRITON_MINOR = ".".join(triton.__version__.split(".")[:2])
+
+PDL_AVAILABLE = USE_LIBDEVICE and gdc_wait is not None and torch.version.cuda is not None
+_ALIGN = 16  # bytes: Triton specialises pointer arguments on this alignment
+
+
+def _direct_launch_enabled() -> bool:
+    if INTERPRET or torch.version.cuda is None:  # ROCm/XPU launchers were not checked: JIT call
+        return False
+    if TRITON_MINOR not in DIRECT_LAUNCH_TRITON:
+        warnings.warn(f"geglu: Triton {triton.__version__} was not checked for direct launches of compiled kernels "
+                      f"(checked: {', '.join(DIRECT_LAUNCH_TRITON)}); using Triton's ordinary launch (slower at "
+                      "small sizes, equally correct)", RuntimeWarning, stacklevel=2)
+        return False
+    return True
+
+
+DIRECT_LAUNCH = _direct_launch_enabled()
+
+
+@lru_cache(maxsize=None)
+def pdl_supported(device_index: int) -> bool:
+    """Whether this CUDA device can take programmatic dependent launches: compute capability
+    9.0 or newer (Hopper on), a real device (not the interpreter), CUDA (not ROCm)."""
+    return PDL_AVAILABLE and torch.cuda.get_device_capability(device_index)[0] >= 9
+
+
+def _hooks_installed() -> bool:
+    """Whether launch hooks are set (a profiler such as proton): they need Triton's own launch."""
+    if _knobs is None:
+        return False
+    hook = _knobs.runtime.launch_enter_hook
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
+@dataclass
+class LaunchPlan:
+    """One launch of one kernel, resolved once: the grid, the arguments after the pointers (in
+    the kernel's parameter order, constexprs included), the launch options, and the compiled
+    handle for aligned and for unaligned pointers (filled at the first launch of each)."""
+
+    kernel: object
+    grid: tuple[int, int, int]
+    tail: tuple
+    options: dict
+    handles: list = field(default_factory=lambda: [None, None])
+
+
+def launch(plan: LaunchPlan, *pointers: torch.Tensor) -> None:
+    """Launch `plan` with these tensors as its pointer arguments."""
+    if DIRECT_LAUNCH and not _hooks_installed():
+        ptrs = [p.data_ptr() for p in pointers]
+        aligned = 1
+        for p in ptrs:
+            if p % _ALIGN:
+                aligned = 0
+                break
+        handle = plan.handles[aligned]
+        if handle is not None:
+            device = torch._C._cuda_getDevice()
+            if handle[1] == device:
+                handle = handle[0]
+                handle.run(*plan.grid, torch._C._cuda_getCurrentRawStream(device), handle.function,
+                           handle.packed_metadata, None, None, None, *ptrs, *plan.tail)
+                return
+        plan.handles[aligned] = (_launch_jit(plan, pointers), torch._C._cuda_getDevice())
+        return
+    _launch_jit(plan, pointers)
+
+
+def _launch_jit(plan: LaunchPlan, pointers):
+    """Triton's ordinary launch (compiles at the first call of a specialisation); returns the
+    compiled kernel."""
+    return plan.kernel[plan.grid](*pointers, *plan.tail, **plan.options)
+
+
+def warm_up(kernel, pointers, tail, options) -> None:
+    """Compile `kernel` for this specialisation and load it onto the device now, so that a first
+    launch in another size regime does not compile (the interpreter compiles nothing)."""
+    if INTERPRET:
+        return
+    compiled = kernel.warmup(*pointers, *tail, **options, grid=(1,))
+    init = getattr(compiled, "_init_handles", None)  # Triton loads modules lazily at the first launch
+    if init is not None:
+        init()
