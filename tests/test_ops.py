@@ -212,7 +212,8 @@ def test_programmatic_dependent_launch_in_a_cuda_graph(pointwise, shape):
 
 @needs_pdl
 def test_pdl_by_default_reaches_the_public_calls(kernel, pointwise, monkeypatch):
-    """GEGLU_PDL=1 (read at import as `_PDL_BY_DEFAULT`) makes the public functions' launches
+    """GEGLU_PDL=1 (read at import as `PDL_BY_DEFAULT`; launch plans are resolved once, so the
+    test drops them around the switch) makes the public functions' launches
     programmatic dependent launches: the binaries they run carry launch_pdl, and the results do
     not change."""
     torch.manual_seed(0)
@@ -221,9 +222,22 @@ def test_pdl_by_default_reaches_the_public_calls(kernel, pointwise, monkeypatch)
     dh = torch.randn_like(g)
     h0 = kernel.geglu(g, u)
     grads0 = torch.autograd.grad(h0, (g, u), dh)
-    monkeypatch.setattr(pointwise, "_PDL_BY_DEFAULT", True)
-    h = kernel.geglu(g, u)
-    grads = torch.autograd.grad(h, (g, u), dh)
+    import importlib
+
+    dispatch = importlib.import_module(kernel.__name__ + ".dispatch")
+
+    def drop_plans():
+        pointwise.plan.cache_clear()
+        dispatch._plans.clear()
+
+    monkeypatch.setattr(pointwise, "PDL_BY_DEFAULT", True)
+    drop_plans()
+    try:
+        h = kernel.geglu(g, u)
+        grads = torch.autograd.grad(h, (g, u), dh)
+    finally:
+        monkeypatch.undo()
+        drop_plans()
     assert torch.equal(h, h0) and all(torch.equal(a, b) for a, b in zip(grads, grads0))
     for fn in (pointwise._geglu_forward_kernel, pointwise._geglu_backward_kernel):
         compiled = [k for cache in fn.device_caches.values() for k in cache[0].values()]

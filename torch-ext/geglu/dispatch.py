@@ -63,13 +63,25 @@ def plain_eager(*tensors: torch.Tensor) -> bool:
     return not (torch.compiler.is_compiling() or _functorch_active() or torch._C._len_torch_dispatch_stack())
 
 
-def needs_grad(*tensors: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+OP, DIRECT, AUTOGRAD = 0, 1, 2  # the routes of `route`
+
+
+def route(*tensors: torch.Tensor) -> int:
+    """`plain_eager` and whether autograd is needed, in one pass: OP (through the registered op), DIRECT (the op
+    body, no autograd needed) or AUTOGRAD (eager with autograd)."""
+    grad = False
+    for t in tensors:
+        if type(t) is not torch.Tensor or t.is_meta:
+            return OP
+        grad = grad or t.requires_grad
+    if torch.compiler.is_compiling() or _functorch_active() or torch._C._len_torch_dispatch_stack():
+        return OP
+    return AUTOGRAD if grad and torch.is_grad_enabled() else DIRECT
 
 
 def eager_fast_path(*tensors: torch.Tensor) -> bool:
     """`plain_eager` and no autograd needed: the op body may be called directly."""
-    return plain_eager(*tensors) and not needs_grad(*tensors)
+    return route(*tensors) == DIRECT
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:

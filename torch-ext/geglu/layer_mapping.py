@@ -17,6 +17,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from pathlib import Path
 
 import torch.nn as nn
@@ -39,6 +40,7 @@ def load_layer_mapping() -> dict:
 
 # --- activation variant ---
 
+@lru_cache(maxsize=None)
 def _approximate_of_class(cls: type) -> str | None:
     for klass in cls.__mro__:
         for approximate, names in _ACTIVATION_NAMES.items():

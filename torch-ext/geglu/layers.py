@@ -55,7 +55,7 @@ class GeGLUMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = _geglu(self.gate_proj(x), self.up_proj(x), self.act_fn, (self.gate_proj, self.up_proj))
-        dropout = getattr(self, "dropout", None)
+        dropout = self._modules.get("dropout")  # not getattr: a missing attribute raises inside nn.Module
         if dropout is not None:
             h = dropout(h)
         return self.down_proj(h)

@@ -34,9 +34,9 @@ from torch.library import triton_op
 
 from ._ops import add_op_namespace_prefix
 from .checks import check_approximate, check_gate_up, check_out, check_packed
-from .dispatch import (eager_fast_path, geglu_backward_impl, geglu_backward_in_place_impl, geglu_forward_impl,
+from .dispatch import (AUTOGRAD, DIRECT, eager_fast_path, route, geglu_backward_impl, geglu_backward_in_place_impl, geglu_forward_impl,
                        geglu_packed_backward_impl, geglu_packed_backward_in_place_impl, geglu_packed_forward_impl,
-                       geglu_packed_forward_out_impl, needs_grad, plain_eager)
+                       geglu_packed_forward_out_impl, plain_eager)
 from .kernel_src.pointwise import _geglu_backward_kernel, _geglu_forward_kernel
 
 
@@ -240,19 +240,21 @@ class _EagerGeGLUPacked(torch.autograd.Function):
 def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, backward_in_place: bool = False) -> torch.Tensor:
     check_approximate(approximate)
     check_gate_up(gate, up)
-    if plain_eager(gate, up):
-        if needs_grad(gate, up):
-            return _EagerGeGLU.apply(gate, up, approximate, backward_in_place)
+    path = route(gate, up)
+    if path == DIRECT:
         return geglu_forward_impl(gate, up, approximate)
+    if path == AUTOGRAD:
+        return _EagerGeGLU.apply(gate, up, approximate, backward_in_place)
     return geglu_forward(gate, up, approximate, backward_in_place)
 
 
 def geglu_packed(x: torch.Tensor, approximate: str, backward_in_place: bool = False) -> torch.Tensor:
     check_packed(x)
-    if plain_eager(x):
-        if needs_grad(x):
-            return _EagerGeGLUPacked.apply(x, approximate, backward_in_place)
+    path = route(x)
+    if path == DIRECT:
         return geglu_packed_forward_impl(x, approximate)
+    if path == AUTOGRAD:
+        return _EagerGeGLUPacked.apply(x, approximate, backward_in_place)
     return geglu_packed_forward(x, approximate, backward_in_place)
 
 

@@ -309,7 +309,7 @@ def plan(backward: bool, n_rows: int, n_cols: int, strides: tuple[int, ...], dty
     plan_ = LaunchPlan(kernel, _grid(n_rows, n_cols, cfg), (n_rows, *strides, *_constexprs(n_cols, approx_tanh, cfg, pdl)),
                        _options(cfg, pdl))
     family = (backward, n_cols, dtype, approx_tanh, contiguous, pdl, device_index)
-    if family not in _warmed and USE_LIBDEVICE:
+    if family not in _warmed and USE_LIBDEVICE and device_index >= 0:
         _warmed.add(family)
         for shape in dict.fromkeys(regime_configs(n_cols, contiguous, backward, itemsize, table)):
             if shape != cfg:

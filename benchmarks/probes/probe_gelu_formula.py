@@ -9,11 +9,14 @@ import argparse
 import statistics
 from pathlib import Path
 
+import sys
+
 import torch
 import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/common.py
 from common import cycling, eager_separate, environment, graph_replay, interleaved_rounds, load_local_pointwise, write_json
 
 torch._dynamo.config.cache_size_limit = 256

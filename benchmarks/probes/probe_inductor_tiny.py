@@ -10,9 +10,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import sys
+
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/common.py
 from common import (cycling, eager_packed, eager_separate, environment, graph_replay, interleaved_rounds,
                     load_local_pointwise, write_json)
 
