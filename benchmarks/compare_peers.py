@@ -228,6 +228,16 @@ def host_us(fn, calls: int = 2000) -> float:
     return host
 
 
+class _BareFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        return torch.empty(a.shape, dtype=a.dtype, device=a.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, grad
+
+
 def bench_host_overhead(k, rounds: int = 5):
     """Host microseconds per call at T=1, no synchronisation: what a decode step pays on this
     machine's CPU when it does not replay graphs. The calls are timed in turn `rounds` times and
@@ -252,6 +262,11 @@ def bench_host_overhead(k, rounds: int = 5):
         "eager gelu*mul (2 aten ops)": lambda: eager_separate(g, g),
         "ours geglu() forward+backward, autograd": lambda: torch.autograd.grad(k.geglu(gr, ur), (gr, ur), dh),
         "eager gelu*mul forward+backward, autograd": lambda: torch.autograd.grad(eager_separate(gr, ur), (gr, ur), dh),
+        # Floors of this machine's CPU, for reading the rows above: one allocation, and an
+        # autograd.Function whose forward only allocates and whose backward returns its input.
+        "reference: torch.empty alone": lambda: torch.empty(g.shape, dtype=g.dtype, device=g.device),
+        "reference: bare autograd.Function forward+backward, autograd":
+            lambda: torch.autograd.grad(_BareFunction.apply(gr, ur), (gr, ur), dh),
         "_projections": projections,
         "_ours layer": ours_layer,
         "_eager layer": lambda: mlp(x),

@@ -174,11 +174,12 @@ def test_offsets_past_int32(kernel):
 
 
 def _launch_configs(pointwise, n_cols):
-    """Every tile shape the heuristic can pick for this width, each also in every indexing
-    form that applies to both layouts."""
+    """Every tile shape the launch tables (of every measured GPU) can pick for this width, each
+    also in every indexing form that applies to both layouts."""
     configs = {pointwise.tiles_config(n_cols)}
-    for contiguous, backward, itemsize in itertools.product([False, True], [False, True], [2, 4]):
-        configs.update(pointwise.regime_configs(n_cols, contiguous, backward, itemsize))
+    for contiguous, backward, itemsize, table in itertools.product([False, True], [False, True], [2, 4],
+                                                                   pointwise.LAUNCH_TABLES):
+        configs.update(pointwise.regime_configs(n_cols, contiguous, backward, itemsize, table))
     for cfg in list(configs):
         configs.add(pointwise.PointwiseConfig(1, cfg.block_rows * cfg.block_cols, cfg.num_warps, pointwise.TILES))
         for indexing in (pointwise.FLAT, pointwise.FLAT_ROW_DIV, pointwise.ROW_GRID):  # one row per block
