@@ -1,6 +1,7 @@
 """Turn the GPU benchmark JSON into the markdown tables and the PNG plot committed with it.
 
-    python benchmarks/report.py benchmarks/results/h100
+    python benchmarks/report.py benchmarks/results/h100   # the pointwise run (compare_extras.json present)
+    python benchmarks/report.py benchmarks/results/h200   # the launch-layer run (compare_host.json, compare_model.json)
 """
 
 import json
@@ -89,14 +90,14 @@ def bars(bf16, mlp_rows, first) -> list[str]:
     return out
 
 
-def plot(pointwise, folder: Path):
+def plot(pointwise, folder: Path, device: str = "H100"):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     inters = sorted({r["I"] for r in pointwise})
-    fig, axes = plt.subplots(2, len(inters), figsize=(4.2 * len(inters), 7), sharex=True)
+    fig, axes = plt.subplots(2, len(inters), figsize=(4.2 * len(inters), 7), sharex=True, squeeze=False)
     for col, inter in enumerate(inters):
         for row, key in enumerate(("fwd_us", "fwd_bwd_us")):
             ax = axes[row][col]
@@ -111,7 +112,7 @@ def plot(pointwise, folder: Path):
             ax.set_ylabel("device time per call (us)")
             ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend()
-    fig.suptitle("GeGLU pointwise stage, bf16, H100 (CUDA-graph replay)")
+    fig.suptitle(f"GeGLU pointwise stage, bf16, {device} (CUDA-graph replay)")
     fig.tight_layout()
     fig.savefig(folder / "pointwise.png", dpi=90)
 
@@ -162,8 +163,81 @@ def floor_tables(rows) -> list[str]:
     return lines
 
 
+def launch_report(folder: Path) -> None:
+    """The launch-layer run: host time per call, the Gemma-shaped model, the whole MLP (plain
+    calls and graph replay) and the pointwise stage, each with the bars it is held to."""
+    host = {r["peer"]: r["host_us"] for r in load(folder, "compare_host.json")["rows"]}
+    model = load(folder, "compare_model.json")
+    mlp = load(folder, "compare_mlp.json")
+    pw = load(folder, "compare_pointwise.json")
+    env = pw["env"]
+    bf16 = [r for r in pw["rows"] if r["dtype"] == "bfloat16"]
+
+    def verdict(ok):
+        return "met" if ok else "NOT met"
+
+    eager_two, eager_ag = host["eager gelu*mul (2 aten ops)"], host["eager gelu*mul forward+backward, autograd"]
+    parts = [
+        f"# Benchmark results: {env['device']}", "",
+        f"Measured {model['date']} on the lent {env['device']} ({env['sms']} SMs, driver {env['driver']}), torch "
+        f"{env['torch']}, triton {env['triton']}, kernels {env['kernels']}; Liger is not installed there. Copy "
+        f"bandwidth in the same run: {pw['copy_gbs']:.0f} GB/s. One run of the final code, one process per file "
+        "(`compare_host.json`, `compare_model.json`, `compare_mlp.json`: `compare_peers.py --sections host`, "
+        "`compare_model.py`, `compare_peers.py --sections mlp`; `compare_pointwise.json`: `--sections pointwise "
+        "--inters 16384`); `sweep_launch_configs_bfloat16_separate_packed.json` is the sweep the H200 launch "
+        "table comes from (`sweep_launch_configs.py --refs none --inters 3072,16384`). Tables by "
+        "`benchmarks/report.py`. Device times are medians of CUDA-graph replays (`*_us`); plain-call times "
+        "(`*_plain_us`) include whatever host time the GPU waits for.", "",
+        "### Host time per call, T=1 (no synchronisation; this machine's CPU)", "",
+        "| call | host us | bar |", "|---|---|---|",
+    ]
+    bars = {"ours geglu()": eager_two, "ours GeGLUMLP layer (excl. projections)": host["eager GemmaMLP (excl. projections)"],
+            "ours geglu() forward+backward, autograd": eager_ag}
+    for name, us in host.items():
+        bar = f"{verdict(us <= bars[name])} (<= {bars[name]:.1f})" if name in bars else ""
+        parts.append(f"| {name} | {us:.1f} | {bar} |")
+    parts += ["", f"### Gemma-shaped model ({model['model']['layers']} layers of ({model['model']['hidden']}, "
+              f"{model['model']['intermediate']}), vocab {model['model']['vocab']}, random bf16 weights), plain calls, "
+              "medians of interleaved rounds", "",
+              f"Check: logits relative error {model['check']['logits_rel_err']:.2g}, greedy tokens identical: "
+              f"{model['check']['greedy_identical']}.", "",
+              "| case | kernelized | untouched | speedup | bar (no slower) | rounds kernelized / untouched |",
+              "|---|---|---|---|---|---|"]
+    for case, med in model["median"].items():
+        rounds = model["rounds"][case]
+        parts.append(f"| {case} | {med['kernelized']:.3f} | {med['untouched']:.3f} | "
+                     f"{med['untouched'] / med['kernelized']:.3f}x | {verdict(med['kernelized'] <= med['untouched'])} | "
+                     + " ".join(f"{v:.2f}" for v in rounds["kernelized"]) + " / "
+                     + " ".join(f"{v:.2f}" for v in rounds["untouched"]) + " |")
+    parts += ["", "### Whole MLP, bf16: the GeGLUMLP layer as kernelize installs it vs the fastest peer", "",
+              "| H, I | T | ours plain | best peer plain | ratio | ours graph | best peer graph | ratio | "
+              "ours train plain | best peer | ratio |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    losses = []
+    for h, inter, t in sorted({(r["H"], r["I"], r["T"]) for r in mlp["rows"]}):
+        by = {r["peer"]: r for r in mlp["rows"] if (r["H"], r["I"], r["T"]) == (h, inter, t)}
+        ours, peers = by.pop("ours"), by.values()
+        cells = []
+        for key in ("fwd_plain_us", "fwd_us", "train_plain_us"):
+            best = min(peers, key=lambda r: r[key])
+            cells.append(f"{ours[key]:.1f} | {best['peer']} {best[key]:.1f} | {best[key] / ours[key]:.3f}x")
+            if key == "fwd_plain_us" and ours[key] > best[key]:
+                losses.append(f"({h}, {inter}) T={t}: {best[key] / ours[key]:.3f}x")
+        parts.append(f"| {h}, {inter} | {t} | " + " | ".join(cells) + " |")
+    parts += ["", f"Plain-call bar (no slower than the fastest peer at any point): {verdict(not losses)}"
+              + (f"; below it: {', '.join(losses)}." if losses else "."), "",
+              "![pointwise](pointwise.png)", "",
+              pointwise_table(bf16, "fwd_us", "Pointwise forward, separate gate/up, bf16"), "",
+              pointwise_table(bf16, "fwd_packed_us", "Pointwise forward, packed [T, 2I], bf16"), "",
+              pointwise_table(bf16, "fwd_bwd_us", "Pointwise forward + backward (autograd), bf16")]
+    (folder / "README.md").write_text("\n".join(parts) + "\n")
+    plot(bf16, folder, env["device"])
+    print((folder / "README.md").read_text())
+
+
 def main():
     folder = Path(sys.argv[1])
+    if not (folder / "compare_extras.json").exists():
+        return launch_report(folder)
     pw = load(folder, "compare_pointwise.json")
     extras = load(folder, "compare_extras.json")
     mlp = load(folder, "compare_mlp.json")

@@ -13,7 +13,9 @@ from conftest import ROOT
 
 def test_tp_plan_auto_on_two_processes_matches_the_untouched_model(build_dir, tmp_path):
     out = tmp_path / "tp.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # The two CPU processes must not see a GPU: transformers would bind rank r to cuda:r (a GPU
+    # machine with one device fails there); the NCCL run is scripts/tp_check.py --gpu.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("LOCAL_KERNELS", None)
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--standalone", str(ROOT / "scripts" / "tp_check.py"), "--build", str(build_dir),

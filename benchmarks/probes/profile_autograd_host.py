@@ -1,0 +1,59 @@
+"""Where the host time of geglu() forward+backward under autograd goes on the GPU machine (T=1):
+the pieces timed alone, then cProfile of the whole call.
+
+    python benchmarks/probes/profile_autograd_host.py
+"""
+
+import cProfile
+import importlib
+import pstats
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import eager_separate, load_local_build  # noqa: E402
+
+
+def host_us(fn, calls=2000):
+    for _ in range(100):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    us = (time.perf_counter() - start) / calls * 1e6
+    torch.cuda.synchronize()
+    return us
+
+
+def main():
+    k = load_local_build()
+    dispatch = importlib.import_module(k.__name__ + ".dispatch")
+    g, u = (torch.randn(1, 16384, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    dh = torch.randn(1, 16384, device="cuda", dtype=torch.bfloat16)
+    gd, ud = g.detach(), u.detach()
+    h = k.geglu(g, u)
+    pieces = {
+        "forward impl": lambda: dispatch.geglu_forward_impl(gd, ud, "tanh"),
+        "backward impl": lambda: dispatch.geglu_backward_impl(dh, gd, ud, "tanh"),
+        "geglu() with autograd, no backward": lambda: k.geglu(g, u),
+        "backward only (retain_graph)": lambda: torch.autograd.grad(h, (g, u), dh, retain_graph=True),
+        "forward+backward": lambda: torch.autograd.grad(k.geglu(g, u), (g, u), dh),
+        "eager forward+backward": lambda: torch.autograd.grad(eager_separate(g, u), (g, u), dh),
+    }
+    for name, fn in pieces.items():
+        print(f"{name:40s} {host_us(fn):7.1f} us", flush=True)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(2000):
+        torch.autograd.grad(k.geglu(g, u), (g, u), dh)
+    torch.cuda.synchronize()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+
+
+if __name__ == "__main__":
+    main()
