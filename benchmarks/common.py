@@ -5,6 +5,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -34,6 +35,19 @@ def load_local_pointwise(out: Path | None = None):
 def median_us(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
     """Median device time of fn() in microseconds (events; do_bench clears L2 between reps)."""
     return 1e3 * triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
+
+
+def host_us(fn, calls: int = 2000) -> float:
+    """Host microseconds per call of fn() (no synchronisation inside the loop)."""
+    for _ in range(200):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    host = (time.perf_counter() - start) / calls * 1e6
+    torch.cuda.synchronize()
+    return host
 
 
 def cycling(calls):

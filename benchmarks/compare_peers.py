@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import (copy_bandwidth_gbs, cycling, eager_packed, eager_separate, environment, graph_replay, graph_us,
+from common import (copy_bandwidth_gbs, cycling, eager_packed, eager_separate, environment, graph_replay, graph_us, host_us,
                     interleaved_rounds, load_local_build, median_us, write_json)
 
 DIMS = [(768, 3072), (2048, 16384), (2560, 10240), (3584, 14336)]
@@ -213,19 +213,6 @@ def bench_first_call(k, inter=16384, warm_t=2048, new_ts=(3001, 4099, 777, 1029,
             print(f"first call {name:16s} T={t:5d}: {times[0]:10.1f} us, second {times[1]:8.1f} us "
                   f"({times[0] / times[1]:.1f}x)", flush=True)
     return rows
-
-
-def host_us(fn, calls: int = 2000) -> float:
-    """Host microseconds per call of fn() (no synchronisation inside the loop)."""
-    for _ in range(200):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    host = (time.perf_counter() - start) / calls * 1e6
-    torch.cuda.synchronize()
-    return host
 
 
 class _BareFunction(torch.autograd.Function):

@@ -8,25 +8,12 @@ import cProfile
 import importlib
 import pstats
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import eager_separate, load_local_build  # noqa: E402
-
-
-def host_us(fn, calls=2000):
-    for _ in range(100):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    us = (time.perf_counter() - start) / calls * 1e6
-    torch.cuda.synchronize()
-    return us
+from common import eager_separate, host_us, load_local_build  # noqa: E402
 
 
 def main():

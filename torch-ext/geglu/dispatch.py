@@ -150,6 +150,19 @@ def _row_stride(t: torch.Tensor) -> int | None:
     return None if view is None else view.stride(0)
 
 
+def _backward_entry(grad, gate, up, approximate: str, in_place: bool):
+    """The backward's (plan, device), the gradients written into fresh contiguous tensors or
+    (in_place) over gate and up."""
+    key = (gate.shape, grad.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, in_place)
+    entry = _plans.get(key, False)
+    if entry is False:
+        g, u = _row_stride(gate), _row_stride(up)
+        outputs = (g, u) if in_place else (gate.shape[-1],) * 2
+        entry = _planned(key, True, approximate, gate.shape, (_row_stride(grad), g, u, *outputs), gate.dtype,
+                         gate.get_device())
+    return entry
+
+
 # --- op bodies ---
 
 def geglu_forward_impl(gate, up, approximate, traceable=False):
@@ -172,14 +185,7 @@ def geglu_forward_impl(gate, up, approximate, traceable=False):
 
 def geglu_backward_impl(grad, gate, up, approximate, traceable=False):
     if not traceable and gate.is_cuda:
-        key = (gate.shape, grad.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate,
-               "backward")
-        entry = _plans.get(key, False)
-        if entry is False:
-            n_cols = gate.shape[-1]
-            entry = _planned(key, True, approximate, gate.shape,
-                             (_row_stride(grad), _row_stride(gate), _row_stride(up), n_cols, n_cols), gate.dtype,
-                             gate.get_device())
+        entry = _backward_entry(grad, gate, up, approximate, in_place=False)
         if entry is not _NOT_PLANNED:
             grad_gate = torch.empty(gate.shape, dtype=gate.dtype, device=entry[1])
             grad_up = torch.empty(gate.shape, dtype=gate.dtype, device=entry[1])
@@ -198,13 +204,7 @@ def geglu_backward_impl(grad, gate, up, approximate, traceable=False):
 
 def geglu_backward_in_place_impl(grad, gate, up, approximate, traceable=False):
     if not traceable and gate.is_cuda:
-        key = (gate.shape, grad.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate,
-               "backward_in_place")
-        entry = _plans.get(key, False)
-        if entry is False:
-            g, u = _row_stride(gate), _row_stride(up)
-            entry = _planned(key, True, approximate, gate.shape, (_row_stride(grad), g, u, g, u), gate.dtype,
-                             gate.get_device())
+        entry = _backward_entry(grad, gate, up, approximate, in_place=True)
         if entry is not _NOT_PLANNED:
             launch(entry[0], grad, gate, up, gate, up)
             return
