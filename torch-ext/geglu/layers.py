@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules import module as _nn_module
 
-from . import pointwise_ops
+from . import mlp_ops, pointwise_ops
 from .layer_mapping import approximate_of
 
 
@@ -40,7 +40,8 @@ class GeGLUMLP(nn.Module):
 
     Replaces the gate/up/down MLPs (GemmaMLP and relatives). gelu is tanh or exact as the
     module's own `act_fn` says; biases are those of the projections; `dropout`, where the
-    module has one (T5Gemma), applies between the product and down_proj.
+    module has one (T5Gemma), applies between the product and down_proj. Decode-sized inference
+    with untouched projections may compute gelu(gate) * up in one fused kernel (`mlp_ops`).
 
     Shapes: x [..., hidden] -> [..., hidden]; the intermediate is [..., intermediate].
     """
@@ -54,7 +55,10 @@ class GeGLUMLP(nn.Module):
     can_torch_compile = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = _geglu(self.gate_proj(x), self.up_proj(x), self.act_fn, (self.gate_proj, self.up_proj))
+        # Decode-sized eager inference may take the fused gate/up kernel (mlp_ops says when).
+        h = mlp_ops.fused_gate_up(self.gate_proj, self.up_proj, x, approximate_of(self.act_fn))
+        if h is None:
+            h = _geglu(self.gate_proj(x), self.up_proj(x), self.act_fn, (self.gate_proj, self.up_proj))
         dropout = self._modules.get("dropout")  # not getattr: a missing attribute raises inside nn.Module
         if dropout is not None:
             h = dropout(h)

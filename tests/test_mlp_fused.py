@@ -1,0 +1,172 @@
+"""The fused gate/up + GeGLU kernel for decode-sized inputs, and the rule that keeps the layer off
+it wherever reading the weights directly would skip something the user put on a projection."""
+
+import importlib
+import itertools
+
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import HAS_CUDA, TOLERANCES, assert_close_to_reference
+
+DEVICE = "cuda" if HAS_CUDA else "cpu"  # CPU: the kernel runs in the Triton interpreter
+
+
+@pytest.fixture(scope="module")
+def mlp_ops(kernel):
+    return importlib.import_module(kernel.__name__ + ".mlp_ops")
+
+
+@pytest.fixture
+def fused_on(monkeypatch):
+    monkeypatch.setenv("GEGLU_FUSED_MLP", "1")
+
+
+def _reference(x, wg, wu, bg, bu, approximate):
+    """float64 with eager's rounding points (each projection, then gelu, rounded to the dtype)."""
+    dt = x.dtype
+    g = x.double() @ wg.double().T + (0 if bg is None else bg.double())
+    u = x.double() @ wu.double().T + (0 if bu is None else bu.double())
+    g_r, u_r = g.to(dt).double(), u.to(dt).double()
+    act = torch.nn.functional.gelu(g_r, approximate=approximate).to(dt).double()
+    # An fp32 sum in another order may round a projection to the neighbouring value: the error
+    # bound scales with |u| (1 + |g|).
+    return act * u_r, 2 * u.abs() * (1 + g.abs())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("shape", [(1, 64, 96), (3, 72, 200), (16, 130, 300)], ids=str)
+def test_fused_gate_up_matches_float64(mlp_ops, dtype, shape):
+    t, hidden, inter = shape
+    for approximate, bias in itertools.product(("tanh", "none"), (False, True)):
+        x = torch.randn(t, hidden, device=DEVICE).to(dtype)
+        wg, wu = ((torch.randn(inter, hidden, device=DEVICE) / hidden**0.5).to(dtype) for _ in range(2))
+        bg, bu = ((torch.randn(inter, device=DEVICE) / 4).to(dtype) for _ in range(2)) if bias else (None, None)
+        h = mlp_ops.gate_up_geglu_impl(x, wg, wu, bg, bu, approximate)
+        assert h.shape == (t, inter) and h.dtype == dtype
+        ref, scale = _reference(x, wg, wu, bg, bu, approximate)
+        assert_close_to_reference(h, ref, f"{approximate} bias={bias}", scale=scale)
+
+
+class _MLP(nn.Module):
+    def __init__(self, hidden=64, inter=160, bias=False):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, inter, bias=bias)
+        self.up_proj = nn.Linear(hidden, inter, bias=bias)
+        self.down_proj = nn.Linear(inter, hidden, bias=bias)
+        self.act_fn = nn.GELU(approximate="tanh")
+
+    def forward(self, x):
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+class _LoRALikeLinear(nn.Linear):
+    """A subclass whose forward adds something F.linear on its weight would miss."""
+
+    def forward(self, x):
+        return super().forward(x) + 1.0
+
+
+def _count_fused(mlp_ops, monkeypatch):
+    calls = []
+    original = mlp_ops.gate_up_geglu_impl
+    monkeypatch.setattr(mlp_ops, "gate_up_geglu_impl", lambda *a, **k: calls.append(1) or original(*a, **k))
+    return calls
+
+
+def test_layer_takes_the_fused_path_for_decode_inference(kernel, mlp_ops, fused_on, monkeypatch):
+    calls = _count_fused(mlp_ops, monkeypatch)
+    for bias in (False, True):
+        mlp = _MLP(bias=bias).to(DEVICE, torch.bfloat16)
+        x = torch.randn(2, 3, 64, device=DEVICE, dtype=torch.bfloat16)
+        with torch.no_grad():
+            before = len(calls)
+            got = kernel.layers.GeGLUMLP.forward(mlp, x)
+            assert len(calls) == before + 1, "decode-sized eager inference should take the fused kernel"
+            expected = mlp(x)
+        rtol, atol = TOLERANCES[torch.bfloat16]
+        torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
+
+
+def test_layer_keeps_the_modules_path_wherever_the_fused_one_would_skip_something(kernel, mlp_ops, fused_on,
+                                                                                 monkeypatch):
+    calls = _count_fused(mlp_ops, monkeypatch)
+    x = torch.randn(3, 64, device=DEVICE, dtype=torch.bfloat16)
+
+    def fresh():
+        return _MLP().to(DEVICE, torch.bfloat16)
+
+    def run(mlp, inp=x, grad=False):
+        with torch.set_grad_enabled(grad):
+            return kernel.layers.GeGLUMLP.forward(mlp, inp)
+
+    seen = []
+    cases = {
+        "17 tokens": lambda: run(fresh(), torch.randn(17, 64, device=DEVICE, dtype=torch.bfloat16)),
+        "autograd": lambda: run(fresh(), grad=True),
+        "float32": lambda: run(fresh().float(), x.float()),
+        "forward hook": lambda: run(_hooked(fresh(), "register_forward_hook", lambda m, i, o: seen.append(1))),
+        "forward pre-hook": lambda: run(_hooked(fresh(), "register_forward_pre_hook", lambda m, i: seen.append(1))),
+        "Linear subclass": lambda: run(_with_subclass(fresh())),
+        "parametrized weight": lambda: run(_parametrized(fresh())),
+        "non-contiguous weight": lambda: run(_transposed_weight(fresh())),
+    }
+    for name, case in cases.items():
+        before = len(calls)
+        case()
+        assert len(calls) == before, f"{name}: the fused path ran"
+    assert len(seen) == 2, "each hook must have been called by the projection it sits on"
+    handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: None)
+    try:
+        run(fresh())
+        assert not calls, "a global forward hook must keep the modules' path"
+    finally:
+        handle.remove()
+    monkeypatch.setenv("GEGLU_FUSED_MLP", "0")
+    run(fresh())
+    assert not calls if not HAS_CUDA else True  # an unmeasured GPU / CPU: off unless asked for
+
+
+def _hooked(mlp, method, hook):
+    getattr(mlp.gate_proj, method)(hook)
+    return mlp
+
+
+def _with_subclass(mlp):
+    lora = _LoRALikeLinear(64, 160, bias=False).to(mlp.up_proj.weight.device, torch.bfloat16)
+    lora.load_state_dict(mlp.up_proj.state_dict())
+    mlp.up_proj = lora
+    return mlp
+
+
+def _parametrized(mlp):
+    class Scale(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    torch.nn.utils.parametrize.register_parametrization(mlp.gate_proj, "weight", Scale())
+    return mlp
+
+
+def _transposed_weight(mlp):
+    w = mlp.gate_proj.weight.detach()
+    mlp.gate_proj.weight = nn.Parameter(w.t().contiguous().t())
+    return mlp
+
+
+def test_fused_op_is_registered_for_tracing(mlp_ops):
+    """opcheck compares the eager kernel with the traced graph (on the CPU, the PyTorch form):
+    fp32, where both sum exactly enough for its tolerance; 16-bit sums differ in order."""
+    x = torch.randn(3, 64, device=DEVICE)
+    wg, wu = (torch.randn(96, 64, device=DEVICE) / 8 for _ in range(2))
+    bg, bu = (torch.randn(96, device=DEVICE) for _ in range(2))
+    torch.library.opcheck(mlp_ops.gate_up_geglu, (x, wg, wu, None, None, "tanh"))
+    torch.library.opcheck(mlp_ops.gate_up_geglu, (x, wg, wu, bg, bu, "none"))
+
+
+def test_fused_op_declares_its_kernel(mlp_ops):
+    from torch._library.triton import get_triton_kernels_for_op
+
+    kernel_module = importlib.import_module(mlp_ops.__name__.rsplit(".", 1)[0] + ".kernel_src.mlp")
+    assert get_triton_kernels_for_op(mlp_ops.gate_up_geglu._qualname) == [kernel_module._gate_up_geglu_kernel]
