@@ -28,11 +28,12 @@ from .kernel_src.mlp import MAX_ROWS, MEASURED_DEVICES, _gate_up_geglu_kernel, l
 from .pointwise_ops import _declare_kernels, _OpBody
 
 FUSED_DTYPES = (torch.bfloat16, torch.float16)
+FUSED_OPT_IN = os.environ.get("GEGLU_FUSED_MLP", "0") not in ("", "0")  # read once, at import
 
 
 def fused_mlp_enabled(device_index: int) -> bool:
     """Whether the fused path may run on this device: a measured launch table, or the opt-in."""
-    if os.environ.get("GEGLU_FUSED_MLP", "0") not in ("", "0"):
+    if FUSED_OPT_IN:
         return True
     if device_index < 0 or not MEASURED_DEVICES:
         return False
@@ -81,6 +82,8 @@ def fused_gate_up(gate_proj: nn.Module, up_proj: nn.Module, x: torch.Tensor, app
                   ) -> torch.Tensor | None:
     """h = gelu(gate_proj(x)) * up_proj(x) through the fused kernel, or None where the fused path
     does not apply (then the caller runs the projections as modules)."""
+    if not (FUSED_OPT_IN or MEASURED_DEVICES):  # the common case costs one check
+        return None
     if x.dtype not in FUSED_DTYPES or not (x.is_cuda or use_triton(x)):
         return None
     n_rows = math.prod(x.shape[:-1])
