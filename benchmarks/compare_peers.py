@@ -144,10 +144,22 @@ class GemmaLikeMLP(nn.Module):
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
+def _fused(k, fn):
+    """fn() with the fused MLP path switched on (GEGLU_FUSED_MLP=1, as if read at import)."""
+    ops, before = k.mlp_ops, k.mlp_ops.FUSED_OPT_IN
+    ops.FUSED_OPT_IN = True
+    try:
+        return fn()
+    finally:
+        ops.FUSED_OPT_IN = before
+
+
 def mlp_peers(k, hidden, inter):
     base = GemmaLikeMLP(hidden, inter).to("cuda", torch.bfloat16)
     fns = {
         "ours": lambda x: k.layers.GeGLUMLP.forward(base, x),
+        # The fused gate/up kernel for decode-sized inference (off by default until measured).
+        "ours_fused": lambda x: _fused(k, lambda: k.layers.GeGLUMLP.forward(base, x)),
         "eager": base,
         "compile": torch.compile(base),
         "compile_dynamic": torch.compile(base, dynamic=True),

@@ -215,7 +215,7 @@ def launch_report(folder: Path) -> None:
     losses = []
     for h, inter, t in sorted({(r["H"], r["I"], r["T"]) for r in mlp["rows"]}):
         by = {r["peer"]: r for r in mlp["rows"] if (r["H"], r["I"], r["T"]) == (h, inter, t)}
-        ours, peers = by.pop("ours"), by.values()
+        ours, peers = by.pop("ours"), [r for name, r in by.items() if not name.startswith("ours")]
         cells = []
         for key in ("fwd_plain_us", "fwd_us", "train_plain_us"):
             best = min(peers, key=lambda r: r[key])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
-# job named by $1 (gemma | final | sweep | compare | floor | reliability | none). Logs and results go to $OUT.
+# job named by $1 (gemma | final | sweep | compare | floor | reliability | launch | none). Logs and results go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -38,5 +38,12 @@ case "${1:-none}" in
     GEGLU_PROPERTY_EXAMPLES=${EXAMPLES:-300} GEGLU_PROPERTY_SEED=1 python3 -m pytest tests/test_properties.py -q -s \
       -p no:cacheprovider -n 0 2>&1 | tee "$OUT/properties_gpu.log" | tail -5
     python3 scripts/gpu_readme.py 2>&1 | tee "$OUT/readme_gpu.log" | tail -30 ;;
+  launch)
+    # The launch-layer and fused-MLP measurements: host time, the Gemma-shaped model, the whole MLP
+    # (with the fused decode path as its own peer), then the host-time probes.
+    (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections host \
+      && python3 compare_model.py --out "$OUT" && python3 compare_peers.py --out "$OUT" --sections mlp \
+      && python3 probes/profile_autograd_host.py && python3 probes/profile_model_host.py) 2>&1 \
+      | grep -v dirty | tee "$OUT/launch.log" | tail -80 ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac
