@@ -331,3 +331,12 @@ def test_every_op_declares_the_kernels_it_launches(kernel):
     for name, triton_kernel in expected.items():
         op = getattr(ops, name)
         assert get_triton_kernels_for_op(op._qualname) == [triton_kernel], name
+
+
+def test_double_backward_is_refused_loudly(kernel, device):
+    """No second-order formula exists: differentiating the gradient must raise, not return zeros."""
+    g = torch.randn(3, 40, device=device, requires_grad=True)
+    u = torch.randn(3, 40, device=device, requires_grad=True)
+    (dg,) = torch.autograd.grad(kernel.geglu(g, u).sum(), (g,), create_graph=True)
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        dg.sum().backward()

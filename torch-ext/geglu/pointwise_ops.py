@@ -181,11 +181,12 @@ def _save(ctx, layout: _Layout, tensors, approximate: str, backward_in_place: bo
     ctx.layout, ctx.approximate, ctx.backward_in_place = layout, approximate, backward_in_place
 
 
-def _backward(ctx, grad) -> tuple:
+def _backward(ctx, grad, fast: bool | None = None) -> tuple:
     """The gradients of the saved inputs (gate, up or x), then None for approximate and
-    backward_in_place."""
+    backward_in_place. fast: call the op bodies directly (None: decide by `eager_fast_path`)."""
     inputs, layout = ctx.saved_tensors, ctx.layout
-    fast = eager_fast_path(grad, *inputs)
+    if fast is None:
+        fast = eager_fast_path(grad, *inputs)
     if ctx.backward_in_place:
         if fast:
             layout.in_place_impl(grad, *inputs, ctx.approximate)
@@ -215,6 +216,13 @@ geglu_forward.register_autograd(_backward, setup_context=_setup_separate)
 geglu_packed_forward.register_autograd(_backward, setup_context=_setup_packed)
 
 
+def _eager_backward(ctx, grad) -> tuple:
+    # The forward saw plain eager tensors, and so does its backward, unless it is being
+    # differentiated itself (create_graph): then through the ops, which say they have no
+    # double backward instead of returning a silently wrong one.
+    return _backward(ctx, grad, fast=not torch.is_grad_enabled() and type(grad) is torch.Tensor)
+
+
 class _EagerGeGLU(torch.autograd.Function):
     """Eager autograd over the op bodies: the same setup and backward as the registered ops."""
 
@@ -223,7 +231,7 @@ class _EagerGeGLU(torch.autograd.Function):
         _save(ctx, _SEPARATE, (gate, up), approximate, backward_in_place)
         return geglu_forward_impl(gate, up, approximate)
 
-    backward = staticmethod(_backward)
+    backward = staticmethod(_eager_backward)
 
 
 class _EagerGeGLUPacked(torch.autograd.Function):
@@ -232,7 +240,7 @@ class _EagerGeGLUPacked(torch.autograd.Function):
         _save(ctx, _PACKED, (x,), approximate, backward_in_place)
         return geglu_packed_forward_impl(x, approximate)
 
-    backward = staticmethod(_backward)
+    backward = staticmethod(_eager_backward)
 
 
 # --- entry points for the public API and layers: checked inputs, then the cheapest path ---
