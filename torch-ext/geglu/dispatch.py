@@ -1,8 +1,9 @@
 """Which implementation a call gets, and the op bodies.
 
-- The fast-path rule (`plain_eager`): a call on plain tensors outside any tracing (no
-  torch.compile, functorch transform or dispatch mode) may skip the op dispatcher; everything
-  else (fake, functional, distributed, meta tensors) goes through the registered ops.
+- The path rule (`route`): a call on plain tensors outside any tracing (no torch.compile,
+  functorch transform or dispatch mode) skips the op dispatcher (the op body directly, or eager
+  autograd over it); everything else (fake, functional, distributed, meta tensors) goes through
+  the registered ops.
 - The device rule (`use_triton`): CUDA/ROCm/XPU tensors, and CPU tensors under
   TRITON_INTERPRET=1, run the Triton kernels; plain CPU tensors run `_torch_*` below, the same
   math and rounding points in PyTorch, so the torch-cpu variant is a working CPU implementation.
@@ -52,23 +53,15 @@ def _functorch_active() -> bool:
     return bool(active and active())
 
 
-def plain_eager(*tensors: torch.Tensor) -> bool:
-    """True when a call may skip the op dispatcher: plain tensors with real memory (tracing and
-    tensor subclasses such as fake, functional or distributed tensors go through the op; so do
-    meta tensors, which the registered fake implementations answer), and no torch.compile,
-    functorch transform or dispatch mode (make_fx, FlopCounterMode: they must see the op)."""
-    for t in tensors:
-        if type(t) is not torch.Tensor or t.is_meta:
-            return False
-    return not (torch.compiler.is_compiling() or _functorch_active() or torch._C._len_torch_dispatch_stack())
-
-
 OP, DIRECT, AUTOGRAD = 0, 1, 2  # the routes of `route`
 
 
 def route(*tensors: torch.Tensor) -> int:
-    """`plain_eager` and whether autograd is needed, in one pass: OP (through the registered op), DIRECT (the op
-    body, no autograd needed) or AUTOGRAD (eager with autograd)."""
+    """Which path a call on these tensors takes. OP, through the registered op: tracing and tensor
+    subclasses (fake, functional, distributed tensors), meta tensors (the registered fake
+    implementations answer them), torch.compile, functorch transforms and dispatch modes (make_fx,
+    FlopCounterMode must see the op). Otherwise plain eager tensors: DIRECT (the op body, no
+    autograd needed) or AUTOGRAD (eager with autograd)."""
     grad = False
     for t in tensors:
         if type(t) is not torch.Tensor or t.is_meta:
@@ -80,7 +73,7 @@ def route(*tensors: torch.Tensor) -> int:
 
 
 def eager_fast_path(*tensors: torch.Tensor) -> bool:
-    """`plain_eager` and no autograd needed: the op body may be called directly."""
+    """Plain eager tensors and no autograd needed: the op body may be called directly."""
     return route(*tensors) == DIRECT
 
 

@@ -23,11 +23,11 @@ def _nobody_else_holds(projections: tuple[nn.Module, ...]) -> bool:
     return all(type(p) is nn.Linear and not p._forward_hooks for p in projections)
 
 
-def _geglu(gate: torch.Tensor, up: torch.Tensor, act_fn: nn.Module, projections: tuple[nn.Module, ...] = ()
+def _geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, projections: tuple[nn.Module, ...] = ()
            ) -> torch.Tensor:
     # projections: the modules that made gate and up inside this layer (none: never write over them).
     in_place = bool(projections) and torch.is_grad_enabled() and _nobody_else_holds(projections)
-    return pointwise_ops.geglu(gate, up, approximate_of(act_fn), backward_in_place=in_place)
+    return pointwise_ops.geglu(gate, up, approximate, backward_in_place=in_place)
 
 
 def _geglu_packed(x: torch.Tensor, approximate: str, projection: nn.Module | None = None) -> torch.Tensor:
@@ -56,9 +56,10 @@ class GeGLUMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Decode-sized eager inference may take the fused gate/up kernel (mlp_ops says when).
-        h = mlp_ops.fused_gate_up(self.gate_proj, self.up_proj, x, approximate_of(self.act_fn))
+        approximate = approximate_of(self.act_fn)
+        h = mlp_ops.fused_gate_up(self.gate_proj, self.up_proj, x, approximate)
         if h is None:
-            h = _geglu(self.gate_proj(x), self.up_proj(x), self.act_fn, (self.gate_proj, self.up_proj))
+            h = _geglu(self.gate_proj(x), self.up_proj(x), approximate, (self.gate_proj, self.up_proj))
         dropout = self._modules.get("dropout")  # not getattr: a missing attribute raises inside nn.Module
         if dropout is not None:
             h = dropout(h)
@@ -108,7 +109,8 @@ class T5DenseGatedGeGLU(nn.Module):
     can_torch_compile = True
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(_geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), self.act, (self.wi_0, self.wi_1)))
+        gate, up = self.wi_0(hidden_states), self.wi_1(hidden_states)
+        h = self.dropout(_geglu(gate, up, approximate_of(self.act), (self.wi_0, self.wi_1)))
         weight = self.wo.weight
         if isinstance(weight, torch.Tensor) and h.dtype != weight.dtype and weight.dtype != torch.int8:
             h = h.to(weight.dtype)
@@ -123,7 +125,7 @@ class LongT5DenseGatedGeGLU(T5DenseGatedGeGLU):
     """
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        h = _geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), self.act, (self.wi_0, self.wi_1))
+        h = _geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), approximate_of(self.act), (self.wi_0, self.wi_1))
         return self.wo(self.dropout(h))
 
 
@@ -161,4 +163,4 @@ class ClvpGeGLU(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         up, gate = self.proj(hidden_states).chunk(2, dim=-1)
-        return _geglu(gate, up, self.activation_fn)
+        return _geglu(gate, up, approximate_of(self.activation_fn))

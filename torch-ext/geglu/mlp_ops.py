@@ -24,7 +24,7 @@ from torch.nn.modules import module as _nn_module
 from ._ops import add_op_namespace_prefix
 from .checks import row_view
 from .dispatch import DIRECT, route, use_triton
-from .kernel_src.mlp import MAX_ROWS, MEASURED_DEVICES, _gate_up_geglu_kernel, launch_gate_up_geglu
+from .kernel_src.mlp import MAX_ROWS, MEASURED_DEVICES, _gate_up_geglu_kernel, launch_gate_up_geglu, measured_table
 from .pointwise_ops import _declare_kernels, _OpBody
 
 FUSED_DTYPES = (torch.bfloat16, torch.float16)
@@ -33,12 +33,7 @@ FUSED_OPT_IN = os.environ.get("GEGLU_FUSED_MLP", "0") not in ("", "0")  # read o
 
 def fused_mlp_enabled(device_index: int) -> bool:
     """Whether the fused path may run on this device: a measured launch table, or the opt-in."""
-    if FUSED_OPT_IN:
-        return True
-    if device_index < 0 or not MEASURED_DEVICES:
-        return False
-    name = torch.cuda.get_device_name(device_index)
-    return any(table in name for table in MEASURED_DEVICES)
+    return FUSED_OPT_IN or measured_table(device_index) is not None
 
 
 def _torch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate):

@@ -34,9 +34,9 @@ from torch.library import triton_op
 
 from ._ops import add_op_namespace_prefix
 from .checks import check_approximate, check_gate_up, check_out, check_packed
-from .dispatch import (AUTOGRAD, DIRECT, eager_fast_path, route, geglu_backward_impl, geglu_backward_in_place_impl, geglu_forward_impl,
-                       geglu_packed_backward_impl, geglu_packed_backward_in_place_impl, geglu_packed_forward_impl,
-                       geglu_packed_forward_out_impl, plain_eager)
+from .dispatch import (AUTOGRAD, DIRECT, OP, eager_fast_path, geglu_backward_impl, geglu_backward_in_place_impl,
+                       geglu_forward_impl, geglu_packed_backward_impl, geglu_packed_backward_in_place_impl,
+                       geglu_packed_forward_impl, geglu_packed_forward_out_impl, route)
 from .kernel_src.pointwise import _geglu_backward_kernel, _geglu_forward_kernel
 
 
@@ -79,7 +79,7 @@ def _op(name: str, mutates_args=(), kernel=None):
 
 
 def _traced(*tensors) -> bool:
-    return not plain_eager(*tensors)
+    return route(*tensors) == OP
 
 
 # --- separate gate / up ---

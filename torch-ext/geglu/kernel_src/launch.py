@@ -9,8 +9,8 @@ which is most of a small launch's host time.
 The direct call reproduces the one in `JITFunction.run` of the Triton versions listed in
 `DIRECT_LAUNCH_TRITON` (the tests check that call is still there, and on the GPU that both paths
 give identical results). Under any other Triton, with launch hooks installed (profilers), under
-the interpreter, or for a tensor on a device other than the current one, the plan launches
-through the ordinary JIT call instead, which is always correct.
+the interpreter, or when the current device is not the one the handle was loaded on, the plan
+launches through the ordinary JIT call instead, which is always correct.
 """
 
 import os
@@ -36,7 +36,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # libdevice (tanh, erf) only exists on a real device; the interpreter gets equivalent formulas.
 USE_LIBDEVICE = not INTERPRET
 
-# Triton minor versions whose JITFunction.run launches a compiled kernel as `_launch_direct` does.
+# Triton minor versions whose JITFunction.run launches a compiled kernel as `launch` does.
 DIRECT_LAUNCH_TRITON = ("3.6", "3.9")
 TRITON_MINOR = ".".join(triton.__version__.split(".")[:2])
 
@@ -90,11 +90,7 @@ def launch(plan: LaunchPlan, *pointers: torch.Tensor) -> None:
     """Launch `plan` with these tensors as its pointer arguments."""
     if DIRECT_LAUNCH and not _hooks_installed():
         ptrs = [p.data_ptr() for p in pointers]
-        aligned = 1
-        for p in ptrs:
-            if p % _ALIGN:
-                aligned = 0
-                break
+        aligned = 0 if any(p % _ALIGN for p in ptrs) else 1
         handle = plan.handles[aligned]
         if handle is not None:
             device = torch._C._cuda_getDevice()

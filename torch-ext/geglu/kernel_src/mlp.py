@@ -78,10 +78,17 @@ def _gate_up_geglu_kernel(
              mask=row_ok[:, None] & col_ok[None, :])
 
 
+@lru_cache(maxsize=None)
+def measured_table(device_index: int) -> str | None:
+    """The measured launch table of this CUDA device, or None (CPU, or a GPU not measured)."""
+    if device_index < 0 or not MEASURED_DEVICES:
+        return None
+    name = torch.cuda.get_device_name(device_index)
+    return next((t for t in MEASURED_DEVICES if t in name), None)
+
+
 def _config(device_index: int) -> tuple[int, int, int]:
-    name = torch.cuda.get_device_name(device_index) if device_index >= 0 else ""
-    table = next((t for t in MEASURED_DEVICES if t in name), "default")
-    return MLP_LAUNCH_TABLES[table]
+    return MLP_LAUNCH_TABLES[measured_table(device_index) or "default"]
 
 
 def _constexprs(hidden, inter, has_bias, approx_tanh, block_i, block_k) -> tuple:
@@ -94,9 +101,8 @@ def plan(n_rows: int, hidden: int, inter: int, stride_x: int, stride_h: int, has
          device_index: int) -> LaunchPlan:
     """The launch of the fused gate/up kernel for one shape, resolved once (see `launch.py`)."""
     block_i, block_k, warps = _config(device_index)
-    return LaunchPlan(_gate_up_geglu_kernel, (triton.cdiv(inter, block_i), 1, 1),
-                      (n_rows, stride_x, stride_h, *_constexprs(hidden, inter, has_bias, approx_tanh, block_i, block_k)),
-                      dict(num_warps=warps))
+    tail = (n_rows, stride_x, stride_h, *_constexprs(hidden, inter, has_bias, approx_tanh, block_i, block_k))
+    return LaunchPlan(_gate_up_geglu_kernel, (triton.cdiv(inter, block_i), 1, 1), tail, dict(num_warps=warps))
 
 
 def launch_gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, b_gate, b_up,

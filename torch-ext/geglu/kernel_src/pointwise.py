@@ -82,8 +82,8 @@ _H200 = {**_H100,
          (False, False): _H100[False, False][:3] + ((512, 2, FLAT_ROW_DIV), (512, 2, FLAT_ROW_DIV))}
 LAUNCH_TABLES = {"H100": _H100, "H200": _H200}
 # What each table's GPU is, to find the nearest measured one for another GPU: (compute
-# capability, multiprocessors, copy bandwidth in GB/s read + written).
-MEASURED_DEVICES = {"H100": ((9, 0), 132, 3000), "H200": ((9, 0), 132, 4250)}
+# capability, multiprocessors).
+MEASURED_DEVICES = {"H100": ((9, 0), 132), "H200": ((9, 0), 132)}
 DEFAULT_TABLE = "H100"
 
 
@@ -95,7 +95,7 @@ def nearest_table(name: str, capability: tuple[int, int], sms: int) -> str:
         if table in name:
             return table
     for same in (lambda cap: cap == capability, lambda cap: cap[0] == capability[0]):
-        candidates = [t for t, (cap, _, _) in MEASURED_DEVICES.items() if same(cap)]
+        candidates = [t for t, (cap, _) in MEASURED_DEVICES.items() if same(cap)]
         if candidates:
             return min(candidates, key=lambda t: abs(MEASURED_DEVICES[t][1] - sms))
     return DEFAULT_TABLE
@@ -312,14 +312,14 @@ def plan(backward: bool, n_rows: int, n_cols: int, strides: tuple[int, ...], dty
     max_offset = (n_rows - 1) * max(strides) + n_cols
     table = table_for_device(device_index)
     cfg = config or choose_config(n_rows, n_cols, backward, contiguous, max_offset, itemsize, table)
-    plan_ = LaunchPlan(kernel, _grid(n_rows, n_cols, cfg), (n_rows, *strides, *_constexprs(n_cols, approx_tanh, cfg, pdl)),
-                       _options(cfg, pdl))
+    tail = (n_rows, *strides, *_constexprs(n_cols, approx_tanh, cfg, pdl))
+    plan_ = LaunchPlan(kernel, _grid(n_rows, n_cols, cfg), tail, _options(cfg, pdl))
     family = (backward, n_cols, dtype, approx_tanh, contiguous, pdl, device_index)
     if family not in _warmed and USE_LIBDEVICE and device_index >= 0:
         _warmed.add(family)
         for shape in dict.fromkeys(regime_configs(n_cols, contiguous, backward, itemsize, table)):
             if shape != cfg:
-                # The pointer and stride arguments specialise as this call's do (alignment, ==1, %16).
+                # Strides specialise as this plan's (==1, %16), pointers as 16-byte aligned ones.
                 warm_up(kernel, _warm_pointers(backward, dtype, device_index), (n_rows, *strides,
                         *_constexprs(n_cols, approx_tanh, shape, pdl)), _options(shape, pdl))
     return plan_
