@@ -41,7 +41,7 @@ class GeGLUMLP(nn.Module):
     Replaces the gate/up/down MLPs (GemmaMLP and relatives). gelu is tanh or exact as the
     module's own `act_fn` says; biases are those of the projections; `dropout`, where the
     module has one (T5Gemma), applies between the product and down_proj. Decode-sized inference
-    with untouched projections may compute gelu(gate) * up in one fused kernel (`mlp_ops`).
+    with untouched projections runs the fused kernels (`mlp_ops.fused_mlp` says when).
 
     Shapes: x [..., hidden] -> [..., hidden]; the intermediate is [..., intermediate].
     """
@@ -55,12 +55,12 @@ class GeGLUMLP(nn.Module):
     can_torch_compile = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Decode-sized eager inference may take the fused gate/up kernel (mlp_ops says when).
         approximate = approximate_of(self.act_fn)
-        h = mlp_ops.fused_gate_up(self.gate_proj, self.up_proj, x, approximate)
-        if h is None:
-            h = _geglu(self.gate_proj(x), self.up_proj(x), approximate, (self.gate_proj, self.up_proj))
         dropout = self._modules.get("dropout")  # not getattr: a missing attribute raises inside nn.Module
+        y = mlp_ops.fused_mlp(x, approximate, self.gate_proj, self.up_proj, self.down_proj, dropout)
+        if y is not None:
+            return y
+        h = _geglu(self.gate_proj(x), self.up_proj(x), approximate, (self.gate_proj, self.up_proj))
         if dropout is not None:
             h = dropout(h)
         return self.down_proj(h)
@@ -109,9 +109,14 @@ class T5DenseGatedGeGLU(nn.Module):
     can_torch_compile = True
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        gate, up = self.wi_0(hidden_states), self.wi_1(hidden_states)
-        h = self.dropout(_geglu(gate, up, approximate_of(self.act), (self.wi_0, self.wi_1)))
+        approximate = approximate_of(self.act)
         weight = self.wo.weight
+        if isinstance(weight, torch.Tensor) and weight.dtype == hidden_states.dtype:  # no cast before wo
+            y = mlp_ops.fused_mlp(hidden_states, approximate, self.wi_0, self.wi_1, self.wo, self.dropout)
+            if y is not None:
+                return y
+        gate, up = self.wi_0(hidden_states), self.wi_1(hidden_states)
+        h = self.dropout(_geglu(gate, up, approximate, (self.wi_0, self.wi_1)))
         if isinstance(weight, torch.Tensor) and h.dtype != weight.dtype and weight.dtype != torch.int8:
             h = h.to(weight.dtype)
         return self.wo(h)
@@ -125,7 +130,11 @@ class LongT5DenseGatedGeGLU(T5DenseGatedGeGLU):
     """
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        h = _geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), approximate_of(self.act), (self.wi_0, self.wi_1))
+        approximate = approximate_of(self.act)
+        y = mlp_ops.fused_mlp(hidden_states, approximate, self.wi_0, self.wi_1, self.wo, self.dropout)
+        if y is not None:
+            return y
+        h = _geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), approximate, (self.wi_0, self.wi_1))
         return self.wo(self.dropout(h))
 
 
@@ -144,7 +153,11 @@ class ModernBertGeGLUMLP(nn.Module):
     can_torch_compile = True
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        h = _geglu_packed(self.Wi(hidden_states), approximate_of(self.act), self.Wi)
+        approximate = approximate_of(self.act)
+        y = mlp_ops.fused_mlp(hidden_states, approximate, self.Wi, None, self.Wo, self.drop)  # Wi packed
+        if y is not None:
+            return y
+        h = _geglu_packed(self.Wi(hidden_states), approximate, self.Wi)
         return self.Wo(self.drop(h))
 
 

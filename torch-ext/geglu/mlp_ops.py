@@ -1,14 +1,19 @@
-"""The fused gate/up + GeGLU op for decode-sized inputs, and the rule for when a layer may use it.
+"""The fused GeGLU MLP ops for decode-sized inputs, and the rule for when a layer may use them.
 
-  gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate) -> h      (no autograd)
+  mlp_decode(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate) -> y   (one launch)
+  gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate) -> h                (then the down module)
 
-The fused path reads the projections' weights directly, so it engages only where that changes
-nothing the user can observe (`fused_gate_up`): plain `nn.Linear` projections (not a subclass, a
-PEFT/LoRA wrapper, a quantized or parametrized linear) holding plain contiguous weights of the
-input's dtype and device, no forward hooks or pre-hooks (module or global), no autograd needed, an
-eager call (not traced), 1 to 16 tokens, a 16-bit dtype (fp32 follows cuBLAS's TF32 setting, which
-this kernel does not), and a GPU whose launch table is measured or `GEGLU_FUSED_MLP=1`. Everywhere
-else the layer calls its projections as modules, as before.
+Neither has autograd: they serve inference. The fused paths read the projections' weights
+directly, so `fused_mlp` takes them only where that changes nothing the user can observe: plain
+`nn.Linear` projections (not a subclass, a PEFT/LoRA wrapper, a quantized or parametrized linear)
+holding plain contiguous weights of the input's dtype and device, no forward hooks or pre-hooks
+(module or global), no autograd needed, an eager call (not traced), 1 to MAX_ROWS tokens, a 16-bit
+dtype (fp32 follows cuBLAS's TF32 setting, which these kernels do not), and a GPU whose launch
+table is measured (or `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The
+one-launch kernel also needs an untouched down projection, no active dropout, non-deterministic
+algorithms allowed (its atomics sum in arrival order) and at most the table's `mlp_max_rows`
+tokens; otherwise gate/up is fused and the down projection runs as a module. Everywhere else the
+layer calls its projections as modules, as before.
 """
 
 import math
@@ -24,20 +29,25 @@ from torch.nn.modules import module as _nn_module
 from ._ops import add_op_namespace_prefix
 from .checks import row_view
 from .dispatch import DIRECT, route, use_triton
-from .kernel_src.mlp import MAX_ROWS, MEASURED_DEVICES, _gate_up_geglu_kernel, launch_gate_up_geglu, measured_table
+from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, _gate_up_geglu_kernel, _mlp_decode_kernel, launch_gate_up_geglu,
+                             launch_mlp_decode, launch_table, measured_table)
 from .pointwise_ops import _declare_kernels, _OpBody
 
 FUSED_DTYPES = (torch.bfloat16, torch.float16)
-FUSED_OPT_IN = os.environ.get("GEGLU_FUSED_MLP", "0") not in ("", "0")  # read once, at import
+# Read once, at import: "1" turns the fused paths on where no table is measured, "0" turns them off.
+_SWITCH = os.environ.get("GEGLU_FUSED_MLP", "")
+FUSED_OPT_IN = _SWITCH not in ("", "0")
+FUSED_OFF = _SWITCH == "0"
 
 
 def fused_mlp_enabled(device_index: int) -> bool:
-    """Whether the fused path may run on this device: a measured launch table, or the opt-in."""
-    return FUSED_OPT_IN or measured_table(device_index) is not None
+    """Whether the fused paths may run on this device: a measured launch table, or the opt-in."""
+    return not FUSED_OFF and (FUSED_OPT_IN or measured_table(device_index) is not None)
 
+
+# --- the PyTorch forms (plain CPU tensors, and traced CPU graphs): eager's rounding points ---
 
 def _torch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate):
-    # The same rounding points in PyTorch: each projection rounded to the dtype, then the GeGLU.
     return F.gelu(F.linear(x, w_gate, b_gate), approximate=approximate) * F.linear(x, w_up, b_up)
 
 
@@ -49,12 +59,19 @@ def gate_up_geglu_impl(x, w_gate, w_up, b_gate, b_up, approximate, traceable=Fal
     return out
 
 
+def mlp_decode_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate, traceable=False):
+    if not use_triton(x):
+        return F.linear(_torch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate), w_down, b_down)
+    out = torch.empty((x.shape[0], w_down.shape[0]), dtype=x.dtype, device=x.device)
+    launch_mlp_decode(x, w_gate, w_up, w_down, b_gate, b_up, b_down, out, approximate == "tanh", traceable=traceable)
+    return out
+
+
 @triton_op(add_op_namespace_prefix("gate_up_geglu"), mutates_args=())
 @_OpBody
 def gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, b_gate: Optional[torch.Tensor],
                   b_up: Optional[torch.Tensor], approximate: str) -> torch.Tensor:
-    return gate_up_geglu_impl(x, w_gate, w_up, b_gate, b_up, approximate,
-                              traceable=route(x) != DIRECT)
+    return gate_up_geglu_impl(x, w_gate, w_up, b_gate, b_up, approximate, traceable=route(x) != DIRECT)
 
 
 @gate_up_geglu.register_fake
@@ -62,8 +79,24 @@ def _(x, w_gate, w_up, b_gate, b_up, approximate):
     return x.new_empty((x.shape[0], w_gate.shape[0]))
 
 
-_declare_kernels(gate_up_geglu, _gate_up_geglu_kernel)
+@triton_op(add_op_namespace_prefix("mlp_decode"), mutates_args=())
+@_OpBody
+def mlp_decode(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
+               b_gate: Optional[torch.Tensor], b_up: Optional[torch.Tensor], b_down: Optional[torch.Tensor],
+               approximate: str) -> torch.Tensor:
+    return mlp_decode_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate, traceable=route(x) != DIRECT)
 
+
+@mlp_decode.register_fake
+def _(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate):
+    return x.new_empty((x.shape[0], w_down.shape[0]))
+
+
+_declare_kernels(gate_up_geglu, _gate_up_geglu_kernel)
+_declare_kernels(mlp_decode, _mlp_decode_kernel)
+
+
+# --- the rule ---
 
 def _untouched_linear(p: nn.Module) -> bool:
     """A plain nn.Linear whose forward would be exactly F.linear(x, weight, bias)."""
@@ -73,11 +106,25 @@ def _untouched_linear(p: nn.Module) -> bool:
     return type(w) is nn.Parameter and (b is None or type(b) is nn.Parameter)
 
 
-def fused_gate_up(gate_proj: nn.Module, up_proj: nn.Module, x: torch.Tensor, approximate: str
-                  ) -> torch.Tensor | None:
-    """h = gelu(gate_proj(x)) * up_proj(x) through the fused kernel, or None where the fused path
-    does not apply (then the caller runs the projections as modules)."""
-    if not (FUSED_OPT_IN or MEASURED_DEVICES):  # the common case costs one check
+def _inactive_dropout(d: nn.Module | None) -> bool:
+    """No dropout, or one that is the identity now (eval mode or p = 0) and has no hooks."""
+    if d is None:
+        return True
+    if not isinstance(d, nn.Dropout) or d._forward_hooks or d._forward_pre_hooks:
+        return False
+    return not d.training or d.p == 0
+
+
+def _usable(tensors, x) -> bool:
+    return all(t.dtype == x.dtype and t.device == x.device and t.is_contiguous() for t in tensors)
+
+
+def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
+              down_proj: nn.Module, dropout: nn.Module | None = None) -> torch.Tensor | None:
+    """down_proj(dropout(gelu(gate(x)) * up(x))) through the fused kernels, or None where they do not
+    apply (the caller then runs its projections as modules). `up_proj` None: `gate_proj` is one
+    packed projection whose output's first half is the gate and second half the up (ModernBERT)."""
+    if FUSED_OFF or not (FUSED_OPT_IN or MEASURED_DEVICES):  # the common CPU case costs one check
         return None
     if x.dtype not in FUSED_DTYPES or not (x.is_cuda or use_triton(x)):
         return None
@@ -86,21 +133,37 @@ def fused_gate_up(gate_proj: nn.Module, up_proj: nn.Module, x: torch.Tensor, app
         return None
     if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
         return None
-    if not (_untouched_linear(gate_proj) and _untouched_linear(up_proj)):
+    if not (_untouched_linear(gate_proj) and (up_proj is None or _untouched_linear(up_proj))):
         return None
-    wg, wu, bg, bu = gate_proj.weight, up_proj.weight, gate_proj.bias, up_proj.bias
+    if up_proj is None:
+        w, b = gate_proj.weight, gate_proj.bias
+        inter = w.shape[0] // 2
+        wg, wu = w[:inter], w[inter:]
+        bg, bu = (None, None) if b is None else (b[:inter], b[inter:])
+        params = (w,) if b is None else (w, b)
+    else:
+        wg, wu, bg, bu = gate_proj.weight, up_proj.weight, gate_proj.bias, up_proj.bias
+        params = (wg, wu) if bg is None else (wg, wu, bg, bu)
     if (bg is None) != (bu is None) or wg.shape != wu.shape or wg.shape[1] != x.shape[-1]:
         return None
-    weights = (wg, wu) if bg is None else (wg, wu, bg, bu)
     # Autograd needed, tracing, or a tensor subclass input: the modules' path (the weights are
     # plain Parameters, checked above).
-    if route(x) != DIRECT or (torch.is_grad_enabled() and any(w.requires_grad for w in weights)):
+    if route(x) != DIRECT or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
         return None
-    for t in weights:
-        if t.dtype != x.dtype or t.device != x.device or not t.is_contiguous():
-            return None
+    if not _usable(params, x):
+        return None
     x2 = row_view(x)
     if x2 is None:
         return None
-    h = gate_up_geglu_impl(x2, wg, wu, bg, bu, approximate)
-    return h.view(*x.shape[:-1], wg.shape[0])
+    if (n_rows <= launch_table(x.get_device())["mlp_max_rows"] and _untouched_linear(down_proj)
+            and _inactive_dropout(dropout) and not torch.are_deterministic_algorithms_enabled()):
+        wd, bd = down_proj.weight, down_proj.bias
+        down = (wd,) if bd is None else (wd, bd)
+        if (wd.shape == (x.shape[-1], wg.shape[0]) and _usable(down, x)
+                and not (torch.is_grad_enabled() and any(p.requires_grad for p in down))):
+            y = mlp_decode_impl(x2, wg, wu, wd, bg, bu, bd, approximate)
+            return y.view(x.shape)
+    h = gate_up_geglu_impl(x2, wg, wu, bg, bu, approximate).view(*x.shape[:-1], wg.shape[0])
+    if dropout is not None:
+        h = dropout(h)
+    return down_proj(h)

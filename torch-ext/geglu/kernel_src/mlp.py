@@ -1,17 +1,24 @@
-"""The fused gate/up projection for decode-sized inputs: h = gelu(x Wg^T + bg) * (x Wu^T + bu).
+"""The fused GeGLU MLP kernels for decode-sized inputs (T <= MAX_ROWS tokens).
 
-One kernel reads both weight matrices once and writes only h [T, I]; the down projection stays
-with cuBLAS. Each program owns BLOCK_I output columns for every row (T <= BLOCK_T = 16, rows past T
-masked) and walks the hidden dimension in BLOCK_K steps, two fp32 accumulators sharing each x tile.
-The weights are the modules' own `nn.Linear` weights, [I, H] row-major (no copy).
+- `_mlp_decode_kernel`: the whole MLP, y = (gelu(x Wg^T + bg) * (x Wu^T + bu)) Wd^T + bd, in one
+  launch. Program p owns BLOCK_I columns of the intermediate h for every row: it reads those rows
+  of Wg and Wu once (two fp32 accumulators sharing each x tile), applies the GeGLU, then multiplies
+  its h block by the matching BLOCK_I columns of Wd and adds the [T, H] partial product into an
+  fp32 workspace with atomics. The last program to finish (a counter in the workspace) adds the down
+  bias and writes y in the storage dtype. Each weight is read exactly once; nothing but y (and the
+  small workspace) is written. The sum over programs is in whatever order the atomics land, so
+  results are not bit-for-bit repeatable: the layer takes `_gate_up_geglu_kernel` + cuBLAS instead
+  where `torch.use_deterministic_algorithms` is on.
+- `_gate_up_geglu_kernel`: only h = gelu(x Wg^T + bg) * (x Wu^T + bu), the same first phase; the
+  down projection is then the module's own (cuBLAS).
 
-Rounding follows eager: each projection's result is rounded to the storage dtype before the
-activation, gelu(g) is rounded before the multiply, as the pointwise kernels do; the sums themselves
-are fp32 in another order than cuBLAS's, so results agree with eager to the dtype's tolerance, not
-bit for bit.
+The weights are the modules' own `nn.Linear` weights, row-major [out, in] (no copy). Rounding
+follows eager: each projection's result is rounded to the storage dtype before the activation,
+gelu(g) before the multiply, h before the down projection; the sums themselves are fp32 in another
+order than cuBLAS's, so results agree with eager to the dtype's tolerance, not bit for bit.
 
-Launch table: one per measured GPU, like the pointwise kernels'. None is measured yet, so the layer
-only takes this path where `GEGLU_FUSED_MLP=1` asks for it (`mlp_ops.fused_mlp_enabled`).
+Launch tables: per measured GPU (`MLP_LAUNCH_TABLES`), like the pointwise kernels'; where none is
+measured the layer does not take these kernels unless `GEGLU_FUSED_MLP=1` asks for them.
 """
 
 from functools import lru_cache
@@ -26,32 +33,25 @@ from .launch import USE_LIBDEVICE, LaunchPlan, launch
 
 MAX_ROWS = 16  # BLOCK_T: decode-sized inputs only (tl.dot's smallest row tile)
 
-# (BLOCK_I, BLOCK_K, num_warps) per GPU; "default" until a sweep has measured one.
-MLP_LAUNCH_TABLES = {"default": (64, 128, 4)}
+# Per GPU: "gate_up": (BLOCK_I, BLOCK_K, num_warps, num_stages);
+# "mlp": (BLOCK_I, BLOCK_K, BLOCK_H, num_warps, num_stages), and up to how many tokens the one-launch
+# MLP kernel beats gate/up + cuBLAS ("mlp_max_rows"). "default" is what an unmeasured GPU gets.
+MLP_LAUNCH_TABLES = {
+    "default": {"gate_up": (64, 128, 4, 3), "mlp": (64, 128, 128, 4, 3), "mlp_max_rows": 4},
+}
 MEASURED_DEVICES: dict = {}
 
-_CONSTEXPR_NAMES = ("H", "I", "HAS_BIAS", "APPROX_TANH", "USE_LIBDEVICE", "BLOCK_T", "BLOCK_I", "BLOCK_K")
+_GATE_UP_CONSTEXPRS = ("H", "I", "HAS_BIAS", "APPROX_TANH", "USE_LIBDEVICE", "BLOCK_T", "BLOCK_I", "BLOCK_K")
+_MLP_CONSTEXPRS = ("H", "I", "HAS_BIAS", "HAS_DOWN_BIAS", "APPROX_TANH", "USE_LIBDEVICE", "BLOCK_T", "BLOCK_I",
+                   "BLOCK_K", "BLOCK_H")
 
 
-@triton.jit(do_not_specialize=["n_rows"])
-def _gate_up_geglu_kernel(
-    x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, h_ptr,
-    n_rows, stride_x, stride_h,
-    H: tl.constexpr,
-    I: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    APPROX_TANH: tl.constexpr,
-    USE_LIBDEVICE: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_I: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
-    dtype = h_ptr.dtype.element_ty
+@triton.jit
+def _gate_up_block(x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, rows, row_ok, cols, col_ok, stride_x, dtype,
+                   H: tl.constexpr, HAS_BIAS: tl.constexpr, APPROX_TANH: tl.constexpr, USE_LIBDEVICE: tl.constexpr,
+                   BLOCK_T: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_K: tl.constexpr):
+    """h[rows, cols] = gelu(g) * u in fp32, with eager's rounding points applied."""
     IS_FP32: tl.constexpr = dtype == tl.float32
-    cols = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
-    rows = tl.arange(0, BLOCK_T)
-    row_ok = rows < n_rows
-    col_ok = cols < I
     acc_g = tl.zeros([BLOCK_T, BLOCK_I], dtype=tl.float32)
     acc_u = tl.zeros([BLOCK_T, BLOCK_I], dtype=tl.float32)
     for k0 in range(0, H, BLOCK_K):
@@ -74,8 +74,85 @@ def _gate_up_geglu_kernel(
     g = acc_g.to(dtype).to(tl.float32)  # the projections' outputs, as eager stores them
     u = acc_u.to(dtype).to(tl.float32)
     act = gelu(g, APPROX_TANH, USE_LIBDEVICE).to(dtype).to(tl.float32)
-    tl.store(h_ptr + rows[:, None].to(tl.int64) * stride_h + cols[None, :], (act * u).to(dtype),
+    return act * u
+
+
+@triton.jit(do_not_specialize=["n_rows"])
+def _gate_up_geglu_kernel(
+    x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, h_ptr,
+    n_rows, stride_x, stride_h,
+    H: tl.constexpr,
+    I: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    APPROX_TANH: tl.constexpr,
+    USE_LIBDEVICE: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    dtype = h_ptr.dtype.element_ty
+    cols = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
+    rows = tl.arange(0, BLOCK_T)
+    row_ok = rows < n_rows
+    col_ok = cols < I
+    h = _gate_up_block(x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, rows, row_ok, cols, col_ok, stride_x, dtype,
+                       H, HAS_BIAS, APPROX_TANH, USE_LIBDEVICE, BLOCK_T, BLOCK_I, BLOCK_K)
+    tl.store(h_ptr + rows[:, None].to(tl.int64) * stride_h + cols[None, :], h.to(dtype),
              mask=row_ok[:, None] & col_ok[None, :])
+
+
+@triton.jit(do_not_specialize=["n_rows"])
+def _mlp_decode_kernel(
+    x_ptr, wg_ptr, wu_ptr, wd_ptr, bg_ptr, bu_ptr, bd_ptr, acc_ptr, count_ptr, y_ptr,
+    n_rows, stride_x, stride_y,
+    H: tl.constexpr,
+    I: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_DOWN_BIAS: tl.constexpr,
+    APPROX_TANH: tl.constexpr,
+    USE_LIBDEVICE: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    # acc [n_rows, H] fp32 and the counter start at zero (the caller's fresh workspace).
+    dtype = y_ptr.dtype.element_ty
+    IS_FP32: tl.constexpr = dtype == tl.float32
+    cols = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
+    rows = tl.arange(0, BLOCK_T)
+    row_ok = rows < n_rows
+    col_ok = cols < I
+    h = _gate_up_block(x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, rows, row_ok, cols, col_ok, stride_x, dtype,
+                       H, HAS_BIAS, APPROX_TANH, USE_LIBDEVICE, BLOCK_T, BLOCK_I, BLOCK_K)
+    h = h.to(dtype)  # eager hands h to the down projection in the storage dtype
+    if not USE_LIBDEVICE:
+        h = h.to(tl.float32)
+    # This block's share of the down projection: acc[:, n] += h[:, cols] Wd[n, cols]^T.
+    for n0 in range(0, H, BLOCK_H):
+        ns = n0 + tl.arange(0, BLOCK_H)
+        n_ok = ns < H
+        wd = tl.load(wd_ptr + ns[:, None].to(tl.int64) * I + cols[None, :], mask=n_ok[:, None] & col_ok[None, :],
+                     other=0.0)
+        if not USE_LIBDEVICE:
+            wd = wd.to(tl.float32)
+        part = tl.dot(h, tl.trans(wd), input_precision="ieee" if IS_FP32 else "tf32")
+        tl.atomic_add(acc_ptr + rows[:, None] * H + ns[None, :], part, mask=row_ok[:, None] & n_ok[None, :],
+                      sem="relaxed")
+    # Every thread's atomics are issued before the counter moves; the acq_rel counter then orders
+    # them before the last program's reads.
+    tl.debug_barrier()
+    done = tl.atomic_add(count_ptr, 1, sem="acq_rel")
+    if done == tl.num_programs(0) - 1:
+        tl.debug_barrier()
+        for n0 in range(0, H, BLOCK_H):
+            ns = n0 + tl.arange(0, BLOCK_H)
+            n_ok = ns < H
+            mask = row_ok[:, None] & n_ok[None, :]
+            y = tl.load(acc_ptr + rows[:, None] * H + ns[None, :], mask=mask, other=0.0, cache_modifier=".cg")
+            if HAS_DOWN_BIAS:
+                y += tl.load(bd_ptr + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            tl.store(y_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], y.to(dtype), mask=mask)
 
 
 @lru_cache(maxsize=None)
@@ -87,37 +164,72 @@ def measured_table(device_index: int) -> str | None:
     return next((t for t in MEASURED_DEVICES if t in name), None)
 
 
-def _config(device_index: int) -> tuple[int, int, int]:
+def launch_table(device_index: int) -> dict:
     return MLP_LAUNCH_TABLES[measured_table(device_index) or "default"]
 
 
-def _constexprs(hidden, inter, has_bias, approx_tanh, block_i, block_k) -> tuple:
-    # The values of _CONSTEXPR_NAMES, the kernel's last parameters in this order.
-    return (hidden, inter, has_bias, approx_tanh, USE_LIBDEVICE, MAX_ROWS, block_i, block_k)
+@lru_cache(maxsize=1024)
+def gate_up_plan(n_rows: int, hidden: int, inter: int, stride_x: int, stride_h: int, has_bias: bool,
+                 approx_tanh: bool, config: tuple) -> LaunchPlan:
+    """The launch of the gate/up kernel for one shape and config (BLOCK_I, BLOCK_K, warps, stages)."""
+    block_i, block_k, warps, stages = config
+    tail = (n_rows, stride_x, stride_h, hidden, inter, has_bias, approx_tanh, USE_LIBDEVICE, MAX_ROWS, block_i, block_k)
+    return LaunchPlan(_gate_up_geglu_kernel, (triton.cdiv(inter, block_i), 1, 1), tail,
+                      dict(num_warps=warps, num_stages=stages))
 
 
 @lru_cache(maxsize=1024)
-def plan(n_rows: int, hidden: int, inter: int, stride_x: int, stride_h: int, has_bias: bool, approx_tanh: bool,
-         device_index: int) -> LaunchPlan:
-    """The launch of the fused gate/up kernel for one shape, resolved once (see `launch.py`)."""
-    block_i, block_k, warps = _config(device_index)
-    tail = (n_rows, stride_x, stride_h, *_constexprs(hidden, inter, has_bias, approx_tanh, block_i, block_k))
-    return LaunchPlan(_gate_up_geglu_kernel, (triton.cdiv(inter, block_i), 1, 1), tail, dict(num_warps=warps))
+def mlp_plan(n_rows: int, hidden: int, inter: int, stride_x: int, stride_y: int, has_bias: bool, has_down_bias: bool,
+             approx_tanh: bool, config: tuple) -> LaunchPlan:
+    """The launch of the one-launch MLP kernel for one shape and config
+    (BLOCK_I, BLOCK_K, BLOCK_H, warps, stages)."""
+    block_i, block_k, block_h, warps, stages = config
+    tail = (n_rows, stride_x, stride_y, hidden, inter, has_bias, has_down_bias, approx_tanh, USE_LIBDEVICE, MAX_ROWS,
+            block_i, block_k, block_h)
+    return LaunchPlan(_mlp_decode_kernel, (triton.cdiv(inter, block_i), 1, 1), tail,
+                      dict(num_warps=warps, num_stages=stages))
+
+
+def _traced_launch(kernel, names, plan_: LaunchPlan, pointers) -> None:
+    # Under torch.compile / opcheck: the same launch through wrap_triton, constexprs by name.
+    n_scalars = len(plan_.tail) - len(names)
+    constexprs = dict(zip(names, plan_.tail[n_scalars:]))
+    wrap_triton(kernel)[plan_.grid](*pointers, *plan_.tail[:n_scalars], **constexprs, **plan_.options)
 
 
 def launch_gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, b_gate, b_up,
-                         out: torch.Tensor, approx_tanh: bool, traceable: bool = False) -> None:
+                         out: torch.Tensor, approx_tanh: bool, traceable: bool = False, config=None) -> None:
     """out [T, I] = gelu(x w_gate^T + b_gate) * (x w_up^T + b_up) for x [T, H] (unit column stride,
     T <= MAX_ROWS), contiguous weights [I, H], biases [I] or None."""
     n_rows, hidden = x.shape
     inter = w_gate.shape[0]
     has_bias = b_gate is not None
     bg, bu = (b_gate, b_up) if has_bias else (x, x)  # unread when HAS_BIAS is False
+    config = config or launch_table(-1 if traceable else x.get_device())["gate_up"]
+    plan_ = gate_up_plan(n_rows, hidden, inter, x.stride(0), out.stride(0), has_bias, approx_tanh, config)
+    pointers = (x, w_gate, w_up, bg, bu, out)
     if traceable:
-        block_i, block_k, warps = _config(-1)
-        constexprs = dict(zip(_CONSTEXPR_NAMES, _constexprs(hidden, inter, has_bias, approx_tanh, block_i, block_k)))
-        wrap_triton(_gate_up_geglu_kernel)[(triton.cdiv(inter, block_i),)](
-            x, w_gate, w_up, bg, bu, out, n_rows, x.stride(0), out.stride(0), **constexprs, num_warps=warps)
-        return
-    launch(plan(n_rows, hidden, inter, x.stride(0), out.stride(0), has_bias, approx_tanh, x.get_device()),
-           x, w_gate, w_up, bg, bu, out)
+        _traced_launch(_gate_up_geglu_kernel, _GATE_UP_CONSTEXPRS, plan_, pointers)
+    else:
+        launch(plan_, *pointers)
+
+
+def launch_mlp_decode(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, b_gate, b_up,
+                      b_down, out: torch.Tensor, approx_tanh: bool, traceable: bool = False, config=None) -> None:
+    """out [T, H] = (gelu(x w_gate^T + b_gate) * (x w_up^T + b_up)) w_down^T + b_down for x [T, H]
+    (unit column stride, T <= MAX_ROWS), contiguous weights ([I, H], [I, H], [H, I]), biases or None."""
+    n_rows, hidden = x.shape
+    inter = w_gate.shape[0]
+    has_bias, has_down_bias = b_gate is not None, b_down is not None
+    bg, bu = (b_gate, b_up) if has_bias else (x, x)  # unread when HAS_BIAS is False
+    bd = b_down if has_down_bias else x
+    # fp32 partial sums of y, then the arrival counter (int32), in one zeroed allocation.
+    workspace = torch.zeros(n_rows * hidden + 4, dtype=torch.float32, device=x.device)
+    acc, count = workspace[: n_rows * hidden], workspace[n_rows * hidden:].view(torch.int32)
+    config = config or launch_table(-1 if traceable else x.get_device())["mlp"]
+    plan_ = mlp_plan(n_rows, hidden, inter, x.stride(0), out.stride(0), has_bias, has_down_bias, approx_tanh, config)
+    pointers = (x, w_gate, w_up, w_down, bg, bu, bd, acc, count, out)
+    if traceable:
+        _traced_launch(_mlp_decode_kernel, _MLP_CONSTEXPRS, plan_, pointers)
+    else:
+        launch(plan_, *pointers)
