@@ -5,8 +5,10 @@ kernels against eager (cuBLAS + pointwise), device time under graph replay.
 
 Variants per (H, I, T):
 - eager: down(gelu(gate(x)) * up(x)), five launches;
-- gate_up + cuBLAS: `_gate_up_geglu_kernel` (each config), then F.linear for the down projection;
-- one launch: `_mlp_decode_kernel` (each config), with its zeroed workspace allocated per call.
+- the parts alone: `_gate_up_geglu_kernel` and `_down_split_k_kernel` (each config), cuBLAS's down;
+- gate_up + cuBLAS: the best gate/up config, then F.linear for the down projection;
+- gate_up + split_k: the best configs of both kernels;
+- one launch: `_mlp_decode_kernel` (its best configs of the first sweep), workspace allocated per call.
 Weights are cycled over several copies whose total exceeds the L2 (60 MB on an H200), so every
 call reads its weights from HBM as a model's decode step does. The floor is the three weight
 matrices read once at the copy bandwidth measured in the same run.
@@ -26,10 +28,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import copy_bandwidth_gbs, cycling, environment, graph_us, load_local_build, median_us, write_json  # noqa: E402
 
-GATE_UP_CONFIGS = [c for c in itertools.product((32, 64, 128), (128, 256), (4, 8), (3, 4))
-                   if c[0] * c[1] <= 16384]
-MLP_CONFIGS = [c for c in itertools.product((32, 64, 128), (128, 256), (64, 128), (4, 8), (3,))
-               if c[0] * c[1] <= 16384]
+GATE_UP_CONFIGS = [c for c in itertools.product((16, 32, 64, 128), (64, 128), (2, 4, 8), (3, 4, 5))
+                   if c[0] * c[1] <= 16384 and not (c[0] == 128 and c[2] == 2)]
+DOWN_CONFIGS = list(itertools.product((32, 64, 128), (128, 256), (4, 8, 16), (4,), (3, 4)))
+MLP_CONFIGS = [(128, 128, 128, 8, 3), (32, 256, 128, 4, 3)]  # the one-launch kernel's best of the last sweep
 L2_BYTES = 60 << 20
 
 
@@ -63,7 +65,7 @@ def main():
     start = time.time()
     for hidden, inter in args.dims:
         wbytes = 3 * hidden * inter * 2
-        copies = max(1, min(16, math.ceil(3 * L2_BYTES / wbytes)))
+        copies = max(1, min(16, math.ceil(3 * L2_BYTES / (hidden * inter * 2))))  # each part alone leaves L2 too
         ws = [tuple((torch.randn(*s, device="cuda") / s[1] ** 0.5).to(dt) for s in
                     ((inter, hidden), (inter, hidden), (hidden, inter))) for _ in range(copies)]
         floor_us = wbytes / (bw * 1e9) * 1e6
@@ -73,52 +75,74 @@ def main():
             ref = reference(xs[0], *ws[0])
             eager = lambda x, w: F.linear(F.gelu(F.linear(x, w[0]), approximate="tanh") * F.linear(x, w[1]), w[2])
 
-            def gate_up_then_down(x, w, cfg):
-                h = torch.empty(t, inter, device="cuda", dtype=dt)
-                mlp.launch_gate_up_geglu(x, w[0], w[1], None, None, h, True, config=cfg)
-                return F.linear(h, w[2])
-
             def one_launch(x, w, cfg):
                 y = torch.empty(t, hidden, device="cuda", dtype=dt)
                 mlp.launch_mlp_decode(x, w[0], w[1], w[2], None, None, None, y, True, config=cfg)
                 return y
 
             point = dict(H=hidden, I=inter, T=t, floor_us=floor_us, weight_copies=copies)
-            e = eager(*pairs[0])
-            point["eager_err"] = rel_err(e, ref)
-            point["eager_us"] = graph_us(cycling([lambda p=p: eager(*p) for p in pairs]), rep_ms=args.rep_ms)
+            hs = [torch.randn(t, inter, device="cuda", dtype=dt) for _ in range(copies)]
+            h_out = torch.empty(t, inter, device="cuda", dtype=dt)
+            y_out = torch.empty(t, hidden, device="cuda", dtype=dt)
+            timed = lambda fn: graph_us(cycling([lambda i=i: fn(i) for i in range(copies)]), rep_ms=args.rep_ms)
+
+            # The parts alone: gate/up kernel configs, cuBLAS down, split-K down configs.
             best = {}
-            for kind, configs, fn in (("gate_up", GATE_UP_CONFIGS, gate_up_then_down), ("mlp", MLP_CONFIGS, one_launch)):
+            for kind, configs, part in (
+                    ("gate_up", GATE_UP_CONFIGS, lambda i, c: mlp.launch_gate_up_geglu(
+                        xs[i], ws[i][0], ws[i][1], None, None, h_out, True, config=c)),
+                    ("down", DOWN_CONFIGS, lambda i, c: mlp.launch_down_split_k(hs[i], ws[i][2], None, y_out, config=c))):
                 for cfg in configs:
                     row = dict(point, variant=kind, config=list(cfg))
                     try:
-                        out = fn(*pairs[0], cfg)
+                        part(0, cfg)
                         torch.cuda.synchronize()
-                        row["err"] = rel_err(out, ref)
-                        row["us"] = graph_us(cycling([lambda p=p, c=cfg: fn(*p, c) for p in pairs]), rep_ms=args.rep_ms)
+                        row["us"] = timed(lambda i, c=cfg: part(i, c))
                     except Exception as exc:  # a config that does not fit (shared memory) is skipped
                         row["error"] = f"{type(exc).__name__}: {str(exc)[:160]}"
-                        rows.append(row)
-                        continue
                     rows.append(row)
-                    if row["err"] < 2e-2 and (kind not in best or row["us"] < best[kind]["us"]):
+                    if "us" in row and (kind not in best or row["us"] < best[kind]["us"]):
                         best[kind] = row
-            for kind, row in best.items():
-                cfg = tuple(row["config"])
-                fn = gate_up_then_down if kind == "gate_up" else one_launch
-                row["plain_us"] = median_us(cycling([lambda p=p: fn(*p, cfg) for p in pairs]), rep_ms=args.rep_ms)
-                # Repeat the graph timing of the winner next to eager's, to see the spread.
-                row["us_again"] = graph_us(cycling([lambda p=p: fn(*p, cfg) for p in pairs]), rep_ms=args.rep_ms)
-            point["eager_plain_us"] = median_us(cycling([lambda p=p: eager(*p) for p in pairs]), rep_ms=args.rep_ms)
-            point["eager_us_again"] = graph_us(cycling([lambda p=p: eager(*p) for p in pairs]), rep_ms=args.rep_ms)
-            point["best"] = {kind: dict(config=r["config"], us=r["us"], us_again=r["us_again"], plain_us=r["plain_us"],
-                                        err=r["err"]) for kind, r in best.items()}
+            point["gate_up_alone"] = dict(config=best["gate_up"]["config"], us=best["gate_up"]["us"])
+            point["down_split_k_alone"] = dict(config=best["down"]["config"], us=best["down"]["us"])
+            point["down_cublas_alone_us"] = timed(lambda i: F.linear(hs[i], ws[i][2]))
+            gu, dn = tuple(best["gate_up"]["config"]), tuple(best["down"]["config"])
+
+            def gate_up_cublas(x, w):
+                h = torch.empty(t, inter, device="cuda", dtype=dt)
+                mlp.launch_gate_up_geglu(x, w[0], w[1], None, None, h, True, config=gu)
+                return F.linear(h, w[2])
+
+            def gate_up_split_k(x, w):
+                h = torch.empty(t, inter, device="cuda", dtype=dt)
+                mlp.launch_gate_up_geglu(x, w[0], w[1], None, None, h, True, config=gu)
+                y = torch.empty(t, hidden, device="cuda", dtype=dt)
+                mlp.launch_down_split_k(h, w[2], None, y, config=dn)
+                return y
+
+            variants = {"eager": eager, "gate_up+cublas": gate_up_cublas, "gate_up+split_k": gate_up_split_k}
+            for cfg in MLP_CONFIGS:
+                variants[f"one_launch{list(cfg)}"] = (lambda x, w, c=cfg: one_launch(x, w, c))
+            point["totals"] = {}
+            for name, fn in variants.items():
+                out = fn(*pairs[0])
+                torch.cuda.synchronize()
+                calls = cycling([lambda p=p, f=fn: f(*p) for p in pairs])
+                point["totals"][name] = dict(err=rel_err(out, ref), us=graph_us(calls, rep_ms=args.rep_ms),
+                                             plain_us=median_us(calls, rep_ms=args.rep_ms))
+            for name, fn in variants.items():  # a second round, to see the spread
+                calls = cycling([lambda p=p, f=fn: f(*p) for p in pairs])
+                point["totals"][name]["us_again"] = graph_us(calls, rep_ms=args.rep_ms)
             summary.append(point)
-            line = (f"H={hidden:5d} I={inter:5d} T={t:3d} floor {floor_us:6.1f} | eager {point['eager_us']:6.1f}/"
-                    f"{point['eager_us_again']:6.1f} plain {point['eager_plain_us']:6.1f}")
-            for kind, r in best.items():
-                line += (f" | {kind} {r['us']:6.1f}/{r['us_again']:6.1f} plain {r['plain_us']:6.1f} "
-                         f"({floor_us / r['us']:.0%} floor, {point['eager_us'] / r['us']:.3f}x) {r['config']} err {r['err']:.1e}")
+            tot = point["totals"]
+            line = (f"H={hidden:5d} I={inter:5d} T={t:3d} floor {floor_us:6.1f} | gate_up {point['gate_up_alone']['us']:.1f} "
+                    f"{point['gate_up_alone']['config']} ({2 * floor_us / 3 / point['gate_up_alone']['us']:.0%}) | down cublas "
+                    f"{point['down_cublas_alone_us']:.1f} ({floor_us / 3 / point['down_cublas_alone_us']:.0%}) split-k "
+                    f"{point['down_split_k_alone']['us']:.1f} {point['down_split_k_alone']['config']} "
+                    f"({floor_us / 3 / point['down_split_k_alone']['us']:.0%})\n   ")
+            for name, r in tot.items():
+                line += (f" {name} {r['us']:.1f}/{r['us_again']:.1f} p{r['plain_us']:.1f} "
+                         f"({floor_us / min(r['us'], r['us_again']):.0%}, e{r['err']:.0e}) |")
             print(line, f"[{time.time() - start:.0f}s]", flush=True)
             write_json(args.out / "probe_mlp_decode.json",
                        {"env": environment(), "copy_gbs": bw, "date": time.strftime("%Y-%m-%d"), "summary": summary,

@@ -37,11 +37,13 @@ MAX_ROWS = 16  # BLOCK_T: decode-sized inputs only (tl.dot's smallest row tile)
 # "mlp": (BLOCK_I, BLOCK_K, BLOCK_H, num_warps, num_stages), and up to how many tokens the one-launch
 # MLP kernel beats gate/up + cuBLAS ("mlp_max_rows"). "default" is what an unmeasured GPU gets.
 MLP_LAUNCH_TABLES = {
-    "default": {"gate_up": (64, 128, 4, 3), "mlp": (64, 128, 128, 4, 3), "mlp_max_rows": 4},
+    "default": {"gate_up": (64, 128, 4, 3), "mlp": (64, 128, 128, 4, 3), "mlp_max_rows": 4,
+                "down": (64, 128, 8, 4, 3)},
 }
 MEASURED_DEVICES: dict = {}
 
 _GATE_UP_CONSTEXPRS = ("H", "I", "HAS_BIAS", "APPROX_TANH", "USE_LIBDEVICE", "BLOCK_T", "BLOCK_I", "BLOCK_K")
+_DOWN_CONSTEXPRS = ("H", "I", "HAS_DOWN_BIAS", "USE_LIBDEVICE", "BLOCK_T", "BLOCK_N", "BLOCK_K", "SPLIT_K")
 _MLP_CONSTEXPRS = ("H", "I", "HAS_BIAS", "HAS_DOWN_BIAS", "APPROX_TANH", "USE_LIBDEVICE", "BLOCK_T", "BLOCK_I",
                    "BLOCK_K", "BLOCK_H")
 
@@ -155,6 +157,56 @@ def _mlp_decode_kernel(
             tl.store(y_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], y.to(dtype), mask=mask)
 
 
+@triton.jit(do_not_specialize=["n_rows"])
+def _down_split_k_kernel(
+    h_ptr, wd_ptr, bd_ptr, acc_ptr, count_ptr, y_ptr,
+    n_rows, stride_h, stride_y,
+    H: tl.constexpr,
+    I: tl.constexpr,
+    HAS_DOWN_BIAS: tl.constexpr,
+    USE_LIBDEVICE: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+):
+    """y [T, H] = h [T, I] Wd^T + bd, Wd [H, I]: program (n, s) sums the s-th of SPLIT_K slices of I
+    for BLOCK_N outputs and adds it into the fp32 workspace; the last slice to arrive at a block
+    (a counter per block) writes that block of y. acc and the counters start at zero."""
+    dtype = y_ptr.dtype.element_ty
+    IS_FP32: tl.constexpr = dtype == tl.float32
+    K_PER_SPLIT: tl.constexpr = tl.cdiv(tl.cdiv(I, SPLIT_K), BLOCK_K) * BLOCK_K
+    pid_n = tl.program_id(0)
+    ns = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = tl.arange(0, BLOCK_T)
+    row_ok = rows < n_rows
+    n_ok = ns < H
+    acc = tl.zeros([BLOCK_T, BLOCK_N], dtype=tl.float32)
+    k_start = tl.program_id(1) * K_PER_SPLIT
+    for k0 in range(0, K_PER_SPLIT, BLOCK_K):
+        ks = k_start + k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < I
+        h = tl.load(h_ptr + rows[:, None].to(tl.int64) * stride_h + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
+                    other=0.0)
+        wd = tl.load(wd_ptr + ns[:, None].to(tl.int64) * I + ks[None, :], mask=n_ok[:, None] & k_ok[None, :],
+                     other=0.0)
+        if not USE_LIBDEVICE:  # the interpreter's dot mishandles bf16: fp32 there
+            h, wd = h.to(tl.float32), wd.to(tl.float32)
+        acc = tl.dot(h, tl.trans(wd), acc, input_precision="ieee" if IS_FP32 else "tf32")
+    mask = row_ok[:, None] & n_ok[None, :]
+    offs = rows[:, None] * H + ns[None, :]
+    tl.atomic_add(acc_ptr + offs, acc, mask=mask, sem="relaxed")
+    # Every thread's atomics are issued before the counter moves; the acq_rel counter orders them
+    # before the last arrival's reads.
+    tl.debug_barrier()
+    if tl.atomic_add(count_ptr + pid_n, 1, sem="acq_rel") == SPLIT_K - 1:
+        tl.debug_barrier()
+        y = tl.load(acc_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
+        if HAS_DOWN_BIAS:
+            y += tl.load(bd_ptr + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(y_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], y.to(dtype), mask=mask)
+
+
 @lru_cache(maxsize=None)
 def measured_table(device_index: int) -> str | None:
     """The measured launch table of this CUDA device, or None (CPU, or a GPU not measured)."""
@@ -187,6 +239,17 @@ def mlp_plan(n_rows: int, hidden: int, inter: int, stride_x: int, stride_y: int,
     tail = (n_rows, stride_x, stride_y, hidden, inter, has_bias, has_down_bias, approx_tanh, USE_LIBDEVICE, MAX_ROWS,
             block_i, block_k, block_h)
     return LaunchPlan(_mlp_decode_kernel, (triton.cdiv(inter, block_i), 1, 1), tail,
+                      dict(num_warps=warps, num_stages=stages))
+
+
+@lru_cache(maxsize=1024)
+def down_plan(n_rows: int, hidden: int, inter: int, stride_h: int, stride_y: int, has_down_bias: bool,
+              config: tuple) -> LaunchPlan:
+    """The launch of the split-K down kernel for one shape and config
+    (BLOCK_N, BLOCK_K, SPLIT_K, warps, stages)."""
+    block_n, block_k, split_k, warps, stages = config
+    tail = (n_rows, stride_h, stride_y, hidden, inter, has_down_bias, USE_LIBDEVICE, MAX_ROWS, block_n, block_k, split_k)
+    return LaunchPlan(_down_split_k_kernel, (triton.cdiv(hidden, block_n), split_k, 1), tail,
                       dict(num_warps=warps, num_stages=stages))
 
 
@@ -231,5 +294,25 @@ def launch_mlp_decode(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
     pointers = (x, w_gate, w_up, w_down, bg, bu, bd, acc, count, out)
     if traceable:
         _traced_launch(_mlp_decode_kernel, _MLP_CONSTEXPRS, plan_, pointers)
+    else:
+        launch(plan_, *pointers)
+
+
+def launch_down_split_k(h: torch.Tensor, w_down: torch.Tensor, b_down, out: torch.Tensor, traceable: bool = False,
+                        config=None) -> None:
+    """out [T, H] = h w_down^T + b_down for h [T, I] (unit column stride, T <= MAX_ROWS), a contiguous
+    weight [H, I], a bias [H] or None."""
+    n_rows, inter = h.shape
+    hidden = w_down.shape[0]
+    has_down_bias = b_down is not None
+    config = config or launch_table(-1 if traceable else h.get_device())["down"]
+    plan_ = down_plan(n_rows, hidden, inter, h.stride(0), out.stride(0), has_down_bias, config)
+    n_blocks = plan_.grid[0]
+    # fp32 partial sums of y, then one arrival counter (int32) per block of outputs, zeroed at once.
+    workspace = torch.zeros(n_rows * hidden + n_blocks + 4, dtype=torch.float32, device=h.device)
+    acc, count = workspace[: n_rows * hidden], workspace[n_rows * hidden:].view(torch.int32)
+    pointers = (h, w_down, b_down if has_down_bias else h, acc, count, out)
+    if traceable:
+        _traced_launch(_down_split_k_kernel, _DOWN_CONSTEXPRS, plan_, pointers)
     else:
         launch(plan_, *pointers)
