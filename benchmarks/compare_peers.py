@@ -144,22 +144,22 @@ class GemmaLikeMLP(nn.Module):
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
-def _fused(k, fn):
-    """fn() with the fused MLP path switched on (GEGLU_FUSED_MLP=1, as if read at import)."""
-    ops, before = k.mlp_ops, k.mlp_ops.FUSED_OPT_IN
-    ops.FUSED_OPT_IN = True
+def _unfused(k, fn):
+    """fn() with the fused MLP kernels switched off (GEGLU_FUSED_MLP=0, as if read at import)."""
+    ops, before = k.mlp_ops, k.mlp_ops.FUSED_OFF
+    ops.FUSED_OFF = True
     try:
         return fn()
     finally:
-        ops.FUSED_OPT_IN = before
+        ops.FUSED_OFF = before
 
 
 def mlp_peers(k, hidden, inter):
     base = GemmaLikeMLP(hidden, inter).to("cuda", torch.bfloat16)
     fns = {
         "ours": lambda x: k.layers.GeGLUMLP.forward(base, x),
-        # The fused gate/up kernel for decode-sized inference (off by default until measured).
-        "ours_fused": lambda x: _fused(k, lambda: k.layers.GeGLUMLP.forward(base, x)),
+        # The layer without its fused decode kernels (cuBLAS projections + our pointwise kernel).
+        "ours_unfused": lambda x: _unfused(k, lambda: k.layers.GeGLUMLP.forward(base, x)),
         "eager": base,
         "compile": torch.compile(base),
         "compile_dynamic": torch.compile(base, dynamic=True),
@@ -175,7 +175,9 @@ def mlp_peers(k, hidden, inter):
     return base, fns
 
 
-def bench_mlp(k, dims=DIMS, tokens=TOKENS):
+def bench_mlp(k, dims=DIMS, tokens=TOKENS, bw=None):
+    """The whole MLP per peer. `fwd_weight_frac`: the three weight matrices read once at the copy
+    bandwidth `bw` (GB/s), over the forward's device time (the decode roofline)."""
     rows = []
     for hidden, inter in dims:
         base, fns = mlp_peers(k, hidden, inter)
@@ -196,6 +198,9 @@ def bench_mlp(k, dims=DIMS, tokens=TOKENS):
                     step(xs[0])
                     torch.cuda.synchronize()
                     row["train_peak_extra_mib"] = (torch.cuda.max_memory_allocated() - before) / 2**20
+                if bw:
+                    row["weight_floor_us"] = 3 * hidden * inter * 2 / (bw * 1e3)
+                    row["fwd_weight_frac"] = row["weight_floor_us"] / row["fwd_us"]
                 rows.append(row)
             print(f"mlp H={hidden} I={inter} T={t:5d} fwd/train device us: " + " | ".join(
                 f"{r['peer']} {r['fwd_us']:.1f}/{r['train_us']:.1f}" for r in rows[-len(fns):]), flush=True)
@@ -318,7 +323,7 @@ def main():
                 result["rows"] += bench_pointwise(k, bw, inters=(inter,), tokens=args.tokens)
                 write_json(args.out / "compare_pointwise.json", result)
         elif section == "mlp":
-            result["rows"] += bench_mlp(k, dims=args.dims, tokens=args.tokens)
+            result["rows"] += bench_mlp(k, dims=args.dims, tokens=args.tokens, bw=bw)
         write_json(args.out / f"compare_{section}.json", {**result, "rows": [r for r in result["rows"]]})
         result["rows"] = []
 

@@ -1,5 +1,6 @@
-"""The fused gate/up + GeGLU kernel for decode-sized inputs, and the rule that keeps the layer off
-it wherever reading the weights directly would skip something the user put on a projection."""
+"""The fused MLP kernels for decode-sized inputs (gate/up + GeGLU, split-K down), and the rule that
+keeps the layers off them wherever reading the weights directly would skip something the user put
+on a projection."""
 
 import importlib
 import itertools
@@ -50,6 +51,35 @@ def test_fused_gate_up_matches_float64(mlp_ops, dtype, shape):
         assert_close_to_reference(h, ref, f"{approximate} bias={bias}", scale=scale)
 
 
+def _mlp_reference(x, wg, wu, wd, bg, bu, bd, approximate):
+    """float64 with eager's rounding points (h rounded before the down projection too)."""
+    h, _ = _reference(x, wg, wu, bg, bu, approximate)
+    h = h.to(x.dtype).double()
+    y = h @ wd.double().T + (0 if bd is None else bd.double())
+    # A projection rounded the other way flips an h element by one ulp: bounded by |h| |wd|.
+    return y, h.abs() @ wd.double().abs().T
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("shape", [(1, 64, 96), (5, 72, 200), (16, 130, 300)], ids=str)
+def test_mlp_decode_matches_float64(mlp_ops, dtype, shape):
+    t, hidden, inter = shape
+    for approximate, bias, down_bias in itertools.product(("tanh", "none"), (False, True), (False, True)):
+        x = torch.randn(t, hidden, device=DEVICE).to(dtype)
+        wg, wu = ((torch.randn(inter, hidden, device=DEVICE) / hidden**0.5).to(dtype) for _ in range(2))
+        wd = (torch.randn(hidden, inter, device=DEVICE) / inter**0.5).to(dtype)
+        bg, bu = ((torch.randn(inter, device=DEVICE) / 4).to(dtype) for _ in range(2)) if bias else (None, None)
+        bd = (torch.randn(hidden, device=DEVICE) / 4).to(dtype) if down_bias else None
+        y = mlp_ops.mlp_decode_impl(x, wg, wu, wd, bg, bu, bd, approximate)
+        assert y.shape == (t, hidden) and y.dtype == dtype
+        ref, scale = _mlp_reference(x, wg, wu, wd, bg, bu, bd, approximate)
+        what = f"{approximate} bias={bias} down bias={down_bias}"
+        assert_close_to_reference(y, ref, what, scale=scale)
+        # And as a whole: every split-K slice and block of outputs is in the sum.
+        rel = ((y.double() - ref).norm() / ref.norm()).item()
+        assert rel < 2 * TOLERANCES[dtype][0], f"{what}: relative error {rel}"
+
+
 class _MLP(nn.Module):
     def __init__(self, hidden=64, inter=160, bias=False):
         super().__init__()
@@ -69,22 +99,30 @@ class _LoRALikeLinear(nn.Linear):
         return super().forward(x) + 1.0
 
 
-def _count_fused(mlp_ops, monkeypatch):
+def _count_fused(mlp_ops, monkeypatch, what="gate_up_geglu_impl"):
+    """Calls of the fused gate/up kernel (both paths), or of another mlp_ops function."""
     calls = []
-    original = mlp_ops.gate_up_geglu_impl
-    monkeypatch.setattr(mlp_ops, "gate_up_geglu_impl", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = getattr(mlp_ops, what)
+    monkeypatch.setattr(mlp_ops, what, lambda *a, **k: calls.append(1) or original(*a, **k))
     return calls
 
 
 def test_layer_takes_the_fused_path_for_decode_inference(kernel, mlp_ops, fused_on, monkeypatch):
     calls = _count_fused(mlp_ops, monkeypatch)
-    for bias in (False, True):
+    downs = _count_fused(mlp_ops, monkeypatch, "launch_down_split_k")
+    for bias, deterministic in itertools.product((False, True), (False, True)):
         mlp = _MLP(bias=bias).to(DEVICE, torch.bfloat16)
         x = torch.randn(2, 3, 64, device=DEVICE, dtype=torch.bfloat16)
         with torch.no_grad():
-            before = len(calls)
-            got = kernel.layers.GeGLUMLP.forward(mlp, x)
+            before, downs_before = len(calls), len(downs)
+            torch.use_deterministic_algorithms(deterministic, warn_only=True)  # warn_only: cuBLAS asks for a setting
+            try:
+                got = kernel.layers.GeGLUMLP.forward(mlp, x)
+            finally:
+                torch.use_deterministic_algorithms(False)
             assert len(calls) == before + 1, "decode-sized eager inference should take the fused kernel"
+            # The split-K down sums in arrival order: not under deterministic algorithms.
+            assert len(downs) == downs_before + (not deterministic)
             expected = mlp(x)
         rtol, atol = TOLERANCES[torch.bfloat16]
         torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
@@ -112,6 +150,7 @@ def test_layer_keeps_the_modules_path_wherever_the_fused_one_would_skip_somethin
         "Linear subclass": lambda: run(_with_subclass(fresh())),
         "parametrized weight": lambda: run(_parametrized(fresh())),
         "non-contiguous weight": lambda: run(_transposed_weight(fresh())),
+        "fused path switched off": lambda: _switched_off(mlp_ops, monkeypatch, lambda: run(fresh())),
     }
     for name, case in cases.items():
         before = len(calls)
@@ -125,8 +164,63 @@ def test_layer_keeps_the_modules_path_wherever_the_fused_one_would_skip_somethin
     finally:
         handle.remove()
     monkeypatch.setattr(mlp_ops, "FUSED_OPT_IN", False)
+    monkeypatch.setattr(mlp_ops, "MEASURED_DEVICES", {})
     run(fresh())
     assert not calls, "no measured launch table and no opt-in: the fused path must stay off"
+
+
+def _switched_off(mlp_ops, monkeypatch, fn):
+    monkeypatch.setattr(mlp_ops, "FUSED_OFF", True)  # GEGLU_FUSED_MLP=0
+    try:
+        return fn()
+    finally:
+        monkeypatch.setattr(mlp_ops, "FUSED_OFF", False)
+
+
+def test_down_kernel_only_where_the_down_module_would_do_nothing_else(kernel, mlp_ops, fused_on, monkeypatch):
+    """A hooked down projection or an active dropout: gate/up stays fused, the down projection and
+    the dropout run as modules (the hook sees h, the dropout applies)."""
+    downs = _count_fused(mlp_ops, monkeypatch, "launch_down_split_k")
+    calls = _count_fused(mlp_ops, monkeypatch)
+    x = torch.randn(3, 64, device=DEVICE, dtype=torch.bfloat16)
+    mlp = _MLP().to(DEVICE, torch.bfloat16)
+    seen = []
+    handle = mlp.down_proj.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    with torch.no_grad():
+        kernel.layers.GeGLUMLP.forward(mlp, x)
+    handle.remove()
+    assert seen == [(3, 160)] and len(calls) == 1 and not downs
+    mlp.dropout = nn.Dropout(0.5).train()
+    with torch.no_grad():
+        a, b = (kernel.layers.GeGLUMLP.forward(mlp, x) for _ in range(2))
+    assert len(calls) == 3 and not downs and not torch.equal(a, b), "an active dropout must apply"
+    mlp.dropout.eval()
+    with torch.no_grad():
+        kernel.layers.GeGLUMLP.forward(mlp, x)
+    assert len(downs) == 1, "a dropout in eval mode is the identity: the whole MLP may be fused"
+
+
+def test_t5_and_modernbert_layers_take_the_fused_path(kernel, mlp_ops, fused_on, monkeypatch):
+    from transformers import ModernBertConfig, T5Config
+    from transformers.models.modernbert.modeling_modernbert import ModernBertMLP
+    from transformers.models.t5.modeling_t5 import T5DenseGatedActDense
+
+    downs = _count_fused(mlp_ops, monkeypatch, "launch_down_split_k")
+    cases = {
+        "T5DenseGatedGeGLU": T5DenseGatedActDense(T5Config(d_model=64, d_ff=160, feed_forward_proj="gated-gelu")),
+        "ModernBertGeGLUMLP": ModernBertMLP(ModernBertConfig(hidden_size=64, intermediate_size=160,
+                                                             hidden_activation="gelu", mlp_bias=True)),
+    }
+    for layer, module in cases.items():
+        module = module.to(DEVICE, torch.bfloat16).eval()
+        x = torch.randn(1, 4, 64, device=DEVICE, dtype=torch.bfloat16)
+        with torch.no_grad():
+            before = len(downs)
+            got = getattr(kernel.layers, layer).forward(module, x)
+            expected = module(x)
+        assert len(downs) == before + 1, f"{layer}: decode-sized inference should take the fused kernels"
+        rtol, atol = TOLERANCES[torch.bfloat16]
+        torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
 
 
 def _hooked(mlp, method, hook):
@@ -164,6 +258,9 @@ def test_fused_op_is_registered_for_tracing(mlp_ops):
     bg, bu = (torch.randn(96, device=DEVICE) for _ in range(2))
     torch.library.opcheck(mlp_ops.gate_up_geglu, (x, wg, wu, None, None, "tanh"))
     torch.library.opcheck(mlp_ops.gate_up_geglu, (x, wg, wu, bg, bu, "none"))
+    wd, bd = torch.randn(64, 96, device=DEVICE) / 10, torch.randn(64, device=DEVICE)
+    torch.library.opcheck(mlp_ops.mlp_decode, (x, wg, wu, wd, None, None, None, "tanh"))
+    torch.library.opcheck(mlp_ops.mlp_decode, (x, wg, wu, wd, bg, bu, bd, "none"))
 
 
 def test_fused_op_declares_its_kernel(mlp_ops):
@@ -171,3 +268,5 @@ def test_fused_op_declares_its_kernel(mlp_ops):
 
     kernel_module = importlib.import_module(mlp_ops.__name__.rsplit(".", 1)[0] + ".kernel_src.mlp")
     assert get_triton_kernels_for_op(mlp_ops.gate_up_geglu._qualname) == [kernel_module._gate_up_geglu_kernel]
+    assert get_triton_kernels_for_op(mlp_ops.mlp_decode._qualname) == [kernel_module._gate_up_geglu_kernel,
+                                                                       kernel_module._down_split_k_kernel]

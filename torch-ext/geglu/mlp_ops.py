@@ -1,6 +1,6 @@
 """The fused GeGLU MLP ops for decode-sized inputs, and the rule for when a layer may use them.
 
-  mlp_decode(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate) -> y   (one launch)
+  mlp_decode(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate) -> y   (gate/up kernel, split-K down)
   gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate) -> h                (then the down module)
 
 Neither has autograd: they serve inference. The fused paths read the projections' weights
@@ -10,10 +10,10 @@ holding plain contiguous weights of the input's dtype and device, no forward hoo
 (module or global), no autograd needed, an eager call (not traced), 1 to MAX_ROWS tokens, a 16-bit
 dtype (fp32 follows cuBLAS's TF32 setting, which these kernels do not), and a GPU whose launch
 table is measured (or `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The
-one-launch kernel also needs an untouched down projection, no active dropout, non-deterministic
-algorithms allowed (its atomics sum in arrival order) and at most the table's `mlp_max_rows`
-tokens; otherwise gate/up is fused and the down projection runs as a module. Everywhere else the
-layer calls its projections as modules, as before.
+split-K down kernel also needs an untouched down projection, no active dropout and
+non-deterministic algorithms allowed (its atomics sum in arrival order); otherwise gate/up is
+fused and the down projection runs as a module. Everywhere else the layer calls its projections
+as modules, as before.
 """
 
 import math
@@ -29,8 +29,8 @@ from torch.nn.modules import module as _nn_module
 from ._ops import add_op_namespace_prefix
 from .checks import row_view
 from .dispatch import DIRECT, route, use_triton
-from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, _gate_up_geglu_kernel, _mlp_decode_kernel, launch_gate_up_geglu,
-                             launch_mlp_decode, launch_table, measured_table)
+from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, _down_split_k_kernel, _gate_up_geglu_kernel, launch_down_split_k,
+                             launch_gate_up_geglu, measured_table)
 from .pointwise_ops import _declare_kernels, _OpBody
 
 FUSED_DTYPES = (torch.bfloat16, torch.float16)
@@ -62,8 +62,9 @@ def gate_up_geglu_impl(x, w_gate, w_up, b_gate, b_up, approximate, traceable=Fal
 def mlp_decode_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate, traceable=False):
     if not use_triton(x):
         return F.linear(_torch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate), w_down, b_down)
+    h = gate_up_geglu_impl(x, w_gate, w_up, b_gate, b_up, approximate, traceable)
     out = torch.empty((x.shape[0], w_down.shape[0]), dtype=x.dtype, device=x.device)
-    launch_mlp_decode(x, w_gate, w_up, w_down, b_gate, b_up, b_down, out, approximate == "tanh", traceable=traceable)
+    launch_down_split_k(h, w_down, b_down, out, traceable=traceable)
     return out
 
 
@@ -93,7 +94,7 @@ def _(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate):
 
 
 _declare_kernels(gate_up_geglu, _gate_up_geglu_kernel)
-_declare_kernels(mlp_decode, _mlp_decode_kernel)
+_declare_kernels(mlp_decode, _gate_up_geglu_kernel, _down_split_k_kernel)
 
 
 # --- the rule ---
@@ -155,8 +156,7 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     x2 = row_view(x)
     if x2 is None:
         return None
-    if (n_rows <= launch_table(x.get_device())["mlp_max_rows"] and _untouched_linear(down_proj)
-            and _inactive_dropout(dropout) and not torch.are_deterministic_algorithms_enabled()):
+    if _untouched_linear(down_proj) and _inactive_dropout(dropout) and not torch.are_deterministic_algorithms_enabled():
         wd, bd = down_proj.weight, down_proj.bias
         down = (wd,) if bd is None else (wd, bd)
         if (wd.shape == (x.shape[-1], wg.shape[0]) and _usable(down, x)

@@ -1,24 +1,23 @@
 """The fused GeGLU MLP kernels for decode-sized inputs (T <= MAX_ROWS tokens).
 
-- `_mlp_decode_kernel`: the whole MLP, y = (gelu(x Wg^T + bg) * (x Wu^T + bu)) Wd^T + bd, in one
-  launch. Program p owns BLOCK_I columns of the intermediate h for every row: it reads those rows
-  of Wg and Wu once (two fp32 accumulators sharing each x tile), applies the GeGLU, then multiplies
-  its h block by the matching BLOCK_I columns of Wd and adds the [T, H] partial product into an
-  fp32 workspace with atomics. The last program to finish (a counter in the workspace) adds the down
-  bias and writes y in the storage dtype. Each weight is read exactly once; nothing but y (and the
-  small workspace) is written. The sum over programs is in whatever order the atomics land, so
-  results are not bit-for-bit repeatable: the layer takes `_gate_up_geglu_kernel` + cuBLAS instead
-  where `torch.use_deterministic_algorithms` is on.
-- `_gate_up_geglu_kernel`: only h = gelu(x Wg^T + bg) * (x Wu^T + bu), the same first phase; the
-  down projection is then the module's own (cuBLAS).
+- `_gate_up_geglu_kernel`: h = gelu(x Wg^T + bg) * (x Wu^T + bu). Program p owns BLOCK_I columns of
+  h for every row; it reads those rows of Wg and Wu once (two fp32 accumulators sharing each x
+  tile) and applies the GeGLU in its epilogue: nothing but h [T, I] is written.
+- `_down_split_k_kernel`: y = h Wd^T + bd. With N = H outputs there are too few output blocks to
+  fill the GPU, so the I dimension is split SPLIT_K ways; each program adds its fp32 partial sum
+  into a zeroed workspace with atomics, and the last slice to arrive at a block of outputs (a
+  counter per block) adds the bias and writes that block of y. The atomics sum in arrival order,
+  so results are not bit-for-bit repeatable; where `torch.use_deterministic_algorithms` is on (or
+  the down projection is not an untouched `nn.Linear`) the layer runs its down module instead.
 
 The weights are the modules' own `nn.Linear` weights, row-major [out, in] (no copy). Rounding
 follows eager: each projection's result is rounded to the storage dtype before the activation,
 gelu(g) before the multiply, h before the down projection; the sums themselves are fp32 in another
 order than cuBLAS's, so results agree with eager to the dtype's tolerance, not bit for bit.
 
-Launch tables: per measured GPU (`MLP_LAUNCH_TABLES`), like the pointwise kernels'; where none is
-measured the layer does not take these kernels unless `GEGLU_FUSED_MLP=1` asks for them.
+Launch tables: per measured GPU (`MLP_LAUNCH_TABLES`; `benchmarks/probes/probe_mlp_decode.py`
+sweeps them); where none is measured the layer does not take these kernels unless
+`GEGLU_FUSED_MLP=1` asks for them.
 """
 
 from functools import lru_cache
@@ -33,19 +32,24 @@ from .launch import USE_LIBDEVICE, LaunchPlan, launch
 
 MAX_ROWS = 16  # BLOCK_T: decode-sized inputs only (tl.dot's smallest row tile)
 
-# Per GPU: "gate_up": (BLOCK_I, BLOCK_K, num_warps, num_stages);
-# "mlp": (BLOCK_I, BLOCK_K, BLOCK_H, num_warps, num_stages), and up to how many tokens the one-launch
-# MLP kernel beats gate/up + cuBLAS ("mlp_max_rows"). "default" is what an unmeasured GPU gets.
+_INF = 1 << 62
+# Per GPU, per kernel: (min hidden, max intermediate, config) rules, the first that fits a shape
+# wins. gate_up configs are (BLOCK_I, BLOCK_K, num_warps, num_stages), down configs (BLOCK_N,
+# BLOCK_K, SPLIT_K, num_warps, num_stages). The H200 rules come from the probe's sweep (graph
+# replay, T = 1, 4, 16 at (768, 3072), (2048, 16384), (2560, 10240), (3584, 14336)): each rule's
+# config is within 3% of the best swept config at every point it covers. "default" is what a GPU
+# without a measured table gets (only with GEGLU_FUSED_MLP=1).
 MLP_LAUNCH_TABLES = {
-    "default": {"gate_up": (64, 128, 4, 3), "mlp": (64, 128, 128, 4, 3), "mlp_max_rows": 4,
-                "down": (64, 128, 8, 4, 3)},
+    "H200": {
+        "gate_up": ((3072, _INF, (128, 128, 8, 3)), (0, 4096, (32, 128, 4, 5)), (0, _INF, (32, 128, 4, 3))),
+        "down": ((3072, _INF, (64, 128, 4, 4, 4)), (0, 4096, (32, 128, 16, 4, 4)), (0, _INF, (64, 128, 8, 4, 3))),
+    },
+    "default": {"gate_up": ((0, _INF, (32, 128, 4, 3)),), "down": ((0, _INF, (64, 128, 8, 4, 3)),)},
 }
-MEASURED_DEVICES: dict = {}
+MEASURED_DEVICES = {name: table for name, table in MLP_LAUNCH_TABLES.items() if name != "default"}
 
 _GATE_UP_CONSTEXPRS = ("H", "I", "HAS_BIAS", "APPROX_TANH", "USE_LIBDEVICE", "BLOCK_T", "BLOCK_I", "BLOCK_K")
 _DOWN_CONSTEXPRS = ("H", "I", "HAS_DOWN_BIAS", "USE_LIBDEVICE", "BLOCK_T", "BLOCK_N", "BLOCK_K", "SPLIT_K")
-_MLP_CONSTEXPRS = ("H", "I", "HAS_BIAS", "HAS_DOWN_BIAS", "APPROX_TANH", "USE_LIBDEVICE", "BLOCK_T", "BLOCK_I",
-                   "BLOCK_K", "BLOCK_H")
 
 
 @triton.jit
@@ -101,60 +105,6 @@ def _gate_up_geglu_kernel(
                        H, HAS_BIAS, APPROX_TANH, USE_LIBDEVICE, BLOCK_T, BLOCK_I, BLOCK_K)
     tl.store(h_ptr + rows[:, None].to(tl.int64) * stride_h + cols[None, :], h.to(dtype),
              mask=row_ok[:, None] & col_ok[None, :])
-
-
-@triton.jit(do_not_specialize=["n_rows"])
-def _mlp_decode_kernel(
-    x_ptr, wg_ptr, wu_ptr, wd_ptr, bg_ptr, bu_ptr, bd_ptr, acc_ptr, count_ptr, y_ptr,
-    n_rows, stride_x, stride_y,
-    H: tl.constexpr,
-    I: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    HAS_DOWN_BIAS: tl.constexpr,
-    APPROX_TANH: tl.constexpr,
-    USE_LIBDEVICE: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_I: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    BLOCK_H: tl.constexpr,
-):
-    # acc [n_rows, H] fp32 and the counter start at zero (the caller's fresh workspace).
-    dtype = y_ptr.dtype.element_ty
-    IS_FP32: tl.constexpr = dtype == tl.float32
-    cols = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
-    rows = tl.arange(0, BLOCK_T)
-    row_ok = rows < n_rows
-    col_ok = cols < I
-    h = _gate_up_block(x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, rows, row_ok, cols, col_ok, stride_x, dtype,
-                       H, HAS_BIAS, APPROX_TANH, USE_LIBDEVICE, BLOCK_T, BLOCK_I, BLOCK_K)
-    h = h.to(dtype)  # eager hands h to the down projection in the storage dtype
-    if not USE_LIBDEVICE:
-        h = h.to(tl.float32)
-    # This block's share of the down projection: acc[:, n] += h[:, cols] Wd[n, cols]^T.
-    for n0 in range(0, H, BLOCK_H):
-        ns = n0 + tl.arange(0, BLOCK_H)
-        n_ok = ns < H
-        wd = tl.load(wd_ptr + ns[:, None].to(tl.int64) * I + cols[None, :], mask=n_ok[:, None] & col_ok[None, :],
-                     other=0.0)
-        if not USE_LIBDEVICE:
-            wd = wd.to(tl.float32)
-        part = tl.dot(h, tl.trans(wd), input_precision="ieee" if IS_FP32 else "tf32")
-        tl.atomic_add(acc_ptr + rows[:, None] * H + ns[None, :], part, mask=row_ok[:, None] & n_ok[None, :],
-                      sem="relaxed")
-    # Every thread's atomics are issued before the counter moves; the acq_rel counter then orders
-    # them before the last program's reads.
-    tl.debug_barrier()
-    done = tl.atomic_add(count_ptr, 1, sem="acq_rel")
-    if done == tl.num_programs(0) - 1:
-        tl.debug_barrier()
-        for n0 in range(0, H, BLOCK_H):
-            ns = n0 + tl.arange(0, BLOCK_H)
-            n_ok = ns < H
-            mask = row_ok[:, None] & n_ok[None, :]
-            y = tl.load(acc_ptr + rows[:, None] * H + ns[None, :], mask=mask, other=0.0, cache_modifier=".cg")
-            if HAS_DOWN_BIAS:
-                y += tl.load(bd_ptr + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-            tl.store(y_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], y.to(dtype), mask=mask)
 
 
 @triton.jit(do_not_specialize=["n_rows"])
@@ -216,8 +166,10 @@ def measured_table(device_index: int) -> str | None:
     return next((t for t in MEASURED_DEVICES if t in name), None)
 
 
-def launch_table(device_index: int) -> dict:
-    return MLP_LAUNCH_TABLES[measured_table(device_index) or "default"]
+def launch_config(device_index: int, kernel: str, hidden: int, inter: int) -> tuple:
+    """The config of `kernel` ("gate_up" or "down") for this device and shape."""
+    rules = MLP_LAUNCH_TABLES[measured_table(device_index) or "default"][kernel]
+    return next(cfg for min_hidden, max_inter, cfg in rules if hidden >= min_hidden and inter <= max_inter)
 
 
 @lru_cache(maxsize=1024)
@@ -227,18 +179,6 @@ def gate_up_plan(n_rows: int, hidden: int, inter: int, stride_x: int, stride_h: 
     block_i, block_k, warps, stages = config
     tail = (n_rows, stride_x, stride_h, hidden, inter, has_bias, approx_tanh, USE_LIBDEVICE, MAX_ROWS, block_i, block_k)
     return LaunchPlan(_gate_up_geglu_kernel, (triton.cdiv(inter, block_i), 1, 1), tail,
-                      dict(num_warps=warps, num_stages=stages))
-
-
-@lru_cache(maxsize=1024)
-def mlp_plan(n_rows: int, hidden: int, inter: int, stride_x: int, stride_y: int, has_bias: bool, has_down_bias: bool,
-             approx_tanh: bool, config: tuple) -> LaunchPlan:
-    """The launch of the one-launch MLP kernel for one shape and config
-    (BLOCK_I, BLOCK_K, BLOCK_H, warps, stages)."""
-    block_i, block_k, block_h, warps, stages = config
-    tail = (n_rows, stride_x, stride_y, hidden, inter, has_bias, has_down_bias, approx_tanh, USE_LIBDEVICE, MAX_ROWS,
-            block_i, block_k, block_h)
-    return LaunchPlan(_mlp_decode_kernel, (triton.cdiv(inter, block_i), 1, 1), tail,
                       dict(num_warps=warps, num_stages=stages))
 
 
@@ -268,32 +208,11 @@ def launch_gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tens
     inter = w_gate.shape[0]
     has_bias = b_gate is not None
     bg, bu = (b_gate, b_up) if has_bias else (x, x)  # unread when HAS_BIAS is False
-    config = config or launch_table(-1 if traceable else x.get_device())["gate_up"]
+    config = config or launch_config(-1 if traceable else x.get_device(), "gate_up", hidden, inter)
     plan_ = gate_up_plan(n_rows, hidden, inter, x.stride(0), out.stride(0), has_bias, approx_tanh, config)
     pointers = (x, w_gate, w_up, bg, bu, out)
     if traceable:
         _traced_launch(_gate_up_geglu_kernel, _GATE_UP_CONSTEXPRS, plan_, pointers)
-    else:
-        launch(plan_, *pointers)
-
-
-def launch_mlp_decode(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, b_gate, b_up,
-                      b_down, out: torch.Tensor, approx_tanh: bool, traceable: bool = False, config=None) -> None:
-    """out [T, H] = (gelu(x w_gate^T + b_gate) * (x w_up^T + b_up)) w_down^T + b_down for x [T, H]
-    (unit column stride, T <= MAX_ROWS), contiguous weights ([I, H], [I, H], [H, I]), biases or None."""
-    n_rows, hidden = x.shape
-    inter = w_gate.shape[0]
-    has_bias, has_down_bias = b_gate is not None, b_down is not None
-    bg, bu = (b_gate, b_up) if has_bias else (x, x)  # unread when HAS_BIAS is False
-    bd = b_down if has_down_bias else x
-    # fp32 partial sums of y, then the arrival counter (int32), in one zeroed allocation.
-    workspace = torch.zeros(n_rows * hidden + 4, dtype=torch.float32, device=x.device)
-    acc, count = workspace[: n_rows * hidden], workspace[n_rows * hidden:].view(torch.int32)
-    config = config or launch_table(-1 if traceable else x.get_device())["mlp"]
-    plan_ = mlp_plan(n_rows, hidden, inter, x.stride(0), out.stride(0), has_bias, has_down_bias, approx_tanh, config)
-    pointers = (x, w_gate, w_up, w_down, bg, bu, bd, acc, count, out)
-    if traceable:
-        _traced_launch(_mlp_decode_kernel, _MLP_CONSTEXPRS, plan_, pointers)
     else:
         launch(plan_, *pointers)
 
@@ -305,7 +224,7 @@ def launch_down_split_k(h: torch.Tensor, w_down: torch.Tensor, b_down, out: torc
     n_rows, inter = h.shape
     hidden = w_down.shape[0]
     has_down_bias = b_down is not None
-    config = config or launch_table(-1 if traceable else h.get_device())["down"]
+    config = config or launch_config(-1 if traceable else h.get_device(), "down", hidden, inter)
     plan_ = down_plan(n_rows, hidden, inter, h.stride(0), out.stride(0), has_down_bias, config)
     n_blocks = plan_.grid[0]
     # fp32 partial sums of y, then one arrival counter (int32) per block of outputs, zeroed at once.
