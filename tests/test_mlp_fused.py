@@ -270,3 +270,31 @@ def test_fused_op_declares_its_kernel(mlp_ops):
     assert get_triton_kernels_for_op(mlp_ops.gate_up_geglu._qualname) == [kernel_module._gate_up_geglu_kernel]
     assert get_triton_kernels_for_op(mlp_ops.mlp_decode._qualname) == [kernel_module._gate_up_geglu_kernel,
                                                                        kernel_module._down_split_k_kernel]
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="CUDA graphs need a GPU")
+def test_fused_layer_replays_in_a_cuda_graph(kernel, mlp_ops, fused_on, monkeypatch):
+    """Capture the fused decode path (workspace allocation, two launches) and replay it on new
+    inputs: the replay equals an eager call of the fused path and the modules' own result."""
+    downs = _count_fused(mlp_ops, monkeypatch, "launch_down_split_k")
+    mlp = _MLP(hidden=256, inter=1024, bias=True).to("cuda", torch.bfloat16)
+    static_x = torch.randn(4, 256, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            kernel.layers.GeGLUMLP.forward(mlp, static_x)  # plans and compiled kernels outside the capture
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_y = kernel.layers.GeGLUMLP.forward(mlp, static_x)
+        assert len(downs) == 2
+        for _ in range(3):
+            x = torch.randn(4, 256, device="cuda", dtype=torch.bfloat16)
+            static_x.copy_(x)
+            graph.replay()
+            expected = mlp(x)
+            eager_fused = kernel.layers.GeGLUMLP.forward(mlp, x)
+            rtol, atol = TOLERANCES[torch.bfloat16]
+            torch.testing.assert_close(static_y, eager_fused, rtol=rtol, atol=atol * expected.abs().max().item())
+            torch.testing.assert_close(static_y, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())

@@ -172,25 +172,29 @@ def launch_config(device_index: int, kernel: str, hidden: int, inter: int) -> tu
     return next(cfg for min_hidden, max_inter, cfg in rules if hidden >= min_hidden and inter <= max_inter)
 
 
-@lru_cache(maxsize=1024)
-def gate_up_plan(n_rows: int, hidden: int, inter: int, stride_x: int, stride_h: int, has_bias: bool,
-                 approx_tanh: bool, config: tuple) -> LaunchPlan:
-    """The launch of the gate/up kernel for one shape and config (BLOCK_I, BLOCK_K, warps, stages)."""
+def gate_up_launch(n_rows, hidden: int, inter: int, stride_x, stride_h, has_bias: bool, approx_tanh: bool,
+                   config: tuple, dtype: torch.dtype) -> LaunchPlan:
+    """The launch of the gate/up kernel for one shape, dtype and config (BLOCK_I, BLOCK_K, warps,
+    stages). The dtype is part of the key because the plan keeps the kernel compiled for it."""
     block_i, block_k, warps, stages = config
     tail = (n_rows, stride_x, stride_h, hidden, inter, has_bias, approx_tanh, USE_LIBDEVICE, MAX_ROWS, block_i, block_k)
     return LaunchPlan(_gate_up_geglu_kernel, (triton.cdiv(inter, block_i), 1, 1), tail,
                       dict(num_warps=warps, num_stages=stages))
 
 
-@lru_cache(maxsize=1024)
-def down_plan(n_rows: int, hidden: int, inter: int, stride_h: int, stride_y: int, has_down_bias: bool,
-              config: tuple) -> LaunchPlan:
-    """The launch of the split-K down kernel for one shape and config
+def down_launch(n_rows, hidden: int, inter: int, stride_h, stride_y, has_down_bias: bool, config: tuple,
+                dtype: torch.dtype) -> LaunchPlan:
+    """The launch of the split-K down kernel for one shape, dtype and config
     (BLOCK_N, BLOCK_K, SPLIT_K, warps, stages)."""
     block_n, block_k, split_k, warps, stages = config
     tail = (n_rows, stride_h, stride_y, hidden, inter, has_down_bias, USE_LIBDEVICE, MAX_ROWS, block_n, block_k, split_k)
     return LaunchPlan(_down_split_k_kernel, (triton.cdiv(hidden, block_n), split_k, 1), tail,
                       dict(num_warps=warps, num_stages=stages))
+
+
+# Eager launches keep their plans (and compiled handles); traced ones (symbolic sizes) build them anew.
+gate_up_plan = lru_cache(maxsize=1024)(gate_up_launch)
+down_plan = lru_cache(maxsize=1024)(down_launch)
 
 
 def _traced_launch(kernel, names, plan_: LaunchPlan, pointers) -> None:
@@ -209,7 +213,8 @@ def launch_gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tens
     has_bias = b_gate is not None
     bg, bu = (b_gate, b_up) if has_bias else (x, x)  # unread when HAS_BIAS is False
     config = config or launch_config(-1 if traceable else x.get_device(), "gate_up", hidden, inter)
-    plan_ = gate_up_plan(n_rows, hidden, inter, x.stride(0), out.stride(0), has_bias, approx_tanh, config)
+    plan_ = (gate_up_launch if traceable else gate_up_plan)(n_rows, hidden, inter, x.stride(0), out.stride(0), has_bias,
+                                                             approx_tanh, config, x.dtype)
     pointers = (x, w_gate, w_up, bg, bu, out)
     if traceable:
         _traced_launch(_gate_up_geglu_kernel, _GATE_UP_CONSTEXPRS, plan_, pointers)
@@ -225,7 +230,8 @@ def launch_down_split_k(h: torch.Tensor, w_down: torch.Tensor, b_down, out: torc
     hidden = w_down.shape[0]
     has_down_bias = b_down is not None
     config = config or launch_config(-1 if traceable else h.get_device(), "down", hidden, inter)
-    plan_ = down_plan(n_rows, hidden, inter, h.stride(0), out.stride(0), has_down_bias, config)
+    plan_ = (down_launch if traceable else down_plan)(n_rows, hidden, inter, h.stride(0), out.stride(0), has_down_bias,
+                                                       config, h.dtype)
     n_blocks = plan_.grid[0]
     # fp32 partial sums of y, then one arrival counter (int32) per block of outputs, zeroed at once.
     workspace = torch.zeros(n_rows * hidden + n_blocks + 4, dtype=torch.float32, device=h.device)

@@ -1,0 +1,47 @@
+"""First call of the fused decode MLP at a new token count, after warm-up at T=1, against the
+second call at that count (host time, synchronised): a new T must not compile anything (the row
+count is a runtime argument) and costs one launch plan.
+
+    python benchmarks/probes/probe_mlp_first_call.py --out DIR
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import environment, load_local_build, write_json  # noqa: E402
+from compare_peers import GemmaLikeMLP  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    k = load_local_build()
+    mlp = GemmaLikeMLP(2048, 16384).to("cuda", torch.bfloat16)
+    rows = []
+    with torch.no_grad():
+        for _ in range(3):
+            k.layers.GeGLUMLP.forward(mlp, torch.randn(1, 2048, device="cuda", dtype=torch.bfloat16))
+        for t in (2, 3, 5, 7, 8, 11, 13, 16):
+            x = torch.randn(t, 2048, device="cuda", dtype=torch.bfloat16)
+            times = []
+            for _ in range(2):
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                k.layers.GeGLUMLP.forward(mlp, x)
+                torch.cuda.synchronize()
+                times.append((time.perf_counter() - start) * 1e6)
+            rows.append(dict(H=2048, I=16384, T=t, first_us=times[0], second_us=times[1], ratio=times[0] / times[1]))
+            print(f"first call T={t:3d}: {times[0]:8.1f} us, second {times[1]:8.1f} us ({times[0] / times[1]:.2f}x)",
+                  flush=True)
+    write_json(args.out / "probe_mlp_first_call.json", {"env": environment(), "date": time.strftime("%Y-%m-%d"),
+                                                          "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
