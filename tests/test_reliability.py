@@ -348,7 +348,11 @@ def test_cuda_graph_of_a_kernelized_forward_replays_with_new_inputs(kernel):
         for _ in range(5):
             static_x.copy_(torch.randn_like(static_x))
             graph.replay()
-            torch.testing.assert_close(static_y, eager(static_x), rtol=0, atol=0)
+            # 8 tokens take the fused decode kernels on a GPU with a measured table: eager's rounding
+            # points, fp32 sums in another order (and atomics in arrival order), so one bf16 ulp.
+            expected = eager(static_x)
+            torch.testing.assert_close(static_y, expected, rtol=2**-8, atol=2**-8 * expected.abs().max().item())
+            torch.testing.assert_close(static_y, model(static_x), rtol=2**-8, atol=2**-8 * expected.abs().max().item())
 
 
 @gpu
