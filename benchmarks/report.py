@@ -163,6 +163,58 @@ def floor_tables(rows) -> list[str]:
     return lines
 
 
+def decode_tables(folder: Path) -> list[str]:
+    """The fused decode MLP (issue bars): `compare_mlp_decode.json` (the layer against the peers),
+    `probe_mlp_decode.json` (each kernel alone against cuBLAS), `probe_mlp_first_call.json`."""
+    run = load(folder, "compare_mlp_decode.json")
+    out = ["### Whole MLP at decode sizes, bf16: the GeGLUMLP layer with its fused decode kernels", "",
+           f"One run ({run['date']}, copy bandwidth {run['copy_gbs']:.0f} GB/s; `compare_peers.py --sections mlp "
+           "--tokens 1,16,64`). Floor: the three weight matrices read once at that bandwidth. `ours unfused`: "
+           "the same layer with `GEGLU_FUSED_MLP=0` (cuBLAS projections and the pointwise kernel). T=64 is "
+           "beyond the fused kernels' 16 rows: there the layer is the unfused one.", "",
+           "| H, I | T | floor | ours graph (% floor) | ours unfused | best peer graph (% floor) | ratio | bar | "
+           "ours plain | best peer plain | ratio | bar |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for h, inter, t in sorted({(r["H"], r["I"], r["T"]) for r in run["rows"]}):
+        by = {r["peer"]: r for r in run["rows"] if (r["H"], r["I"], r["T"]) == (h, inter, t)}
+        ours, unfused = by.pop("ours"), by.pop("ours_unfused", None)
+        peers = [r for name, r in by.items() if not name.startswith("ours")]
+        best, best_plain = min(peers, key=lambda r: r["fwd_us"]), min(peers, key=lambda r: r["fwd_plain_us"])
+        floor = ours["weight_floor_us"]
+        ratio, ratio_plain = best["fwd_us"] / ours["fwd_us"], best_plain["fwd_plain_us"] / ours["fwd_plain_us"]
+        big = 3 * h * inter * 2 >= 100e6
+        if t <= 16 and big:
+            need = 1.15 if floor / best["fwd_us"] <= 0.80 else 1.08
+            bar = (f"{'met' if ratio >= need and floor / ours['fwd_us'] >= 0.90 else 'NOT met'} (>= {need}x, >= 90%)")
+            bar_plain = f"{'met' if ratio_plain >= 1.25 else 'NOT met'} (>= 1.25x)"
+        elif t <= 16:
+            bar, bar_plain = (f"{'met' if r >= 1 else 'NOT met'} (no slower)" for r in (ratio, ratio_plain))
+        else:
+            bar = f"{'met' if ratio >= 1.08 else 'NOT met'} (>= 1.08x)"
+            bar_plain = f"{'met' if ratio_plain >= 1 else 'NOT met'} (no slower)"
+        out.append(f"| {h}, {inter} | {t} | {floor:.1f} | {ours['fwd_us']:.1f} ({floor / ours['fwd_us']:.0%}) | "
+                   f"{unfused['fwd_us'] if unfused else float('nan'):.1f} | {best['peer']} {best['fwd_us']:.1f} "
+                   f"({floor / best['fwd_us']:.0%}) | {ratio:.3f}x | {bar} | {ours['fwd_plain_us']:.1f} | "
+                   f"{best_plain['peer']} {best_plain['fwd_plain_us']:.1f} | {ratio_plain:.3f}x | {bar_plain} |")
+    probe = load(folder, "probe_mlp_decode.json")
+    out += ["", "### The decode kernels alone (`probe_mlp_decode.json`: best swept config, graph replay, weights "
+            "cycled past the L2)", "",
+            "| H, I | T | gate/up kernel (% of its weight floor) | down: cuBLAS | down: split-K kernel | "
+            "gate/up + cuBLAS | gate/up + split-K | eager |", "|---|---|---|---|---|---|---|---|"]
+    for p in probe["summary"]:
+        f3, tot = p["floor_us"] / 3, p["totals"]
+        out.append(f"| {p['H']}, {p['I']} | {p['T']} | {p['gate_up_alone']['us']:.1f} "
+                   f"({2 * f3 / p['gate_up_alone']['us']:.0%}) | {p['down_cublas_alone_us']:.1f} "
+                   f"({f3 / p['down_cublas_alone_us']:.0%}) | {p['down_split_k_alone']['us']:.1f} "
+                   f"({f3 / p['down_split_k_alone']['us']:.0%}) | {tot['gate_up+cublas']['us']:.1f} | "
+                   f"{tot['gate_up+split_k']['us']:.1f} | {tot['eager']['us']:.1f} |")
+    first = load(folder, "probe_mlp_first_call.json")["rows"]
+    worst = max(first, key=lambda r: r["ratio"])
+    out += ["", f"First call of the fused layer at a new T (after T=1; (2048, 16384), T = "
+            f"{', '.join(str(r['T']) for r in first)}): worst {worst['ratio']:.2f}x the second call (T={worst['T']}: "
+            f"{worst['first_us']:.0f} vs {worst['second_us']:.0f} us), bar 2x: {'met' if worst['ratio'] <= 2 else 'NOT met'}."]
+    return out
+
+
 def launch_report(folder: Path) -> None:
     """The launch-layer run: host time per call, the Gemma-shaped model, the whole MLP (plain
     calls and graph replay) and the pointwise stage, each with the bars it is held to."""
@@ -185,7 +237,11 @@ def launch_report(folder: Path) -> None:
         "(`compare_host.json`, `compare_model.json`, `compare_mlp.json`: `compare_peers.py --sections host`, "
         "`compare_model.py`, `compare_peers.py --sections mlp`; `compare_pointwise.json`: `--sections pointwise "
         "--inters 16384`); `sweep_launch_configs_bfloat16_separate_packed.json` is the sweep the H200 launch "
-        "table comes from (`sweep_launch_configs.py --refs none --inters 3072,16384`). Tables by "
+        "table comes from (`sweep_launch_configs.py --refs none --inters 3072,16384`). A later run, with the "
+        f"fused decode MLP kernels on: `compare_model.json` ({model['date']}), `compare_mlp_decode.json`, "
+        "`probe_mlp_decode.json` (the sweep the fused kernels' H200 rules come from: "
+        "`probes/probe_mlp_decode.py`) and `probe_mlp_first_call.json`; `compare_mlp.json` and "
+        "`compare_host.json` are from the run before it (no fused path). Tables by "
         "`benchmarks/report.py`. Device times are medians of CUDA-graph replays (`*_us`); plain-call times "
         "(`*_plain_us`) include whatever host time the GPU waits for.", "",
         "### Host time per call, T=1 (no synchronisation; this machine's CPU)", "",
@@ -209,7 +265,8 @@ def launch_report(folder: Path) -> None:
                      f"{med['untouched'] / med['kernelized']:.3f}x | {verdict(med['kernelized'] <= med['untouched'])} | "
                      + " ".join(f"{v:.2f}" for v in rounds["kernelized"]) + " / "
                      + " ".join(f"{v:.2f}" for v in rounds["untouched"]) + " |")
-    parts += ["", "### Whole MLP, bf16: the GeGLUMLP layer as kernelize installs it vs the fastest peer", "",
+    parts += ["", "### Whole MLP, bf16: the GeGLUMLP layer as kernelize installs it vs the fastest peer (run before "
+              "the fused decode kernels)", "",
               "| H, I | T | ours plain | best peer plain | ratio | ours graph | best peer graph | ratio | "
               "ours train plain | best peer | ratio |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     losses = []
@@ -224,7 +281,10 @@ def launch_report(folder: Path) -> None:
                 losses.append(f"({h}, {inter}) T={t}: {best[key] / ours[key]:.3f}x")
         parts.append(f"| {h}, {inter} | {t} | " + " | ".join(cells) + " |")
     parts += ["", f"Plain-call bar (no slower than the fastest peer at any point): {verdict(not losses)}"
-              + (f"; below it: {', '.join(losses)}." if losses else "."), "",
+              + (f"; below it: {', '.join(losses)}." if losses else "."), ""]
+    if (folder / "compare_mlp_decode.json").exists():
+        parts += [*decode_tables(folder), ""]
+    parts += [
               "![pointwise](pointwise.png)", "",
               pointwise_table(bf16, "fwd_us", "Pointwise forward, separate gate/up, bf16"), "",
               pointwise_table(bf16, "fwd_packed_us", "Pointwise forward, packed [T, 2I], bf16"), "",

@@ -19,6 +19,11 @@ def mlp_ops(kernel):
     return importlib.import_module(kernel.__name__ + ".mlp_ops")
 
 
+@pytest.fixture(scope="module")
+def mlp_kernels(kernel):
+    return importlib.import_module(kernel.__name__ + ".kernel_src.mlp")
+
+
 @pytest.fixture
 def fused_on(mlp_ops, monkeypatch):
     """GEGLU_FUSED_MLP=1, as read at import."""
@@ -62,7 +67,7 @@ def _mlp_reference(x, wg, wu, wd, bg, bu, bd, approximate):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("shape", [(1, 64, 96), (5, 72, 200), (16, 130, 300)], ids=str)
-def test_mlp_decode_matches_float64(mlp_ops, dtype, shape):
+def test_mlp_decode_matches_float64(mlp_ops, mlp_kernels, dtype, shape):
     t, hidden, inter = shape
     for approximate, bias, down_bias in itertools.product(("tanh", "none"), (False, True), (False, True)):
         x = torch.randn(t, hidden, device=DEVICE).to(dtype)
@@ -70,14 +75,18 @@ def test_mlp_decode_matches_float64(mlp_ops, dtype, shape):
         wd = (torch.randn(hidden, inter, device=DEVICE) / inter**0.5).to(dtype)
         bg, bu = ((torch.randn(inter, device=DEVICE) / 4).to(dtype) for _ in range(2)) if bias else (None, None)
         bd = (torch.randn(hidden, device=DEVICE) / 4).to(dtype) if down_bias else None
-        y = mlp_ops.mlp_decode_impl(x, wg, wu, wd, bg, bu, bd, approximate)
-        assert y.shape == (t, hidden) and y.dtype == dtype
         ref, scale = _mlp_reference(x, wg, wu, wd, bg, bu, bd, approximate)
-        what = f"{approximate} bias={bias} down bias={down_bias}"
-        assert_close_to_reference(y, ref, what, scale=scale)
-        # And as a whole: every split-K slice and block of outputs is in the sum.
-        rel = ((y.double() - ref).norm() / ref.norm()).item()
-        assert rel < 2 * TOLERANCES[dtype][0], f"{what}: relative error {rel}"
+        # The op body, and the layers' eager entry (one plan lookup; x given as [1, T, H]).
+        eager_entry = mlp_kernels.run_mlp_decode(x[None], hidden, wg, wu, wd, bg, bu, bd, approximate == "tanh",
+                                                 x.get_device())
+        for entry, y in (("op", mlp_ops.mlp_decode_impl(x, wg, wu, wd, bg, bu, bd, approximate)),
+                         ("eager entry", eager_entry[0])):
+            assert y.shape == (t, hidden) and y.dtype == dtype
+            what = f"{entry} {approximate} bias={bias} down bias={down_bias}"
+            assert_close_to_reference(y, ref, what, scale=scale)
+            # And as a whole: every split-K slice and block of outputs is in the sum.
+            rel = ((y.double() - ref).norm() / ref.norm()).item()
+            assert rel < 2 * TOLERANCES[dtype][0], f"{what}: relative error {rel}"
 
 
 class _MLP(nn.Module):
@@ -99,17 +108,19 @@ class _LoRALikeLinear(nn.Linear):
         return super().forward(x) + 1.0
 
 
-def _count_fused(mlp_ops, monkeypatch, what="gate_up_geglu_impl"):
-    """Calls of the fused gate/up kernel (both paths), or of another mlp_ops function."""
+def _count_fused(mlp_ops, monkeypatch, what=("gate_up_geglu_impl", "run_mlp_decode")):
+    """Calls of the layers' fused paths (gate/up alone, or the whole MLP), or of the mlp_ops
+    functions named."""
     calls = []
-    original = getattr(mlp_ops, what)
-    monkeypatch.setattr(mlp_ops, what, lambda *a, **k: calls.append(1) or original(*a, **k))
+    for name in (what,) if isinstance(what, str) else what:
+        original = getattr(mlp_ops, name)
+        monkeypatch.setattr(mlp_ops, name, lambda *a, _f=original, **k: calls.append(1) or _f(*a, **k))
     return calls
 
 
 def test_layer_takes_the_fused_path_for_decode_inference(kernel, mlp_ops, fused_on, monkeypatch):
     calls = _count_fused(mlp_ops, monkeypatch)
-    downs = _count_fused(mlp_ops, monkeypatch, "launch_down_split_k")
+    downs = _count_fused(mlp_ops, monkeypatch, "run_mlp_decode")
     for bias, deterministic in itertools.product((False, True), (False, True)):
         mlp = _MLP(bias=bias).to(DEVICE, torch.bfloat16)
         x = torch.randn(2, 3, 64, device=DEVICE, dtype=torch.bfloat16)
@@ -180,8 +191,8 @@ def _switched_off(mlp_ops, monkeypatch, fn):
 def test_down_kernel_only_where_the_down_module_would_do_nothing_else(kernel, mlp_ops, fused_on, monkeypatch):
     """A hooked down projection or an active dropout: gate/up stays fused, the down projection and
     the dropout run as modules (the hook sees h, the dropout applies)."""
-    downs = _count_fused(mlp_ops, monkeypatch, "launch_down_split_k")
     calls = _count_fused(mlp_ops, monkeypatch)
+    downs = _count_fused(mlp_ops, monkeypatch, "run_mlp_decode")
     x = torch.randn(3, 64, device=DEVICE, dtype=torch.bfloat16)
     mlp = _MLP().to(DEVICE, torch.bfloat16)
     seen = []
@@ -205,7 +216,7 @@ def test_t5_and_modernbert_layers_take_the_fused_path(kernel, mlp_ops, fused_on,
     from transformers.models.modernbert.modeling_modernbert import ModernBertMLP
     from transformers.models.t5.modeling_t5 import T5DenseGatedActDense
 
-    downs = _count_fused(mlp_ops, monkeypatch, "launch_down_split_k")
+    downs = _count_fused(mlp_ops, monkeypatch, "run_mlp_decode")
     cases = {
         "T5DenseGatedGeGLU": T5DenseGatedActDense(T5Config(d_model=64, d_ff=160, feed_forward_proj="gated-gelu")),
         "ModernBertGeGLUMLP": ModernBertMLP(ModernBertConfig(hidden_size=64, intermediate_size=160,
@@ -276,7 +287,7 @@ def test_fused_op_declares_its_kernel(mlp_ops):
 def test_fused_layer_replays_in_a_cuda_graph(kernel, mlp_ops, fused_on, monkeypatch):
     """Capture the fused decode path (workspace allocation, two launches) and replay it on new
     inputs: the replay equals an eager call of the fused path and the modules' own result."""
-    downs = _count_fused(mlp_ops, monkeypatch, "launch_down_split_k")
+    downs = _count_fused(mlp_ops, monkeypatch, "run_mlp_decode")
     mlp = _MLP(hidden=256, inter=1024, bias=True).to("cuda", torch.bfloat16)
     static_x = torch.randn(4, 256, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():

@@ -7,8 +7,11 @@ Variants per (H, I, T):
 - eager: down(gelu(gate(x)) * up(x)), five launches;
 - the parts alone: `_gate_up_geglu_kernel` and `_down_split_k_kernel` (each config), cuBLAS's down;
 - gate_up + cuBLAS: the best gate/up config, then F.linear for the down projection;
-- gate_up + split_k: the best configs of both kernels;
-- one launch: `_mlp_decode_kernel` (its best configs of the first sweep), workspace allocated per call.
+- gate_up + split_k: the best configs of both kernels, the gate/up kernel zeroing the down kernel's
+  workspace (as the layer runs them);
+- the layer's eager entry (`run_mlp_decode`: the configs of the launch table).
+(A one-launch kernel, gate/up and down in one grid with fp32 atomics per program, was swept in an
+earlier version of this probe: slower than gate_up + cuBLAS at every point; benchmarks/NOTES.md.)
 Weights are cycled over several copies whose total exceeds the L2 (60 MB on an H200), so every
 call reads its weights from HBM as a model's decode step does. The floor is the three weight
 matrices read once at the copy bandwidth measured in the same run.
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import copy_bandwidth_gbs, cycling, environment, graph_us, load_local_build, median_us, write_json  # noqa: E402
@@ -31,7 +35,6 @@ from common import copy_bandwidth_gbs, cycling, environment, graph_us, load_loca
 GATE_UP_CONFIGS = [c for c in itertools.product((16, 32, 64, 128), (64, 128), (2, 4, 8), (3, 4, 5))
                    if c[0] * c[1] <= 16384 and not (c[0] == 128 and c[2] == 2)]
 DOWN_CONFIGS = list(itertools.product((32, 64, 128), (128, 256), (4, 8, 16), (4,), (3, 4)))
-MLP_CONFIGS = [(128, 128, 128, 8, 3), (32, 256, 128, 4, 3)]  # the one-launch kernel's best of the last sweep
 L2_BYTES = 60 << 20
 
 
@@ -75,11 +78,6 @@ def main():
             ref = reference(xs[0], *ws[0])
             eager = lambda x, w: F.linear(F.gelu(F.linear(x, w[0]), approximate="tanh") * F.linear(x, w[1]), w[2])
 
-            def one_launch(x, w, cfg):
-                y = torch.empty(t, hidden, device="cuda", dtype=dt)
-                mlp.launch_mlp_decode(x, w[0], w[1], w[2], None, None, None, y, True, config=cfg)
-                return y
-
             point = dict(H=hidden, I=inter, T=t, floor_us=floor_us, weight_copies=copies)
             hs = [torch.randn(t, inter, device="cuda", dtype=dt) for _ in range(copies)]
             h_out = torch.empty(t, inter, device="cuda", dtype=dt)
@@ -91,7 +89,8 @@ def main():
             for kind, configs, part in (
                     ("gate_up", GATE_UP_CONFIGS, lambda i, c: mlp.launch_gate_up_geglu(
                         xs[i], ws[i][0], ws[i][1], None, None, h_out, True, config=c)),
-                    ("down", DOWN_CONFIGS, lambda i, c: mlp.launch_down_split_k(hs[i], ws[i][2], None, y_out, config=c))):
+                    ("down", DOWN_CONFIGS, lambda i, c: mlp.launch_down_split_k(
+                        hs[i], ws[i][2], None, y_out, torch.zeros(t * hidden + hidden, device="cuda"), config=c))):
                 for cfg in configs:
                     row = dict(point, variant=kind, config=list(cfg))
                     try:
@@ -115,14 +114,17 @@ def main():
 
             def gate_up_split_k(x, w):
                 h = torch.empty(t, inter, device="cuda", dtype=dt)
-                mlp.launch_gate_up_geglu(x, w[0], w[1], None, None, h, True, config=gu)
+                workspace = torch.empty(t * hidden + triton.cdiv(hidden, dn[0]), device="cuda")
+                mlp.launch_gate_up_geglu(x, w[0], w[1], None, None, h, True, config=gu, workspace=workspace)
                 y = torch.empty(t, hidden, device="cuda", dtype=dt)
-                mlp.launch_down_split_k(h, w[2], None, y, config=dn)
+                mlp.launch_down_split_k(h, w[2], None, y, workspace, config=dn)
                 return y
 
-            variants = {"eager": eager, "gate_up+cublas": gate_up_cublas, "gate_up+split_k": gate_up_split_k}
-            for cfg in MLP_CONFIGS:
-                variants[f"one_launch{list(cfg)}"] = (lambda x, w, c=cfg: one_launch(x, w, c))
+            def layer_entry(x, w):
+                return mlp.run_mlp_decode(x, hidden, w[0], w[1], w[2], None, None, None, True, 0)
+
+            variants = {"eager": eager, "gate_up+cublas": gate_up_cublas, "gate_up+split_k": gate_up_split_k,
+                        "layer entry (table configs)": layer_entry}
             point["totals"] = {}
             for name, fn in variants.items():
                 out = fn(*pairs[0])

@@ -16,7 +16,6 @@ fused and the down projection runs as a module. Everywhere else the layer calls 
 as modules, as before.
 """
 
-import math
 import os
 from typing import Optional
 
@@ -30,7 +29,7 @@ from ._ops import add_op_namespace_prefix
 from .checks import row_view
 from .dispatch import DIRECT, route, use_triton
 from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, _down_split_k_kernel, _gate_up_geglu_kernel, launch_down_split_k,
-                             launch_gate_up_geglu, measured_table)
+                             launch_gate_up_geglu, measured_table, run_mlp_decode, workspace_numel)
 from .pointwise_ops import _declare_kernels, _OpBody
 
 FUSED_DTYPES = (torch.bfloat16, torch.float16)
@@ -62,9 +61,15 @@ def gate_up_geglu_impl(x, w_gate, w_up, b_gate, b_up, approximate, traceable=Fal
 def mlp_decode_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate, traceable=False):
     if not use_triton(x):
         return F.linear(_torch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate), w_down, b_down)
-    h = gate_up_geglu_impl(x, w_gate, w_up, b_gate, b_up, approximate, traceable)
-    out = torch.empty((x.shape[0], w_down.shape[0]), dtype=x.dtype, device=x.device)
-    launch_down_split_k(h, w_down, b_down, out, traceable=traceable)
+    n_rows, hidden, inter = x.shape[0], x.shape[1], w_gate.shape[0]
+    # The gate/up kernel zeroes the down kernel's fp32 workspace on its way.
+    workspace = torch.empty(workspace_numel(n_rows, hidden, inter, -1 if traceable else x.get_device()),
+                            dtype=torch.float32, device=x.device)
+    h = torch.empty((n_rows, inter), dtype=x.dtype, device=x.device)
+    launch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, h, approximate == "tanh", traceable=traceable,
+                         workspace=workspace)
+    out = torch.empty((n_rows, w_down.shape[0]), dtype=x.dtype, device=x.device)
+    launch_down_split_k(h, w_down, b_down, out, workspace, traceable=traceable)
     return out
 
 
@@ -99,12 +104,17 @@ _declare_kernels(mlp_decode, _gate_up_geglu_kernel, _down_split_k_kernel)
 
 # --- the rule ---
 
-def _untouched_linear(p: nn.Module) -> bool:
-    """A plain nn.Linear whose forward would be exactly F.linear(x, weight, bias)."""
+def _plain_linear(p: nn.Module | None) -> tuple | None:
+    """(weight, bias) of a plain nn.Linear whose forward would be exactly F.linear(x, weight, bias):
+    not a subclass (PEFT, quantized and parametrized linears are), no hooks, plain Parameters.
+    None otherwise. Reads `_parameters` directly: nn.Module.__getattr__ costs a call per lookup."""
     if type(p) is not nn.Linear or p._forward_hooks or p._forward_pre_hooks:
-        return False
-    w, b = p.weight, p.bias
-    return type(w) is nn.Parameter and (b is None or type(b) is nn.Parameter)
+        return None
+    params = p._parameters
+    w, b = params.get("weight"), params.get("bias")
+    if type(w) is not nn.Parameter or (b is not None and type(b) is not nn.Parameter):
+        return None
+    return w, b
 
 
 def _inactive_dropout(d: nn.Module | None) -> bool:
@@ -116,54 +126,76 @@ def _inactive_dropout(d: nn.Module | None) -> bool:
     return not d.training or d.p == 0
 
 
-def _usable(tensors, x) -> bool:
-    return all(t.dtype == x.dtype and t.device == x.device and t.is_contiguous() for t in tensors)
+def _usable(tensors, x, grad: bool) -> bool:
+    """Same dtype and device as x, contiguous, and (when autograd records) not requiring grad."""
+    for t in tensors:
+        if t.dtype != x.dtype or t.device != x.device or not t.is_contiguous() or (grad and t.requires_grad):
+            return False
+    return True
 
 
 def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
               down_proj: nn.Module, dropout: nn.Module | None = None) -> torch.Tensor | None:
     """down_proj(dropout(gelu(gate(x)) * up(x))) through the fused kernels, or None where they do not
     apply (the caller then runs its projections as modules). `up_proj` None: `gate_proj` is one
-    packed projection whose output's first half is the gate and second half the up (ModernBERT)."""
+    packed projection whose output's first half is the gate and second half the up (ModernBERT).
+    Every check reads state the user can change between calls (hooks, modes, dtypes), so none is
+    cached; they are ordered so that the common cases leave early."""
     if FUSED_OFF or not (FUSED_OPT_IN or MEASURED_DEVICES):  # the common CPU case costs one check
         return None
-    if x.dtype not in FUSED_DTYPES or not (x.is_cuda or use_triton(x)):
+    if x.dtype not in FUSED_DTYPES:
         return None
-    n_rows = math.prod(x.shape[:-1])
-    if not 0 < n_rows <= MAX_ROWS or not fused_mlp_enabled(x.get_device()):
+    if x.is_cuda:
+        device_index = x.get_device()
+    elif use_triton(x):
+        device_index = -1
+    else:
+        return None
+    hidden = x.shape[-1]
+    n_rows = x.numel() // hidden if hidden else 0
+    if not 0 < n_rows <= MAX_ROWS or not fused_mlp_enabled(device_index):
         return None
     if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
         return None
-    if not (_untouched_linear(gate_proj) and (up_proj is None or _untouched_linear(up_proj))):
+    gate = _plain_linear(gate_proj)
+    if gate is None:
         return None
     if up_proj is None:
-        w, b = gate_proj.weight, gate_proj.bias
+        w, b = gate
         inter = w.shape[0] // 2
         wg, wu = w[:inter], w[inter:]
         bg, bu = (None, None) if b is None else (b[:inter], b[inter:])
-        params = (w,) if b is None else (w, b)
+        params = gate if b is not None else (w,)
     else:
-        wg, wu, bg, bu = gate_proj.weight, up_proj.weight, gate_proj.bias, up_proj.bias
+        up = _plain_linear(up_proj)
+        if up is None:
+            return None
+        (wg, bg), (wu, bu) = gate, up
         params = (wg, wu) if bg is None else (wg, wu, bg, bu)
-    if (bg is None) != (bu is None) or wg.shape != wu.shape or wg.shape[1] != x.shape[-1]:
+    if (bg is None) != (bu is None) or wg.shape != wu.shape or wg.shape[1] != hidden:
         return None
-    # Autograd needed, tracing, or a tensor subclass input: the modules' path (the weights are
-    # plain Parameters, checked above).
-    if route(x) != DIRECT or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+    # Tracing, or a tensor subclass input: the modules' path (the weights are plain Parameters).
+    if route(x) != DIRECT:
         return None
-    if not _usable(params, x):
+    grad = torch.is_grad_enabled()
+    if not _usable(params, x, grad):
         return None
-    x2 = row_view(x)
-    if x2 is None:
-        return None
-    if _untouched_linear(down_proj) and _inactive_dropout(dropout) and not torch.are_deterministic_algorithms_enabled():
-        wd, bd = down_proj.weight, down_proj.bias
-        down = (wd,) if bd is None else (wd, bd)
-        if (wd.shape == (x.shape[-1], wg.shape[0]) and _usable(down, x)
-                and not (torch.is_grad_enabled() and any(p.requires_grad for p in down))):
-            y = mlp_decode_impl(x2, wg, wu, wd, bg, bu, bd, approximate)
-            return y.view(x.shape)
-    h = gate_up_geglu_impl(x2, wg, wu, bg, bu, approximate).view(*x.shape[:-1], wg.shape[0])
+    if x.is_contiguous():
+        x2, stride_x = x, hidden
+    else:
+        x2 = row_view(x)
+        if x2 is None:
+            return None
+        stride_x = x2.stride(0)
+    down = _plain_linear(down_proj)
+    if down is not None and _inactive_dropout(dropout) and not torch.are_deterministic_algorithms_enabled():
+        wd, bd = down
+        if wd.shape == (hidden, wg.shape[0]) and _usable(down if bd is not None else (wd,), x, grad):
+            y = run_mlp_decode(x2, stride_x, wg, wu, wd, bg, bu, bd, approximate == "tanh", device_index)
+            return y if x2 is x else y.view(x.shape)
+    # The split-K down kernel does not apply: gate/up fused, then the dropout and down modules.
+    h = gate_up_geglu_impl(x2.view(n_rows, hidden) if x2 is x else x2, wg, wu, bg, bu, approximate)
+    h = h.view(*x.shape[:-1], wg.shape[0])
     if dropout is not None:
         h = dropout(h)
     return down_proj(h)

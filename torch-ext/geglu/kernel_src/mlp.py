@@ -83,10 +83,10 @@ def _gate_up_block(x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, rows, row_ok, cols, co
     return act * u
 
 
-@triton.jit(do_not_specialize=["n_rows"])
+@triton.jit(do_not_specialize=["n_rows", "ws_numel"])
 def _gate_up_geglu_kernel(
-    x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, h_ptr,
-    n_rows, stride_x, stride_h,
+    x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, h_ptr, ws_ptr,
+    n_rows, stride_x, stride_h, ws_numel,
     H: tl.constexpr,
     I: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -96,6 +96,11 @@ def _gate_up_geglu_kernel(
     BLOCK_I: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
+    # The fp32 workspace of the split-K down kernel that runs next (ws_numel elements; 0: none) is
+    # zeroed here, spread over the programs, instead of by a memset launch of its own.
+    for z0 in range(tl.program_id(0) * 1024, ws_numel, tl.num_programs(0) * 1024):
+        zs = z0 + tl.arange(0, 1024)
+        tl.store(ws_ptr + zs, tl.zeros([1024], dtype=tl.float32), mask=zs < ws_numel)
     dtype = h_ptr.dtype.element_ty
     cols = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
     rows = tl.arange(0, BLOCK_T)
@@ -109,7 +114,7 @@ def _gate_up_geglu_kernel(
 
 @triton.jit(do_not_specialize=["n_rows"])
 def _down_split_k_kernel(
-    h_ptr, wd_ptr, bd_ptr, acc_ptr, count_ptr, y_ptr,
+    h_ptr, wd_ptr, bd_ptr, ws_ptr, y_ptr,
     n_rows, stride_h, stride_y,
     H: tl.constexpr,
     I: tl.constexpr,
@@ -122,9 +127,12 @@ def _down_split_k_kernel(
 ):
     """y [T, H] = h [T, I] Wd^T + bd, Wd [H, I]: program (n, s) sums the s-th of SPLIT_K slices of I
     for BLOCK_N outputs and adds it into the fp32 workspace; the last slice to arrive at a block
-    (a counter per block) writes that block of y. acc and the counters start at zero."""
+    (a counter per block) writes that block of y. The workspace (zeroed) holds the partial sums
+    [T, H], then one fp32 arrival counter per block of outputs (exact: counts stay below 2^24)."""
     dtype = y_ptr.dtype.element_ty
     IS_FP32: tl.constexpr = dtype == tl.float32
+    acc_ptr = ws_ptr
+    count_ptr = ws_ptr + n_rows * H
     K_PER_SPLIT: tl.constexpr = tl.cdiv(tl.cdiv(I, SPLIT_K), BLOCK_K) * BLOCK_K
     pid_n = tl.program_id(0)
     ns = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -149,7 +157,7 @@ def _down_split_k_kernel(
     # Every thread's atomics are issued before the counter moves; the acq_rel counter orders them
     # before the last arrival's reads.
     tl.debug_barrier()
-    if tl.atomic_add(count_ptr + pid_n, 1, sem="acq_rel") == SPLIT_K - 1:
+    if tl.atomic_add(count_ptr + pid_n, 1.0, sem="acq_rel") == SPLIT_K - 1:
         tl.debug_barrier()
         y = tl.load(acc_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
         if HAS_DOWN_BIAS:
@@ -172,12 +180,13 @@ def launch_config(device_index: int, kernel: str, hidden: int, inter: int) -> tu
     return next(cfg for min_hidden, max_inter, cfg in rules if hidden >= min_hidden and inter <= max_inter)
 
 
-def gate_up_launch(n_rows, hidden: int, inter: int, stride_x, stride_h, has_bias: bool, approx_tanh: bool,
+def gate_up_launch(n_rows, hidden: int, inter: int, stride_x, stride_h, ws_numel, has_bias: bool, approx_tanh: bool,
                    config: tuple, dtype: torch.dtype) -> LaunchPlan:
     """The launch of the gate/up kernel for one shape, dtype and config (BLOCK_I, BLOCK_K, warps,
     stages). The dtype is part of the key because the plan keeps the kernel compiled for it."""
     block_i, block_k, warps, stages = config
-    tail = (n_rows, stride_x, stride_h, hidden, inter, has_bias, approx_tanh, USE_LIBDEVICE, MAX_ROWS, block_i, block_k)
+    tail = (n_rows, stride_x, stride_h, ws_numel, hidden, inter, has_bias, approx_tanh, USE_LIBDEVICE, MAX_ROWS, block_i,
+            block_k)
     return LaunchPlan(_gate_up_geglu_kernel, (triton.cdiv(inter, block_i), 1, 1), tail,
                       dict(num_warps=warps, num_stages=stages))
 
@@ -205,38 +214,74 @@ def _traced_launch(kernel, names, plan_: LaunchPlan, pointers) -> None:
 
 
 def launch_gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, b_gate, b_up,
-                         out: torch.Tensor, approx_tanh: bool, traceable: bool = False, config=None) -> None:
+                         out: torch.Tensor, approx_tanh: bool, traceable: bool = False, config=None,
+                         workspace: torch.Tensor | None = None) -> None:
     """out [T, I] = gelu(x w_gate^T + b_gate) * (x w_up^T + b_up) for x [T, H] (unit column stride,
-    T <= MAX_ROWS), contiguous weights [I, H], biases [I] or None."""
+    T <= MAX_ROWS), contiguous weights [I, H], biases [I] or None; `workspace` (fp32), if given, is
+    zeroed on the way."""
     n_rows, hidden = x.shape
     inter = w_gate.shape[0]
     has_bias = b_gate is not None
     bg, bu = (b_gate, b_up) if has_bias else (x, x)  # unread when HAS_BIAS is False
     config = config or launch_config(-1 if traceable else x.get_device(), "gate_up", hidden, inter)
-    plan_ = (gate_up_launch if traceable else gate_up_plan)(n_rows, hidden, inter, x.stride(0), out.stride(0), has_bias,
-                                                             approx_tanh, config, x.dtype)
-    pointers = (x, w_gate, w_up, bg, bu, out)
+    ws, ws_numel = (out, 0) if workspace is None else (workspace, workspace.numel())
+    plan_ = (gate_up_launch if traceable else gate_up_plan)(n_rows, hidden, inter, x.stride(0), out.stride(0), ws_numel,
+                                                             has_bias, approx_tanh, config, x.dtype)
+    pointers = (x, w_gate, w_up, bg, bu, out, ws)
     if traceable:
         _traced_launch(_gate_up_geglu_kernel, _GATE_UP_CONSTEXPRS, plan_, pointers)
     else:
         launch(plan_, *pointers)
 
 
-def launch_down_split_k(h: torch.Tensor, w_down: torch.Tensor, b_down, out: torch.Tensor, traceable: bool = False,
-                        config=None) -> None:
+def workspace_numel(n_rows, hidden: int, inter: int, device_index: int) -> int:
+    """fp32 elements of the split-K down kernel's workspace: the partial sums, then the counters."""
+    return n_rows * hidden + triton.cdiv(hidden, launch_config(device_index, "down", hidden, inter)[0])
+
+
+@lru_cache(maxsize=1024)
+def decode_plans(n_rows: int, hidden: int, inter: int, stride_x: int, has_bias: bool, has_down_bias: bool,
+                 approx_tanh: bool, dtype: torch.dtype, device_index: int) -> tuple[LaunchPlan, LaunchPlan, int]:
+    """The fused decode MLP's two launches for one shape (h and y contiguous), resolved once: the
+    gate/up plan (which zeroes the workspace), the down plan, the workspace's size."""
+    ws_numel = workspace_numel(n_rows, hidden, inter, device_index)
+    gate_up = gate_up_launch(n_rows, hidden, inter, stride_x, inter, ws_numel, has_bias, approx_tanh,
+                             launch_config(device_index, "gate_up", hidden, inter), dtype)
+    down = down_launch(n_rows, hidden, inter, inter, hidden, has_down_bias,
+                       launch_config(device_index, "down", hidden, inter), dtype)
+    return gate_up, down, ws_numel
+
+
+def run_mlp_decode(x: torch.Tensor, stride_x: int, w_gate, w_up, w_down, b_gate, b_up, b_down, approx_tanh: bool,
+                   device_index: int) -> torch.Tensor:
+    """The fused decode MLP on an eager (untraced) CUDA input whose n_rows rows of `hidden`
+    elements are `stride_x` apart (unit column stride): y, shaped like x, contiguous. The
+    shortest host path: one plan lookup, three allocations, two launches."""
+    hidden, inter = x.shape[-1], w_gate.shape[0]
+    n_rows = x.numel() // hidden
+    has_bias, has_down_bias = b_gate is not None, b_down is not None
+    gate_up, down, ws_numel = decode_plans(n_rows, hidden, inter, stride_x, has_bias, has_down_bias, approx_tanh,
+                                           x.dtype, device_index)
+    device = x.device
+    h = torch.empty((n_rows, inter), dtype=x.dtype, device=device)
+    workspace = torch.empty(ws_numel, dtype=torch.float32, device=device)
+    y = torch.empty(x.shape, dtype=x.dtype, device=device)
+    launch(gate_up, x, w_gate, w_up, b_gate if has_bias else x, b_up if has_bias else x, h, workspace)
+    launch(down, h, w_down, b_down if has_down_bias else h, workspace, y)
+    return y
+
+
+def launch_down_split_k(h: torch.Tensor, w_down: torch.Tensor, b_down, out: torch.Tensor, workspace: torch.Tensor,
+                        traceable: bool = False, config=None) -> None:
     """out [T, H] = h w_down^T + b_down for h [T, I] (unit column stride, T <= MAX_ROWS), a contiguous
-    weight [H, I], a bias [H] or None."""
+    weight [H, I], a bias [H] or None; `workspace`: at least `workspace_numel` zeroed fp32 elements."""
     n_rows, inter = h.shape
     hidden = w_down.shape[0]
     has_down_bias = b_down is not None
     config = config or launch_config(-1 if traceable else h.get_device(), "down", hidden, inter)
     plan_ = (down_launch if traceable else down_plan)(n_rows, hidden, inter, h.stride(0), out.stride(0), has_down_bias,
                                                        config, h.dtype)
-    n_blocks = plan_.grid[0]
-    # fp32 partial sums of y, then one arrival counter (int32) per block of outputs, zeroed at once.
-    workspace = torch.zeros(n_rows * hidden + n_blocks + 4, dtype=torch.float32, device=h.device)
-    acc, count = workspace[: n_rows * hidden], workspace[n_rows * hidden:].view(torch.int32)
-    pointers = (h, w_down, b_down if has_down_bias else h, acc, count, out)
+    pointers = (h, w_down, b_down if has_down_bias else h, workspace, out)
     if traceable:
         _traced_launch(_down_split_k_kernel, _DOWN_CONSTEXPRS, plan_, pointers)
     else:
