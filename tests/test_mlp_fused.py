@@ -4,6 +4,7 @@ on a projection."""
 
 import importlib
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -309,3 +310,26 @@ def test_fused_layer_replays_in_a_cuda_graph(kernel, mlp_ops, fused_on, monkeypa
             rtol, atol = TOLERANCES[torch.bfloat16]
             torch.testing.assert_close(static_y, eager_fused, rtol=rtol, atol=atol * expected.abs().max().item())
             torch.testing.assert_close(static_y, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
+
+
+def test_a_failing_fused_kernel_warns_once_and_falls_back(kernel, mlp_ops, fused_on, monkeypatch):
+    """A machine whose Triton cannot compile the fused kernels still gets correct results."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("no such instruction")
+
+    monkeypatch.setattr(mlp_ops, "run_mlp_decode", broken)
+    monkeypatch.setattr(mlp_ops, "FUSED_OFF", False)
+    mlp = _MLP().to(DEVICE, torch.bfloat16)
+    x = torch.randn(2, 64, device=DEVICE, dtype=torch.bfloat16)
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="fused decode MLP kernels failed"):
+        got = kernel.layers.GeGLUMLP.forward(mlp, x)
+    assert mlp_ops.FUSED_OFF
+    calls = _count_fused(mlp_ops, monkeypatch)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = kernel.layers.GeGLUMLP.forward(mlp, x)
+        expected = mlp(x)
+    assert not calls, "after a failure the fused path stays off"
+    rtol, atol = TOLERANCES[torch.bfloat16]
+    for y in (got, again):
+        torch.testing.assert_close(y, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())

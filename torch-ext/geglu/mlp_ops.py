@@ -17,6 +17,7 @@ as modules, as before.
 """
 
 import os
+import warnings
 from typing import Optional
 
 import torch
@@ -37,6 +38,15 @@ FUSED_DTYPES = (torch.bfloat16, torch.float16)
 _SWITCH = os.environ.get("GEGLU_FUSED_MLP", "")
 FUSED_OPT_IN = _SWITCH not in ("", "0")
 FUSED_OFF = _SWITCH == "0"
+
+
+def _give_up(exc: Exception) -> None:
+    """The fused kernels failed here (a Triton or driver that cannot compile or launch them): warn
+    once and leave them off for the rest of the process; the caller runs its modules instead."""
+    global FUSED_OFF
+    FUSED_OFF = True
+    warnings.warn(f"geglu: the fused decode MLP kernels failed ({type(exc).__name__}: {str(exc)[:300]}); the layers "
+                  "run their projections as modules from now on", RuntimeWarning, stacklevel=3)
 
 
 def fused_mlp_enabled(device_index: int) -> bool:
@@ -141,7 +151,7 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     packed projection whose output's first half is the gate and second half the up (ModernBERT).
     Every check reads state the user can change between calls (hooks, modes, dtypes), so none is
     cached; they are ordered so that the common cases leave early."""
-    if FUSED_OFF or not (FUSED_OPT_IN or MEASURED_DEVICES):  # the common CPU case costs one check
+    if FUSED_OFF or not (FUSED_OPT_IN or MEASURED_DEVICES):  # no table anywhere, no opt-in: one check
         return None
     if x.dtype not in FUSED_DTYPES:
         return None
@@ -191,10 +201,16 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     if down is not None and _inactive_dropout(dropout) and not torch.are_deterministic_algorithms_enabled():
         wd, bd = down
         if wd.shape == (hidden, wg.shape[0]) and _usable(down if bd is not None else (wd,), x, grad):
-            y = run_mlp_decode(x2, stride_x, wg, wu, wd, bg, bu, bd, approximate == "tanh", device_index)
+            try:
+                y = run_mlp_decode(x2, stride_x, wg, wu, wd, bg, bu, bd, approximate == "tanh", device_index)
+            except Exception as exc:  # noqa: BLE001 (any failure: the modules' path still gives the answer)
+                return _give_up(exc)
             return y if x2 is x else y.view(x.shape)
     # The split-K down kernel does not apply: gate/up fused, then the dropout and down modules.
-    h = gate_up_geglu_impl(x2.view(n_rows, hidden) if x2 is x else x2, wg, wu, bg, bu, approximate)
+    try:
+        h = gate_up_geglu_impl(x2.view(n_rows, hidden) if x2 is x else x2, wg, wu, bg, bu, approximate)
+    except Exception as exc:  # noqa: BLE001
+        return _give_up(exc)
     h = h.view(*x.shape[:-1], wg.shape[0])
     if dropout is not None:
         h = dropout(h)
