@@ -163,6 +163,7 @@ def test_layer_keeps_the_modules_path_wherever_the_fused_one_would_skip_somethin
         "parametrized weight": lambda: run(_parametrized(fresh())),
         "non-contiguous weight": lambda: run(_transposed_weight(fresh())),
         "fused path switched off": lambda: _switched_off(mlp_ops, monkeypatch, lambda: run(fresh())),
+        "tensor-subclass weight (as DTensor shards are)": lambda: run(_subclass_weight(fresh())),
     }
     for name, case in cases.items():
         before = len(calls)
@@ -233,6 +234,17 @@ def test_t5_and_modernbert_layers_take_the_fused_path(kernel, mlp_ops, fused_on,
         assert len(downs) == before + 1, f"{layer}: decode-sized inference should take the fused kernels"
         rtol, atol = TOLERANCES[torch.bfloat16]
         torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
+
+
+class _TaggedTensor(torch.Tensor):
+    """A tensor subclass: nn.Parameter keeps its type, as it does for DTensor weights."""
+
+
+def _subclass_weight(mlp):
+    w = mlp.up_proj.weight.detach().as_subclass(_TaggedTensor)
+    mlp.up_proj.weight = nn.Parameter(w)
+    assert type(mlp.up_proj.weight) is not nn.Parameter
+    return mlp
 
 
 def _hooked(mlp, method, hook):
