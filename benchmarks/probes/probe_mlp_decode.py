@@ -56,7 +56,7 @@ def main():
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--dims", default="2048x16384,3584x14336,2560x10240,768x3072",
                         type=lambda v: [tuple(map(int, d.split("x"))) for d in v.split(",")])
-    parser.add_argument("--tokens", default="1,4,16", type=lambda v: [int(t) for t in v.split(",")])
+    parser.add_argument("--tokens", default="1,4,16,32,64", type=lambda v: [int(t) for t in v.split(",")])
     parser.add_argument("--rep-ms", type=int, default=40)
     args = parser.parse_args()
     k = load_local_build()

@@ -97,3 +97,36 @@ def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
 
     (a0, a1), (b0, b1) = span(a), span(b)
     return a0 < b1 and b0 < a1
+
+
+def check_mlp_decode(x, w_gate, w_up, b_gate, b_up, w_down=None, b_down=None, max_rows: int = 64) -> None:
+    """The fused decode MLP ops' inputs: x [T, H] with unit column stride and T <= max_rows, weights
+    [I, H] (gate, up) and [H, I] (down) contiguous, biases [I] / [H] or None, one dtype and device."""
+    check_tensor("x", x)
+    if x.dim() != 2 or x.stride(1) != 1:
+        raise ValueError(f"x must be a 2-D [tokens, hidden] tensor with unit column stride, got shape "
+                         f"{tuple(x.shape)} and strides {x.stride()}")
+    torch._check(x.shape[0] <= max_rows, lambda: f"the fused decode MLP takes at most {max_rows} tokens, got "
+                 f"{x.shape[0]}: run the projections and geglu() instead")
+    hidden = x.shape[1]
+    named = [("w_gate", w_gate), ("w_up", w_up)] + ([("w_down", w_down)] if w_down is not None else [])
+    for name, w in named:
+        check_tensor(name, w)
+        check_same(("x", name), x, w)
+        if w.dim() != 2 or not w.is_contiguous():
+            raise ValueError(f"{name} must be a contiguous 2-D nn.Linear weight, got shape {tuple(w.shape)} and "
+                             f"strides {w.stride()}")
+    inter = w_gate.shape[0]
+    for name, w, shape in (("w_gate", w_gate, (inter, hidden)), ("w_up", w_up, (inter, hidden)),
+                           ("w_down", w_down, (hidden, inter))):
+        if w is not None and tuple(w.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape} for x of shape {tuple(x.shape)} and w_gate of shape "
+                             f"{tuple(w_gate.shape)}, got {tuple(w.shape)}")
+    if (b_gate is None) != (b_up is None):
+        raise ValueError("b_gate and b_up must both be given or both be None")
+    for name, b, size in (("b_gate", b_gate, inter), ("b_up", b_up, inter), ("b_down", b_down, hidden)):
+        if b is not None:
+            check_tensor(name, b)
+            check_same(("x", name), x, b)
+            if tuple(b.shape) != (size,) or not b.is_contiguous():
+                raise ValueError(f"{name} must be a contiguous [{size}] bias, got shape {tuple(b.shape)}")

@@ -7,7 +7,7 @@ Neither has autograd: they serve inference. The fused paths read the projections
 directly, so `fused_mlp` takes them only where that changes nothing the user can observe: plain
 `nn.Linear` projections (not a subclass, a PEFT/LoRA wrapper, a quantized or parametrized linear)
 holding plain contiguous weights of the input's dtype and device, no forward hooks or pre-hooks
-(module or global), no autograd needed, an eager call (not traced), 1 to MAX_ROWS tokens, a 16-bit
+(module or global), no autograd needed, an eager call (not traced), 1 to the table's `max_rows` tokens, a 16-bit
 dtype (fp32 follows cuBLAS's TF32 setting, which these kernels do not), and a GPU whose launch
 table is measured (or `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The
 split-K down kernel also needs an untouched down projection, no active dropout and
@@ -27,10 +27,10 @@ from torch.library import triton_op
 from torch.nn.modules import module as _nn_module
 
 from ._ops import add_op_namespace_prefix
-from .checks import row_view
+from .checks import check_approximate, check_mlp_decode, row_view
 from .dispatch import DIRECT, route, use_triton
 from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, _down_split_k_kernel, _gate_up_geglu_kernel, launch_down_split_k,
-                             launch_gate_up_geglu, measured_table, run_mlp_decode, workspace_numel)
+                             launch_gate_up_geglu, max_rows, measured_table, run_mlp_decode, workspace_numel)
 from .pointwise_ops import _declare_kernels, _OpBody
 
 FUSED_DTYPES = (torch.bfloat16, torch.float16)
@@ -87,6 +87,8 @@ def mlp_decode_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate, 
 @_OpBody
 def gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, b_gate: Optional[torch.Tensor],
                   b_up: Optional[torch.Tensor], approximate: str) -> torch.Tensor:
+    check_mlp_decode(x, w_gate, w_up, b_gate, b_up, max_rows=MAX_ROWS)
+    check_approximate(approximate)
     return gate_up_geglu_impl(x, w_gate, w_up, b_gate, b_up, approximate, traceable=route(x) != DIRECT)
 
 
@@ -100,6 +102,8 @@ def _(x, w_gate, w_up, b_gate, b_up, approximate):
 def mlp_decode(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
                b_gate: Optional[torch.Tensor], b_up: Optional[torch.Tensor], b_down: Optional[torch.Tensor],
                approximate: str) -> torch.Tensor:
+    check_mlp_decode(x, w_gate, w_up, b_gate, b_up, w_down, b_down, max_rows=MAX_ROWS)
+    check_approximate(approximate)
     return mlp_decode_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate, traceable=route(x) != DIRECT)
 
 
@@ -163,7 +167,7 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
         return None
     hidden = x.shape[-1]
     n_rows = x.numel() // hidden if hidden else 0
-    if not 0 < n_rows <= MAX_ROWS or not fused_mlp_enabled(device_index):
+    if not 0 < n_rows <= MAX_ROWS or not fused_mlp_enabled(device_index) or n_rows > max_rows(device_index):
         return None
     if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
         return None

@@ -1,4 +1,5 @@
-"""The fused GeGLU MLP kernels for decode-sized inputs (T <= MAX_ROWS tokens).
+"""The fused GeGLU MLP kernels for decode-sized inputs (T <= MAX_ROWS tokens; a row tile of 16, 32
+or 64, the smallest that holds T).
 
 - `_gate_up_geglu_kernel`: h = gelu(x Wg^T + bg) * (x Wu^T + bu). Program p owns BLOCK_I columns of
   h for every row; it reads those rows of Wg and Wu once (two fp32 accumulators sharing each x
@@ -30,7 +31,7 @@ from torch.library import wrap_triton
 from .gelu_math import gelu
 from .launch import USE_LIBDEVICE, LaunchPlan, launch
 
-MAX_ROWS = 16  # BLOCK_T: decode-sized inputs only (tl.dot's smallest row tile)
+MAX_ROWS = 64  # the largest row tile (BLOCK_T) the kernels are compiled with; tl.dot's smallest is 16
 
 _INF = 1 << 62
 # Per GPU, per kernel: (min hidden, max intermediate, config) rules, the first that fits a shape
@@ -38,13 +39,15 @@ _INF = 1 << 62
 # BLOCK_K, SPLIT_K, num_warps, num_stages). The H200 rules come from the probe's sweep (graph
 # replay, T = 1, 4, 16 at (768, 3072), (2048, 16384), (2560, 10240), (3584, 14336)): each rule's
 # config is within 3% of the best swept config at every point it covers. "default" is what a GPU
-# without a measured table gets (only with GEGLU_FUSED_MLP=1).
+# without a measured table gets (only with GEGLU_FUSED_MLP=1). "max_rows": up to how many tokens the
+# layers send to these kernels (measured to win up to there; the kernels take up to MAX_ROWS).
 MLP_LAUNCH_TABLES = {
     "H200": {
+        "max_rows": 16,
         "gate_up": ((3072, _INF, (128, 128, 8, 3)), (0, 4096, (32, 128, 4, 5)), (0, _INF, (32, 128, 4, 3))),
         "down": ((3072, _INF, (64, 128, 4, 4, 4)), (0, 4096, (32, 128, 16, 4, 4)), (0, _INF, (64, 128, 8, 4, 3))),
     },
-    "default": {"gate_up": ((0, _INF, (32, 128, 4, 3)),), "down": ((0, _INF, (64, 128, 8, 4, 3)),)},
+    "default": {"max_rows": 16, "gate_up": ((0, _INF, (32, 128, 4, 3)),), "down": ((0, _INF, (64, 128, 8, 4, 3)),)},
 }
 MEASURED_DEVICES = {name: table for name, table in MLP_LAUNCH_TABLES.items() if name != "default"}
 
@@ -174,6 +177,18 @@ def measured_table(device_index: int) -> str | None:
     return next((t for t in MEASURED_DEVICES if t in name), None)
 
 
+def max_rows(device_index: int) -> int:
+    """Up to how many tokens the layers send to the fused kernels on this device."""
+    return MLP_LAUNCH_TABLES[measured_table(device_index) or "default"]["max_rows"]
+
+
+def row_tile(n_rows) -> int:
+    """BLOCK_T for n_rows tokens: 16, 32 or 64 (MAX_ROWS also for a symbolic row count)."""
+    if not isinstance(n_rows, int):
+        return MAX_ROWS
+    return 16 if n_rows <= 16 else 32 if n_rows <= 32 else MAX_ROWS
+
+
 def launch_config(device_index: int, kernel: str, hidden: int, inter: int) -> tuple:
     """The config of `kernel` ("gate_up" or "down") for this device and shape."""
     rules = MLP_LAUNCH_TABLES[measured_table(device_index) or "default"][kernel]
@@ -185,8 +200,8 @@ def gate_up_launch(n_rows, hidden: int, inter: int, stride_x, stride_h, ws_numel
     """The launch of the gate/up kernel for one shape, dtype and config (BLOCK_I, BLOCK_K, warps,
     stages). The dtype is part of the key because the plan keeps the kernel compiled for it."""
     block_i, block_k, warps, stages = config
-    tail = (n_rows, stride_x, stride_h, ws_numel, hidden, inter, has_bias, approx_tanh, USE_LIBDEVICE, MAX_ROWS, block_i,
-            block_k)
+    tail = (n_rows, stride_x, stride_h, ws_numel, hidden, inter, has_bias, approx_tanh, USE_LIBDEVICE, row_tile(n_rows),
+            block_i, block_k)
     return LaunchPlan(_gate_up_geglu_kernel, (triton.cdiv(inter, block_i), 1, 1), tail,
                       dict(num_warps=warps, num_stages=stages))
 
@@ -196,7 +211,8 @@ def down_launch(n_rows, hidden: int, inter: int, stride_h, stride_y, has_down_bi
     """The launch of the split-K down kernel for one shape, dtype and config
     (BLOCK_N, BLOCK_K, SPLIT_K, warps, stages)."""
     block_n, block_k, split_k, warps, stages = config
-    tail = (n_rows, stride_h, stride_y, hidden, inter, has_down_bias, USE_LIBDEVICE, MAX_ROWS, block_n, block_k, split_k)
+    tail = (n_rows, stride_h, stride_y, hidden, inter, has_down_bias, USE_LIBDEVICE, row_tile(n_rows), block_n, block_k,
+            split_k)
     return LaunchPlan(_down_split_k_kernel, (triton.cdiv(hidden, block_n), split_k, 1), tail,
                       dict(num_warps=warps, num_stages=stages))
 
