@@ -124,9 +124,11 @@ def _count_fused(mlp_ops, monkeypatch, what=("gate_up_geglu_impl", "run_mlp_deco
 def test_layer_takes_the_fused_path_for_decode_inference(kernel, mlp_ops, fused_on, monkeypatch):
     calls = _count_fused(mlp_ops, monkeypatch)
     downs = _count_fused(mlp_ops, monkeypatch, "run_mlp_decode")
-    for bias, deterministic in itertools.product((False, True), (False, True)):
+    for bias, deterministic, strided in itertools.product((False, True), (False, True), (False, True)):
         mlp = _MLP(bias=bias).to(DEVICE, torch.bfloat16)
         x = torch.randn(2, 3, 64, device=DEVICE, dtype=torch.bfloat16)
+        if strided:  # rows 96 elements apart: a slice of a wider tensor
+            x = torch.randn(2, 3, 96, device=DEVICE, dtype=torch.bfloat16)[..., :64]
         with torch.no_grad():
             before, downs_before = len(calls), len(downs)
             torch.use_deterministic_algorithms(deterministic, warn_only=True)  # warn_only: cuBLAS asks for a setting
@@ -166,6 +168,7 @@ def test_layer_keeps_the_modules_path_wherever_the_fused_one_would_skip_somethin
         "non-contiguous weight": lambda: run(_transposed_weight(fresh())),
         "fused path switched off": lambda: _switched_off(mlp_ops, monkeypatch, lambda: run(fresh())),
         "tensor-subclass weight (as DTensor shards are)": lambda: run(_subclass_weight(fresh())),
+        "autocast to float16": lambda: _autocast_fp16(lambda: run(fresh())),
     }
     for name, case in cases.items():
         before = len(calls)
@@ -236,6 +239,13 @@ def test_t5_and_modernbert_layers_take_the_fused_path(kernel, mlp_ops, fused_on,
         assert len(downs) == before + 1, f"{layer}: decode-sized inference should take the fused kernels"
         rtol, atol = TOLERANCES[torch.bfloat16]
         torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
+
+
+def _autocast_fp16(fn):
+    with torch.autocast(DEVICE, dtype=torch.float16):
+        y = fn()
+    assert y.dtype == torch.float16, "under autocast the projections compute in float16"
+    return y
 
 
 class _TaggedTensor(torch.Tensor):

@@ -7,7 +7,8 @@ Neither has autograd: they serve inference. The fused paths read the projections
 directly, so `fused_mlp` takes them only where that changes nothing the user can observe: plain
 `nn.Linear` projections (not a subclass, a PEFT/LoRA wrapper, a quantized or parametrized linear)
 holding plain contiguous weights of the input's dtype and device, no forward hooks or pre-hooks
-(module or global), no autograd needed, an eager call (not traced), 1 to the table's `max_rows` tokens, a 16-bit
+(module or global), no autograd needed, an eager call (not traced, no autocast), 1 to the table's
+`max_rows` tokens, a 16-bit
 dtype (fp32 follows cuBLAS's TF32 setting, which these kernels do not), and a GPU whose launch
 table is measured (or `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The
 split-K down kernel also needs an untouched down projection, no active dropout and
@@ -189,7 +190,8 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     if (bg is None) != (bu is None) or wg.shape != wu.shape or wg.shape[1] != hidden:
         return None
     # Tracing, or a tensor subclass input: the modules' path (the weights are plain Parameters).
-    if route(x) != DIRECT:
+    # Under autocast the projections would compute in autocast's dtype: the modules' path too.
+    if route(x) != DIRECT or torch.is_autocast_enabled(x.device.type):
         return None
     grad = torch.is_grad_enabled()
     if not _usable(params, x, grad):
