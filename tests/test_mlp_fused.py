@@ -381,3 +381,15 @@ def test_fused_ops_refuse_bad_inputs_by_name(mlp_ops):
             mlp_ops.mlp_decode(*args, "tanh")
     with pytest.raises(ValueError, match="approximate must be"):
         mlp_ops.gate_up_geglu(x, wg, wu, None, None, "sigmoid")
+
+
+def test_out_of_memory_in_the_fused_path_is_raised_not_hidden(kernel, mlp_ops, fused_on, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("out of memory")
+
+    monkeypatch.setattr(mlp_ops, "run_mlp_decode", no_memory)
+    monkeypatch.setattr(mlp_ops, "FUSED_OFF", False)
+    mlp = _MLP().to(DEVICE, torch.bfloat16)
+    with torch.no_grad(), pytest.raises(torch.OutOfMemoryError):
+        kernel.layers.GeGLUMLP.forward(mlp, torch.randn(2, 64, device=DEVICE, dtype=torch.bfloat16))
+    assert not mlp_ops.FUSED_OFF, "a transient out-of-memory must not turn the fused path off"

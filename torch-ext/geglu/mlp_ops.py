@@ -8,9 +8,8 @@ directly, so `fused_mlp` takes them only where that changes nothing the user can
 `nn.Linear` projections (not a subclass, a PEFT/LoRA wrapper, a quantized or parametrized linear)
 holding plain contiguous weights of the input's dtype and device, no forward hooks or pre-hooks
 (module or global), no autograd needed, an eager call (not traced, no autocast), 1 to the table's
-`max_rows` tokens, a 16-bit
-dtype (fp32 follows cuBLAS's TF32 setting, which these kernels do not), and a GPU whose launch
-table is measured (or `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The
+`max_rows` tokens, a 16-bit dtype (fp32 follows cuBLAS's TF32 setting, which these kernels do not),
+and a GPU whose launch table is measured (or `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The
 split-K down kernel also needs an untouched down projection, no active dropout and
 non-deterministic algorithms allowed (its atomics sum in arrival order); otherwise gate/up is
 fused and the down projection runs as a module. Everywhere else the layer calls its projections
@@ -43,7 +42,10 @@ FUSED_OFF = _SWITCH == "0"
 
 def _give_up(exc: Exception) -> None:
     """The fused kernels failed here (a Triton or driver that cannot compile or launch them): warn
-    once and leave them off for the rest of the process; the caller runs its modules instead."""
+    once and leave them off for the rest of the process; the caller runs its modules instead. Out
+    of memory is no reason to give up on them: that is raised as it is."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        raise exc
     global FUSED_OFF
     FUSED_OFF = True
     warnings.warn(f"geglu: the fused decode MLP kernels failed ({type(exc).__name__}: {str(exc)[:300]}); the layers "
