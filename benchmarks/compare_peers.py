@@ -26,7 +26,7 @@ from common import (copy_bandwidth_gbs, cycling, eager_packed, eager_separate, e
                     interleaved_rounds, load_local_build, median_us, write_json)
 
 DIMS = [(768, 3072), (2048, 16384), (2560, 10240), (3584, 14336)]
-TOKENS = [1, 16, 128, 512, 2048, 8192]
+TOKENS = [1, 16, 64, 128, 512, 2048, 8192]
 SETS = 3  # independent input sets, cycled through by consecutive calls
 ROUNDS = 3  # forward device times: peers timed in turn this many times, median kept
 
