@@ -44,7 +44,7 @@ def _reference(x, wg, wu, bg, bu, approximate):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-@pytest.mark.parametrize("shape", [(1, 64, 96), (3, 72, 200), (16, 130, 300)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 64, 96), (3, 72, 200), (16, 130, 300), (100, 48, 72)], ids=str)
 def test_fused_gate_up_matches_float64(mlp_ops, dtype, shape):
     t, hidden, inter = shape
     for approximate, bias in itertools.product(("tanh", "none"), (False, True)):
@@ -393,3 +393,28 @@ def test_out_of_memory_in_the_fused_path_is_raised_not_hidden(kernel, mlp_ops, f
     with torch.no_grad(), pytest.raises(torch.OutOfMemoryError):
         kernel.layers.GeGLUMLP.forward(mlp, torch.randn(2, 64, device=DEVICE, dtype=torch.bfloat16))
     assert not mlp_ops.FUSED_OFF, "a transient out-of-memory must not turn the fused path off"
+
+
+def test_middle_token_counts_take_the_gate_up_kernel_where_the_table_says(kernel, mlp_ops, mlp_kernels, fused_on,
+                                                                          monkeypatch):
+    """Above `max_rows` and up to `gate_up_max_rows` tokens: gate/up fused (several row tiles), the
+    down projection as a module; above that, the modules."""
+    table = dict(mlp_kernels.MLP_LAUNCH_TABLES["default"], max_rows=16, gate_up_max_rows=96)
+    monkeypatch.setitem(mlp_kernels.MLP_LAUNCH_TABLES, "default", table)
+    calls = _count_fused(mlp_ops, monkeypatch, "gate_up_geglu_impl")
+    downs = _count_fused(mlp_ops, monkeypatch, "run_mlp_decode")
+    mlp = _MLP().to(DEVICE, torch.bfloat16)
+    seen = []
+    mlp.down_proj.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    for t, fused in ((12, "both"), (70, "gate_up"), (97, None)):
+        x = torch.randn(t, 64, device=DEVICE, dtype=torch.bfloat16)
+        before = (len(calls), len(downs))
+        with torch.no_grad():
+            got = kernel.layers.GeGLUMLP.forward(mlp, x)
+            expected = mlp(x)
+        # The hook on down_proj keeps the split-K kernel off: gate/up alone at 12 tokens too.
+        assert len(calls) - before[0] == (fused is not None), f"T={t}"
+        assert len(downs) == before[1] == 0
+        rtol, atol = TOLERANCES[torch.bfloat16]
+        torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
+    assert seen == [12, 12, 70, 70, 97, 97], "the down projection's hook sees every call"

@@ -3,6 +3,9 @@ kernels against eager (cuBLAS + pointwise), device time under graph replay.
 
     python benchmarks/probes/probe_mlp_decode.py --out DIR [--dims 2048x16384,...] [--tokens 1,4,16]
 
+Middle T (`--tokens 128,256,512`): the gate/up kernel over several row tiles, then cuBLAS's down
+projection (the split-K kernel takes at most MAX_ROWS rows).
+
 Variants per (H, I, T):
 - eager: down(gelu(gate(x)) * up(x)), five launches;
 - the parts alone: `_gate_up_geglu_kernel` and `_down_split_k_kernel` (each config), cuBLAS's down;
@@ -36,6 +39,7 @@ GATE_UP_CONFIGS = [c for c in itertools.product((16, 32, 64, 128), (64, 128), (2
                    if c[0] * c[1] <= 16384 and not (c[0] == 128 and c[2] == 2)]
 DOWN_CONFIGS = list(itertools.product((32, 64, 128), (128, 256), (4, 8, 16), (4,), (3, 4)))
 L2_BYTES = 60 << 20
+MATMUL_FLOPS = 790e12
 
 
 def reference(x, wg, wu, wd):
@@ -78,7 +82,9 @@ def main():
             ref = reference(xs[0], *ws[0])
             eager = lambda x, w: F.linear(F.gelu(F.linear(x, w[0]), approximate="tanh") * F.linear(x, w[1]), w[2])
 
-            point = dict(H=hidden, I=inter, T=t, floor_us=floor_us, weight_copies=copies)
+            # Middle T: the matrix work's floor too (bf16 ~790 TFLOP/s measured on this kind of machine).
+            roofline_us = max(floor_us, 6 * t * hidden * inter / MATMUL_FLOPS * 1e6)
+            point = dict(H=hidden, I=inter, T=t, floor_us=floor_us, roofline_us=roofline_us, weight_copies=copies)
             hs = [torch.randn(t, inter, device="cuda", dtype=dt) for _ in range(copies)]
             h_out = torch.empty(t, inter, device="cuda", dtype=dt)
             y_out = torch.empty(t, hidden, device="cuda", dtype=dt)
@@ -86,11 +92,12 @@ def main():
 
             # The parts alone: gate/up kernel configs, cuBLAS down, split-K down configs.
             best = {}
-            for kind, configs, part in (
-                    ("gate_up", GATE_UP_CONFIGS, lambda i, c: mlp.launch_gate_up_geglu(
-                        xs[i], ws[i][0], ws[i][1], None, None, h_out, True, config=c)),
-                    ("down", DOWN_CONFIGS, lambda i, c: mlp.launch_down_split_k(
-                        hs[i], ws[i][2], None, y_out, torch.zeros(t * hidden + hidden, device="cuda"), config=c))):
+            parts = [("gate_up", GATE_UP_CONFIGS, lambda i, c: mlp.launch_gate_up_geglu(
+                xs[i], ws[i][0], ws[i][1], None, None, h_out, True, config=c))]
+            if t <= mlp.MAX_ROWS:  # the split-K down kernel takes one tile of rows
+                parts.append(("down", DOWN_CONFIGS, lambda i, c: mlp.launch_down_split_k(
+                    hs[i], ws[i][2], None, y_out, torch.zeros(t * hidden + hidden, device="cuda"), config=c)))
+            for kind, configs, part in parts:
                 for cfg in configs:
                     row = dict(point, variant=kind, config=list(cfg))
                     try:
@@ -103,9 +110,10 @@ def main():
                     if "us" in row and (kind not in best or row["us"] < best[kind]["us"]):
                         best[kind] = row
             point["gate_up_alone"] = dict(config=best["gate_up"]["config"], us=best["gate_up"]["us"])
-            point["down_split_k_alone"] = dict(config=best["down"]["config"], us=best["down"]["us"])
+            if "down" in best:
+                point["down_split_k_alone"] = dict(config=best["down"]["config"], us=best["down"]["us"])
             point["down_cublas_alone_us"] = timed(lambda i: F.linear(hs[i], ws[i][2]))
-            gu, dn = tuple(best["gate_up"]["config"]), tuple(best["down"]["config"])
+            gu, dn = tuple(best["gate_up"]["config"]), tuple(best["down"]["config"]) if "down" in best else None
 
             def gate_up_cublas(x, w):
                 h = torch.empty(t, inter, device="cuda", dtype=dt)
@@ -123,8 +131,9 @@ def main():
             def layer_entry(x, w):
                 return mlp.run_mlp_decode(x, hidden, w[0], w[1], w[2], None, None, None, True, 0)
 
-            variants = {"eager": eager, "gate_up+cublas": gate_up_cublas, "gate_up+split_k": gate_up_split_k,
-                        "layer entry (table configs)": layer_entry}
+            variants = {"eager": eager, "gate_up+cublas": gate_up_cublas}
+            if dn is not None:
+                variants.update({"gate_up+split_k": gate_up_split_k, "layer entry (table configs)": layer_entry})
             point["totals"] = {}
             for name, fn in variants.items():
                 out = fn(*pairs[0])
@@ -137,11 +146,14 @@ def main():
                 point["totals"][name]["us_again"] = graph_us(calls, rep_ms=args.rep_ms)
             summary.append(point)
             tot = point["totals"]
-            line = (f"H={hidden:5d} I={inter:5d} T={t:3d} floor {floor_us:6.1f} | gate_up {point['gate_up_alone']['us']:.1f} "
-                    f"{point['gate_up_alone']['config']} ({2 * floor_us / 3 / point['gate_up_alone']['us']:.0%}) | down cublas "
-                    f"{point['down_cublas_alone_us']:.1f} ({floor_us / 3 / point['down_cublas_alone_us']:.0%}) split-k "
-                    f"{point['down_split_k_alone']['us']:.1f} {point['down_split_k_alone']['config']} "
-                    f"({floor_us / 3 / point['down_split_k_alone']['us']:.0%})\n   ")
+            line = (f"H={hidden:5d} I={inter:5d} T={t:3d} floor {floor_us:6.1f} (with FLOPs {point['roofline_us']:6.1f}) | "
+                    f"gate_up {point['gate_up_alone']['us']:.1f} {point['gate_up_alone']['config']} "
+                    f"({2 * floor_us / 3 / point['gate_up_alone']['us']:.0%} of its weight read) | down cublas "
+                    f"{point['down_cublas_alone_us']:.1f} ({floor_us / 3 / point['down_cublas_alone_us']:.0%})")
+            if "down_split_k_alone" in point:
+                line += (f" split-k {point['down_split_k_alone']['us']:.1f} {point['down_split_k_alone']['config']} "
+                         f"({floor_us / 3 / point['down_split_k_alone']['us']:.0%})")
+            line += "\n   "
             for name, r in tot.items():
                 line += (f" {name} {r['us']:.1f}/{r['us_again']:.1f} p{r['plain_us']:.1f} "
                          f"({floor_us / min(r['us'], r['us_again']):.0%}, e{r['err']:.0e}) |")

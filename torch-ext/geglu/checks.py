@@ -99,15 +99,17 @@ def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a0 < b1 and b0 < a1
 
 
-def check_mlp_decode(x, w_gate, w_up, b_gate, b_up, w_down=None, b_down=None, max_rows: int = 64) -> None:
-    """The fused decode MLP ops' inputs: x [T, H] with unit column stride and T <= max_rows, weights
-    [I, H] (gate, up) and [H, I] (down) contiguous, biases [I] / [H] or None, one dtype and device."""
+def check_mlp_decode(x, w_gate, w_up, b_gate, b_up, w_down=None, b_down=None, max_rows: int | None = None) -> None:
+    """The fused MLP ops' inputs: x [T, H] with unit column stride (and T <= max_rows, if given),
+    weights [I, H] (gate, up) and [H, I] (down) contiguous, biases [I] / [H] or None, one dtype and
+    device."""
     check_tensor("x", x)
     if x.dim() != 2 or x.stride(1) != 1:
         raise ValueError(f"x must be a 2-D [tokens, hidden] tensor with unit column stride, got shape "
                          f"{tuple(x.shape)} and strides {x.stride()}")
-    torch._check(x.shape[0] <= max_rows, lambda: f"the fused decode MLP takes at most {max_rows} tokens, got "
-                 f"{x.shape[0]}: run the projections and geglu() instead")
+    if max_rows is not None:
+        torch._check(x.shape[0] <= max_rows, lambda: f"the fused decode MLP takes at most {max_rows} tokens, got "
+                     f"{x.shape[0]}: run the projections and geglu() instead")
     hidden = x.shape[1]
     named = [("w_gate", w_gate), ("w_up", w_up)] + ([("w_down", w_down)] if w_down is not None else [])
     for name, w in named:

@@ -8,8 +8,8 @@ directly, so `fused_mlp` takes them only where that changes nothing the user can
 `nn.Linear` projections (not a subclass, a PEFT/LoRA wrapper, a quantized or parametrized linear)
 holding plain contiguous weights of the input's dtype and device, no forward hooks or pre-hooks
 (module or global), no autograd needed, an eager call (not traced, no autocast), 1 to the table's
-`max_rows` tokens, a 16-bit dtype (fp32 follows cuBLAS's TF32 setting, which these kernels do not),
-and a GPU whose launch table is measured (or `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The
+`max_rows` tokens (`gate_up_max_rows` for the gate/up kernel alone), a 16-bit dtype (fp32 follows
+cuBLAS's TF32 setting, which these kernels do not), and a GPU whose launch table is measured (or `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The
 split-K down kernel also needs an untouched down projection, no active dropout and
 non-deterministic algorithms allowed (its atomics sum in arrival order); otherwise gate/up is
 fused and the down projection runs as a module. Everywhere else the layer calls its projections
@@ -90,7 +90,7 @@ def mlp_decode_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate, 
 @_OpBody
 def gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, b_gate: Optional[torch.Tensor],
                   b_up: Optional[torch.Tensor], approximate: str) -> torch.Tensor:
-    check_mlp_decode(x, w_gate, w_up, b_gate, b_up, max_rows=MAX_ROWS)
+    check_mlp_decode(x, w_gate, w_up, b_gate, b_up)
     check_approximate(approximate)
     return gate_up_geglu_impl(x, w_gate, w_up, b_gate, b_up, approximate, traceable=route(x) != DIRECT)
 
@@ -170,7 +170,10 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
         return None
     hidden = x.shape[-1]
     n_rows = x.numel() // hidden if hidden else 0
-    if not 0 < n_rows <= MAX_ROWS or not fused_mlp_enabled(device_index) or n_rows > max_rows(device_index):
+    if not n_rows or not fused_mlp_enabled(device_index):
+        return None
+    both_rows, gate_up_rows = max_rows(device_index)
+    if n_rows > max(both_rows, gate_up_rows):
         return None
     if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
         return None
@@ -205,7 +208,7 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
         if x2 is None:
             return None
         stride_x = x2.stride(0)
-    down = _plain_linear(down_proj)
+    down = _plain_linear(down_proj) if n_rows <= both_rows else None
     if down is not None and _inactive_dropout(dropout) and not torch.are_deterministic_algorithms_enabled():
         wd, bd = down
         if wd.shape == (hidden, wg.shape[0]) and _usable(down if bd is not None else (wd,), x, grad):
@@ -215,6 +218,8 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
                 return _give_up(exc)
             return y if x2 is x else y.view(x.shape)
     # The split-K down kernel does not apply: gate/up fused, then the dropout and down modules.
+    if n_rows > gate_up_rows:
+        return None
     try:
         h = gate_up_geglu_impl(x2.view(n_rows, hidden) if x2 is x else x2, wg, wu, bg, bu, approximate)
     except Exception as exc:  # noqa: BLE001

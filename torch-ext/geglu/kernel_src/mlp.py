@@ -1,9 +1,10 @@
-"""The fused GeGLU MLP kernels for decode-sized inputs (T <= MAX_ROWS tokens; a row tile of 16, 32
-or 64, the smallest that holds T).
+"""The fused GeGLU MLP kernels for decode-sized inputs (a row tile of 16, 32 or 64 tokens, the
+smallest that holds T; the gate/up kernel also runs several row tiles, for middle T).
 
-- `_gate_up_geglu_kernel`: h = gelu(x Wg^T + bg) * (x Wu^T + bu). Program p owns BLOCK_I columns of
-  h for every row; it reads those rows of Wg and Wu once (two fp32 accumulators sharing each x
-  tile) and applies the GeGLU in its epilogue: nothing but h [T, I] is written.
+- `_gate_up_geglu_kernel`: h = gelu(x Wg^T + bg) * (x Wu^T + bu). Program (r, p) owns BLOCK_I
+  columns of h for the r-th tile of rows; it reads those rows of Wg and Wu once (two fp32
+  accumulators sharing each x tile) and applies the GeGLU in its epilogue: nothing but h [T, I] is
+  written.
 - `_down_split_k_kernel`: y = h Wd^T + bd. With N = H outputs there are too few output blocks to
   fill the GPU, so the I dimension is split SPLIT_K ways; each program adds its fp32 partial sum
   into a zeroed workspace with atomics, and the last slice to arrive at a block of outputs (a
@@ -31,7 +32,7 @@ from torch.library import wrap_triton
 from .gelu_math import gelu
 from .launch import USE_LIBDEVICE, LaunchPlan, launch
 
-MAX_ROWS = 64  # the largest row tile (BLOCK_T) the kernels are compiled with; tl.dot's smallest is 16
+MAX_ROWS = 64  # the largest row tile (BLOCK_T); the split-K down kernel takes one tile of rows, gate/up any number
 
 _INF = 1 << 62
 # Per GPU, per kernel: (min hidden, max intermediate, config) rules, the first that fits a shape
@@ -40,14 +41,16 @@ _INF = 1 << 62
 # replay, T = 1, 4, 16 at (768, 3072), (2048, 16384), (2560, 10240), (3584, 14336)): each rule's
 # config is within 3% of the best swept config at every point it covers. "default" is what a GPU
 # without a measured table gets (only with GEGLU_FUSED_MLP=1). "max_rows": up to how many tokens the
-# layers send to these kernels (measured to win up to there; the kernels take up to MAX_ROWS).
+# layers send to both kernels (measured to win up to there; the down kernel takes up to MAX_ROWS);
+# "gate_up_max_rows": up to how many the gate/up kernel alone, the down projection then a module.
 MLP_LAUNCH_TABLES = {
     "H200": {
         "max_rows": 16,
+        "gate_up_max_rows": 16,
         "gate_up": ((3072, _INF, (128, 128, 8, 3)), (0, 4096, (32, 128, 4, 5)), (0, _INF, (32, 128, 4, 3))),
         "down": ((3072, _INF, (64, 128, 4, 4, 4)), (0, 4096, (32, 128, 16, 4, 4)), (0, _INF, (64, 128, 8, 4, 3))),
     },
-    "default": {"max_rows": 16, "gate_up": ((0, _INF, (32, 128, 4, 3)),), "down": ((0, _INF, (64, 128, 8, 4, 3)),)},
+    "default": {"max_rows": 16, "gate_up_max_rows": 16, "gate_up": ((0, _INF, (32, 128, 4, 3)),), "down": ((0, _INF, (64, 128, 8, 4, 3)),)},
 }
 MEASURED_DEVICES = {name: table for name, table in MLP_LAUNCH_TABLES.items() if name != "default"}
 
@@ -99,14 +102,17 @@ def _gate_up_geglu_kernel(
     BLOCK_I: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
+    # Grid: (row blocks, column blocks). Row blocks run fastest, so the programs that share a block
+    # of weight rows run together and all but the first read it from L2 (one row block at decode).
     # The fp32 workspace of the split-K down kernel that runs next (ws_numel elements; 0: none) is
-    # zeroed here, spread over the programs, instead of by a memset launch of its own.
-    for z0 in range(tl.program_id(0) * 1024, ws_numel, tl.num_programs(0) * 1024):
-        zs = z0 + tl.arange(0, 1024)
-        tl.store(ws_ptr + zs, tl.zeros([1024], dtype=tl.float32), mask=zs < ws_numel)
+    # zeroed here, spread over the first row block's programs, instead of by a memset launch.
+    if tl.program_id(0) == 0:
+        for z0 in range(tl.program_id(1) * 1024, ws_numel, tl.num_programs(1) * 1024):
+            zs = z0 + tl.arange(0, 1024)
+            tl.store(ws_ptr + zs, tl.zeros([1024], dtype=tl.float32), mask=zs < ws_numel)
     dtype = h_ptr.dtype.element_ty
-    cols = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
-    rows = tl.arange(0, BLOCK_T)
+    cols = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     row_ok = rows < n_rows
     col_ok = cols < I
     h = _gate_up_block(x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, rows, row_ok, cols, col_ok, stride_x, dtype,
@@ -177,13 +183,16 @@ def measured_table(device_index: int) -> str | None:
     return next((t for t in MEASURED_DEVICES if t in name), None)
 
 
-def max_rows(device_index: int) -> int:
-    """Up to how many tokens the layers send to the fused kernels on this device."""
-    return MLP_LAUNCH_TABLES[measured_table(device_index) or "default"]["max_rows"]
+def max_rows(device_index: int) -> tuple[int, int]:
+    """Up to how many tokens the layers send to both fused kernels, and to the gate/up kernel alone,
+    on this device."""
+    table = MLP_LAUNCH_TABLES[measured_table(device_index) or "default"]
+    return min(table["max_rows"], MAX_ROWS), table["gate_up_max_rows"]
 
 
 def row_tile(n_rows) -> int:
-    """BLOCK_T for n_rows tokens: 16, 32 or 64 (MAX_ROWS also for a symbolic row count)."""
+    """BLOCK_T for n_rows tokens: 16, 32 or 64 (64 also for more rows, in several row blocks of the
+    gate/up kernel, and for a symbolic row count)."""
     if not isinstance(n_rows, int):
         return MAX_ROWS
     return 16 if n_rows <= 16 else 32 if n_rows <= 32 else MAX_ROWS
@@ -200,9 +209,10 @@ def gate_up_launch(n_rows, hidden: int, inter: int, stride_x, stride_h, ws_numel
     """The launch of the gate/up kernel for one shape, dtype and config (BLOCK_I, BLOCK_K, warps,
     stages). The dtype is part of the key because the plan keeps the kernel compiled for it."""
     block_i, block_k, warps, stages = config
-    tail = (n_rows, stride_x, stride_h, ws_numel, hidden, inter, has_bias, approx_tanh, USE_LIBDEVICE, row_tile(n_rows),
-            block_i, block_k)
-    return LaunchPlan(_gate_up_geglu_kernel, (triton.cdiv(inter, block_i), 1, 1), tail,
+    block_t = row_tile(n_rows)
+    tail = (n_rows, stride_x, stride_h, ws_numel, hidden, inter, has_bias, approx_tanh, USE_LIBDEVICE, block_t, block_i,
+            block_k)
+    return LaunchPlan(_gate_up_geglu_kernel, (triton.cdiv(n_rows, block_t), triton.cdiv(inter, block_i), 1), tail,
                       dict(num_warps=warps, num_stages=stages))
 
 
@@ -232,9 +242,8 @@ def _traced_launch(kernel, names, plan_: LaunchPlan, pointers) -> None:
 def launch_gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, b_gate, b_up,
                          out: torch.Tensor, approx_tanh: bool, traceable: bool = False, config=None,
                          workspace: torch.Tensor | None = None) -> None:
-    """out [T, I] = gelu(x w_gate^T + b_gate) * (x w_up^T + b_up) for x [T, H] (unit column stride,
-    T <= MAX_ROWS), contiguous weights [I, H], biases [I] or None; `workspace` (fp32), if given, is
-    zeroed on the way."""
+    """out [T, I] = gelu(x w_gate^T + b_gate) * (x w_up^T + b_up) for x [T, H] (unit column stride),
+    contiguous weights [I, H], biases [I] or None; `workspace` (fp32), if given, is zeroed on the way."""
     n_rows, hidden = x.shape
     inter = w_gate.shape[0]
     has_bias = b_gate is not None
