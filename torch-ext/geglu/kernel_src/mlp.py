@@ -32,7 +32,7 @@ from torch.library import wrap_triton
 from .gelu_math import gelu
 from .launch import USE_LIBDEVICE, LaunchPlan, launch
 
-MAX_ROWS = 64  # the largest row tile (BLOCK_T); the split-K down kernel takes one tile of rows, gate/up any number
+MAX_ROWS = 64  # the largest row tile (BLOCK_T): the split-K down kernel takes one tile, gate/up several
 
 _INF = 1 << 62
 # Per GPU, per kernel: (min hidden, max intermediate, config) rules, the first that fits a shape
@@ -50,7 +50,12 @@ MLP_LAUNCH_TABLES = {
         "gate_up": ((3072, _INF, (128, 128, 8, 3)), (0, 4096, (32, 128, 4, 5)), (0, _INF, (32, 128, 4, 3))),
         "down": ((3072, _INF, (64, 128, 4, 4, 4)), (0, 4096, (32, 128, 16, 4, 4)), (0, _INF, (64, 128, 8, 4, 3))),
     },
-    "default": {"max_rows": 16, "gate_up_max_rows": 16, "gate_up": ((0, _INF, (32, 128, 4, 3)),), "down": ((0, _INF, (64, 128, 8, 4, 3)),)},
+    "default": {
+        "max_rows": 16,
+        "gate_up_max_rows": 16,
+        "gate_up": ((0, _INF, (32, 128, 4, 3)),),
+        "down": ((0, _INF, (64, 128, 8, 4, 3)),),
+    },
 }
 MEASURED_DEVICES = {name: table for name, table in MLP_LAUNCH_TABLES.items() if name != "default"}
 
