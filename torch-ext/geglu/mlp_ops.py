@@ -9,8 +9,9 @@ directly, so `fused_mlp` takes them only where that changes nothing the user can
 holding plain contiguous weights of the input's dtype and device, no forward hooks or pre-hooks
 (module or global), no autograd needed, an eager call (not traced, no autocast), 1 to the table's
 `max_rows` tokens (`gate_up_max_rows` for the gate/up kernel alone), a 16-bit dtype (fp32 follows
-cuBLAS's TF32 setting, which these kernels do not), and a GPU whose launch table is measured (or `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The
-split-K down kernel also needs an untouched down projection, no active dropout and
+cuBLAS's TF32 setting, which these kernels do not), and a GPU whose launch table is measured (or
+`GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The split-K down kernel also
+needs an untouched down projection, no active dropout and
 non-deterministic algorithms allowed (its atomics sum in arrival order); otherwise gate/up is
 fused and the down projection runs as a module. Everywhere else the layer calls its projections
 as modules, as before.
@@ -29,8 +30,9 @@ from torch.nn.modules import module as _nn_module
 from ._ops import add_op_namespace_prefix
 from .checks import check_approximate, check_mlp_decode, row_view
 from .dispatch import DIRECT, route, use_triton
-from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, _down_split_k_kernel, _gate_up_geglu_kernel, launch_down_split_k,
-                             launch_gate_up_geglu, max_rows, measured_table, run_mlp_decode, workspace_numel)
+from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, _down_split_k_kernel, _gate_up_geglu_kernel,
+                             launch_down_split_k, launch_gate_up_geglu, max_rows, measured_table, run_mlp_decode,
+                             workspace_numel)
 from .pointwise_ops import _declare_kernels, _OpBody
 
 FUSED_DTYPES = (torch.bfloat16, torch.float16)
