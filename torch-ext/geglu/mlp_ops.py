@@ -11,10 +11,9 @@ holding plain contiguous weights of the input's dtype and device, no forward hoo
 `max_rows` tokens (`gate_up_max_rows` for the gate/up kernel alone), a 16-bit dtype (fp32 follows
 cuBLAS's TF32 setting, which these kernels do not), and a GPU whose launch table is measured (or
 `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The split-K down kernel also
-needs an untouched down projection, no active dropout and
-non-deterministic algorithms allowed (its atomics sum in arrival order); otherwise gate/up is
-fused and the down projection runs as a module. Everywhere else the layer calls its projections
-as modules, as before.
+needs an untouched down projection, no active dropout and non-deterministic algorithms allowed (its
+atomics sum in arrival order); otherwise gate/up is fused and the down projection runs as a module.
+Everywhere else the layer calls its projections as modules, as before.
 """
 
 import os
@@ -76,15 +75,16 @@ def gate_up_geglu_impl(x, w_gate, w_up, b_gate, b_up, approximate, traceable=Fal
 def mlp_decode_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate, traceable=False):
     if not use_triton(x):
         return F.linear(_torch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate), w_down, b_down)
+    if not traceable:  # the layers' eager entry: one plan lookup for both launches
+        return run_mlp_decode(x, x.stride(0), w_gate, w_up, w_down, b_gate, b_up, b_down, approximate == "tanh",
+                              x.get_device())
     n_rows, hidden, inter = x.shape[0], x.shape[1], w_gate.shape[0]
-    # The gate/up kernel zeroes the down kernel's fp32 workspace on its way.
-    workspace = torch.empty(workspace_numel(n_rows, hidden, inter, -1 if traceable else x.get_device()),
-                            dtype=torch.float32, device=x.device)
+    # Traced: the same two launches through wrap_triton; the gate/up kernel zeroes the workspace.
+    workspace = torch.empty(workspace_numel(n_rows, hidden, inter, -1), dtype=torch.float32, device=x.device)
     h = torch.empty((n_rows, inter), dtype=x.dtype, device=x.device)
-    launch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, h, approximate == "tanh", traceable=traceable,
-                         workspace=workspace)
+    launch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, h, approximate == "tanh", traceable=True, workspace=workspace)
     out = torch.empty((n_rows, w_down.shape[0]), dtype=x.dtype, device=x.device)
-    launch_down_split_k(h, w_down, b_down, out, workspace, traceable=traceable)
+    launch_down_split_k(h, w_down, b_down, out, workspace, traceable=True)
     return out
 
 

@@ -63,37 +63,6 @@ _GATE_UP_CONSTEXPRS = ("H", "I", "HAS_BIAS", "APPROX_TANH", "USE_LIBDEVICE", "BL
 _DOWN_CONSTEXPRS = ("H", "I", "HAS_DOWN_BIAS", "USE_LIBDEVICE", "BLOCK_T", "BLOCK_N", "BLOCK_K", "SPLIT_K")
 
 
-@triton.jit
-def _gate_up_block(x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, rows, row_ok, cols, col_ok, stride_x, dtype,
-                   H: tl.constexpr, HAS_BIAS: tl.constexpr, APPROX_TANH: tl.constexpr, USE_LIBDEVICE: tl.constexpr,
-                   BLOCK_T: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_K: tl.constexpr):
-    """h[rows, cols] = gelu(g) * u in fp32, with eager's rounding points applied."""
-    IS_FP32: tl.constexpr = dtype == tl.float32
-    acc_g = tl.zeros([BLOCK_T, BLOCK_I], dtype=tl.float32)
-    acc_u = tl.zeros([BLOCK_T, BLOCK_I], dtype=tl.float32)
-    for k0 in range(0, H, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < H
-        x = tl.load(x_ptr + rows[:, None].to(tl.int64) * stride_x + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
-                    other=0.0)
-        w_offs = cols[:, None].to(tl.int64) * H + ks[None, :]
-        w_mask = col_ok[:, None] & k_ok[None, :]
-        wg = tl.load(wg_ptr + w_offs, mask=w_mask, other=0.0)
-        wu = tl.load(wu_ptr + w_offs, mask=w_mask, other=0.0)
-        if not USE_LIBDEVICE:  # the interpreter's dot mishandles bf16 (numpy has none): fp32 there
-            x, wg, wu = x.to(tl.float32), wg.to(tl.float32), wu.to(tl.float32)
-        # fp32 inputs get exact fp32 products (no TF32), as F.linear's default does.
-        acc_g = tl.dot(x, tl.trans(wg), acc_g, input_precision="ieee" if IS_FP32 else "tf32")
-        acc_u = tl.dot(x, tl.trans(wu), acc_u, input_precision="ieee" if IS_FP32 else "tf32")
-    if HAS_BIAS:
-        acc_g += tl.load(bg_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        acc_u += tl.load(bu_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    g = acc_g.to(dtype).to(tl.float32)  # the projections' outputs, as eager stores them
-    u = acc_u.to(dtype).to(tl.float32)
-    act = gelu(g, APPROX_TANH, USE_LIBDEVICE).to(dtype).to(tl.float32)
-    return act * u
-
-
 @triton.jit(do_not_specialize=["n_rows", "ws_numel"])
 def _gate_up_geglu_kernel(
     x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, h_ptr, ws_ptr,
@@ -120,9 +89,30 @@ def _gate_up_geglu_kernel(
     rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     row_ok = rows < n_rows
     col_ok = cols < I
-    h = _gate_up_block(x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, rows, row_ok, cols, col_ok, stride_x, dtype,
-                       H, HAS_BIAS, APPROX_TANH, USE_LIBDEVICE, BLOCK_T, BLOCK_I, BLOCK_K)
-    tl.store(h_ptr + rows[:, None].to(tl.int64) * stride_h + cols[None, :], h.to(dtype),
+    IS_FP32: tl.constexpr = dtype == tl.float32
+    acc_g = tl.zeros([BLOCK_T, BLOCK_I], dtype=tl.float32)
+    acc_u = tl.zeros([BLOCK_T, BLOCK_I], dtype=tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < H
+        x = tl.load(x_ptr + rows[:, None].to(tl.int64) * stride_x + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
+                    other=0.0)
+        w_offs = cols[:, None].to(tl.int64) * H + ks[None, :]
+        w_mask = col_ok[:, None] & k_ok[None, :]
+        wg = tl.load(wg_ptr + w_offs, mask=w_mask, other=0.0)
+        wu = tl.load(wu_ptr + w_offs, mask=w_mask, other=0.0)
+        if not USE_LIBDEVICE:  # the interpreter's dot mishandles bf16 (numpy has none): fp32 there
+            x, wg, wu = x.to(tl.float32), wg.to(tl.float32), wu.to(tl.float32)
+        # fp32 inputs get exact fp32 products (no TF32), as F.linear's default does.
+        acc_g = tl.dot(x, tl.trans(wg), acc_g, input_precision="ieee" if IS_FP32 else "tf32")
+        acc_u = tl.dot(x, tl.trans(wu), acc_u, input_precision="ieee" if IS_FP32 else "tf32")
+    if HAS_BIAS:
+        acc_g += tl.load(bg_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        acc_u += tl.load(bu_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    g = acc_g.to(dtype).to(tl.float32)  # the projections' outputs, as eager stores them
+    u = acc_u.to(dtype).to(tl.float32)
+    act = gelu(g, APPROX_TANH, USE_LIBDEVICE).to(dtype).to(tl.float32)
+    tl.store(h_ptr + rows[:, None].to(tl.int64) * stride_h + cols[None, :], (act * u).to(dtype),
              mask=row_ok[:, None] & col_ok[None, :])
 
 
@@ -203,6 +193,7 @@ def row_tile(n_rows) -> int:
     return 16 if n_rows <= 16 else 32 if n_rows <= 32 else MAX_ROWS
 
 
+@lru_cache(maxsize=None)
 def launch_config(device_index: int, kernel: str, hidden: int, inter: int) -> tuple:
     """The config of `kernel` ("gate_up" or "down") for this device and shape."""
     rules = MLP_LAUNCH_TABLES[measured_table(device_index) or "default"][kernel]
