@@ -32,29 +32,34 @@ from torch.library import wrap_triton
 from .gelu_math import gelu
 from .launch import USE_LIBDEVICE, LaunchPlan, launch
 
-MAX_ROWS = 64  # the largest row tile (BLOCK_T): the split-K down kernel takes one tile, gate/up several
+MAX_ROWS = 64  # the split-K down kernel takes one tile of rows (BLOCK_T 16, 32 or 64): at most this many
 
 _INF = 1 << 62
-# Per GPU, per kernel: (min hidden, max intermediate, config) rules, the first that fits a shape
-# wins. gate_up configs are (BLOCK_I, BLOCK_K, num_warps, num_stages), down configs (BLOCK_N,
-# BLOCK_K, SPLIT_K, num_warps, num_stages). The H200 rules come from the probe's sweep (graph
-# replay, T = 1, 4, 16 at (768, 3072), (2048, 16384), (2560, 10240), (3584, 14336)): each rule's
+# Per GPU, per kernel: (min hidden, max intermediate, max tokens, config) rules; the first that fits
+# a call wins. gate_up configs are (BLOCK_T, BLOCK_I, BLOCK_K, num_warps, num_stages): BLOCK_T rows
+# per program, as many row blocks as the tokens need. down configs are (BLOCK_N, BLOCK_K, SPLIT_K,
+# num_warps, num_stages), its BLOCK_T the smallest row tile that holds the tokens (`row_tile`). The
+# H200 rules come from `benchmarks/probes/probe_mlp_decode.py` (T <= 16) and `probe_mlp_middle.py`
+# (T 32-512): graph replay at (768, 3072), (2048, 16384), (2560, 10240), (3584, 14336); each rule's
 # config is within 3% of the best swept config at every point it covers. "default" is what a GPU
 # without a measured table gets (only with GEGLU_FUSED_MLP=1). "max_rows": up to how many tokens the
-# layers send to both kernels (measured to win up to there; the down kernel takes up to MAX_ROWS);
-# "gate_up_max_rows": up to how many the gate/up kernel alone, the down projection then a module.
+# layers send to both kernels (measured to win up to there; at most MAX_ROWS); "gate_up_max_rows":
+# up to how many the gate/up kernel alone, the down projection then a module.
 MLP_LAUNCH_TABLES = {
     "H200": {
         "max_rows": 16,
         "gate_up_max_rows": 16,
-        "gate_up": ((3072, _INF, (128, 128, 8, 3)), (0, 4096, (32, 128, 4, 5)), (0, _INF, (32, 128, 4, 3))),
-        "down": ((3072, _INF, (64, 128, 4, 4, 4)), (0, 4096, (32, 128, 16, 4, 4)), (0, _INF, (64, 128, 8, 4, 3))),
+        "gate_up": ((3072, _INF, 16, (16, 128, 128, 8, 3)), (0, 4096, 16, (16, 32, 128, 4, 5)),
+                    (0, _INF, 16, (16, 32, 128, 4, 3)),
+                    (0, _INF, 32, (32, 64, 128, 4, 3)), (0, _INF, _INF, (64, 64, 64, 4, 3))),
+        "down": ((3072, _INF, _INF, (64, 128, 4, 4, 4)), (0, 4096, _INF, (32, 128, 16, 4, 4)),
+                 (0, _INF, _INF, (64, 128, 8, 4, 3))),
     },
     "default": {
         "max_rows": 16,
         "gate_up_max_rows": 16,
-        "gate_up": ((0, _INF, (32, 128, 4, 3)),),
-        "down": ((0, _INF, (64, 128, 8, 4, 3)),),
+        "gate_up": ((0, _INF, 16, (16, 32, 128, 4, 3)), (0, _INF, _INF, (64, 64, 64, 4, 3))),
+        "down": ((0, _INF, _INF, (64, 128, 8, 4, 3)),),
     },
 }
 MEASURED_DEVICES = {name: table for name, table in MLP_LAUNCH_TABLES.items() if name != "default"}
@@ -186,26 +191,35 @@ def max_rows(device_index: int) -> tuple[int, int]:
 
 
 def row_tile(n_rows) -> int:
-    """BLOCK_T for n_rows tokens: 16, 32 or 64 (64 also for more rows, in several row blocks of the
-    gate/up kernel, and for a symbolic row count)."""
+    """The down kernel's BLOCK_T for n_rows tokens: 16, 32 or 64 (MAX_ROWS, also for a symbolic
+    row count)."""
     if not isinstance(n_rows, int):
         return MAX_ROWS
     return 16 if n_rows <= 16 else 32 if n_rows <= 32 else MAX_ROWS
 
 
+def _rows_bucket(n_rows) -> int:
+    # Rules are looked up (and cached) per power of two of the token count; symbolic: MAX_ROWS.
+    return 1 << max(4, (n_rows - 1).bit_length()) if isinstance(n_rows, int) else MAX_ROWS
+
+
 @lru_cache(maxsize=None)
-def launch_config(device_index: int, kernel: str, hidden: int, inter: int) -> tuple:
-    """The config of `kernel` ("gate_up" or "down") for this device and shape."""
+def _rule(device_index: int, kernel: str, hidden: int, inter: int, bucket: int) -> tuple:
     rules = MLP_LAUNCH_TABLES[measured_table(device_index) or "default"][kernel]
-    return next(cfg for min_hidden, max_inter, cfg in rules if hidden >= min_hidden and inter <= max_inter)
+    return next(cfg for min_hidden, max_inter, rows, cfg in rules
+                if hidden >= min_hidden and inter <= max_inter and bucket <= rows)
+
+
+def launch_config(device_index: int, kernel: str, hidden: int, inter: int, n_rows) -> tuple:
+    """The config of `kernel` ("gate_up" or "down") for this device, shape and token count."""
+    return _rule(device_index, kernel, hidden, inter, _rows_bucket(n_rows))
 
 
 def gate_up_launch(n_rows, hidden: int, inter: int, stride_x, stride_h, ws_numel, has_bias: bool, approx_tanh: bool,
                    config: tuple, dtype: torch.dtype) -> LaunchPlan:
-    """The launch of the gate/up kernel for one shape, dtype and config (BLOCK_I, BLOCK_K, warps,
-    stages). The dtype is part of the key because the plan keeps the kernel compiled for it."""
-    block_i, block_k, warps, stages = config
-    block_t = row_tile(n_rows)
+    """The launch of the gate/up kernel for one shape, dtype and config (BLOCK_T, BLOCK_I, BLOCK_K,
+    warps, stages). The dtype is part of the key because the plan keeps the kernel compiled for it."""
+    block_t, block_i, block_k, warps, stages = config
     tail = (n_rows, stride_x, stride_h, ws_numel, hidden, inter, has_bias, approx_tanh, USE_LIBDEVICE, block_t, block_i,
             block_k)
     return LaunchPlan(_gate_up_geglu_kernel, (triton.cdiv(n_rows, block_t), triton.cdiv(inter, block_i), 1), tail,
@@ -244,7 +258,7 @@ def launch_gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tens
     inter = w_gate.shape[0]
     has_bias = b_gate is not None
     bg, bu = (b_gate, b_up) if has_bias else (x, x)  # unread when HAS_BIAS is False
-    config = config or launch_config(-1 if traceable else x.get_device(), "gate_up", hidden, inter)
+    config = config or launch_config(-1 if traceable else x.get_device(), "gate_up", hidden, inter, n_rows)
     ws, ws_numel = (out, 0) if workspace is None else (workspace, workspace.numel())
     plan_ = (gate_up_launch if traceable else gate_up_plan)(n_rows, hidden, inter, x.stride(0), out.stride(0), ws_numel,
                                                              has_bias, approx_tanh, config, x.dtype)
@@ -257,7 +271,7 @@ def launch_gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tens
 
 def workspace_numel(n_rows, hidden: int, inter: int, device_index: int) -> int:
     """fp32 elements of the split-K down kernel's workspace: the partial sums, then the counters."""
-    return n_rows * hidden + triton.cdiv(hidden, launch_config(device_index, "down", hidden, inter)[0])
+    return n_rows * hidden + triton.cdiv(hidden, launch_config(device_index, "down", hidden, inter, n_rows)[0])
 
 
 @lru_cache(maxsize=1024)
@@ -267,9 +281,9 @@ def decode_plans(n_rows: int, hidden: int, inter: int, stride_x: int, has_bias: 
     gate/up plan (which zeroes the workspace), the down plan, the workspace's size."""
     ws_numel = workspace_numel(n_rows, hidden, inter, device_index)
     gate_up = gate_up_launch(n_rows, hidden, inter, stride_x, inter, ws_numel, has_bias, approx_tanh,
-                             launch_config(device_index, "gate_up", hidden, inter), dtype)
+                             launch_config(device_index, "gate_up", hidden, inter, n_rows), dtype)
     down = down_launch(n_rows, hidden, inter, inter, hidden, has_down_bias,
-                       launch_config(device_index, "down", hidden, inter), dtype)
+                       launch_config(device_index, "down", hidden, inter, n_rows), dtype)
     return gate_up, down, ws_numel
 
 
@@ -299,7 +313,7 @@ def launch_down_split_k(h: torch.Tensor, w_down: torch.Tensor, b_down, out: torc
     n_rows, inter = h.shape
     hidden = w_down.shape[0]
     has_down_bias = b_down is not None
-    config = config or launch_config(-1 if traceable else h.get_device(), "down", hidden, inter)
+    config = config or launch_config(-1 if traceable else h.get_device(), "down", hidden, inter, n_rows)
     plan_ = (down_launch if traceable else down_plan)(n_rows, hidden, inter, h.stride(0), out.stride(0), has_down_bias,
                                                        config, h.dtype)
     pointers = (h, w_down, b_down if has_down_bias else h, workspace, out)
