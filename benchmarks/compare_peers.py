@@ -323,7 +323,9 @@ def main():
                 result["rows"] += bench_pointwise(k, bw, inters=(inter,), tokens=args.tokens)
                 write_json(args.out / "compare_pointwise.json", result)
         elif section == "mlp":
-            result["rows"] += bench_mlp(k, dims=args.dims, tokens=args.tokens, bw=bw)
+            for dims in args.dims:  # saved after each shape, as above
+                result["rows"] += bench_mlp(k, dims=(dims,), tokens=args.tokens, bw=bw)
+                write_json(args.out / "compare_mlp.json", result)
         write_json(args.out / f"compare_{section}.json", {**result, "rows": [r for r in result["rows"]]})
         result["rows"] = []
 

@@ -299,6 +299,37 @@ def test_fused_op_is_registered_for_tracing(mlp_ops):
     torch.library.opcheck(mlp_ops.mlp_decode, (x, wg, wu, wd, bg, bu, bd, "none"))
 
 
+def test_launch_rules_take_symbolic_sizes(mlp_kernels):
+    """Traced launches look their configs up with symbolic sizes (unhashable: no cache for them);
+    the traced config is the eager one at MAX_ROWS tokens."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    seen = []
+
+    def trace(x, w):
+        seen.append(mlp_kernels.launch_config(-1, "gate_up", x.shape[1], w.shape[0], x.shape[0]))
+        return x.new_empty(mlp_kernels.workspace_numel(x.shape[0], x.shape[1], w.shape[0], -1))
+
+    make_fx(trace, tracing_mode="symbolic")(torch.randn(3, 64), torch.randn(96, 64))
+    assert seen == [mlp_kernels.launch_config(-1, "gate_up", 64, 96, mlp_kernels.MAX_ROWS)]
+
+
+def test_launch_rules_cover_every_token_count(mlp_kernels):
+    """Every table has a config for every shape and token count, with a row tile that fits the
+    down kernel's single tile where the layers send both kernels."""
+    for name, table in mlp_kernels.MLP_LAUNCH_TABLES.items():
+        assert table["max_rows"] <= mlp_kernels.MAX_ROWS, name
+        for hidden, inter in ((64, 96), (768, 3072), (2048, 16384), (3584, 14336), (8192, 65536)):
+            for n_rows in (1, 16, 17, 32, 33, 64, 65, 128, 129, 512, 5000):
+                for kernel in ("gate_up", "down"):
+                    rules = table[kernel]
+                    bucket = mlp_kernels._rows_bucket(n_rows)
+                    cfg = next(c for h, i, r, c in rules if hidden >= h and inter <= i and bucket <= r)
+                    if kernel == "gate_up":
+                        assert cfg[0] in (16, 32, 64, 128), (name, cfg)
+                        assert n_rows > 16 or cfg[0] == 16, (name, n_rows, cfg)  # one 16-row tile at decode
+
+
 def test_fused_op_declares_its_kernel(mlp_ops):
     from torch._library.triton import get_triton_kernels_for_op
 

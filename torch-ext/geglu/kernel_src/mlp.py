@@ -47,13 +47,20 @@ _INF = 1 << 62
 # up to how many the gate/up kernel alone, the down projection then a module.
 MLP_LAUNCH_TABLES = {
     "H200": {
-        "max_rows": 16,
-        "gate_up_max_rows": 16,
+        "max_rows": 64,
+        "gate_up_max_rows": 128,
         "gate_up": ((3072, _INF, 16, (16, 128, 128, 8, 3)), (0, 4096, 16, (16, 32, 128, 4, 5)),
                     (0, _INF, 16, (16, 32, 128, 4, 3)),
-                    (0, _INF, 32, (32, 64, 128, 4, 3)), (0, _INF, _INF, (64, 64, 64, 4, 3))),
-        "down": ((3072, _INF, _INF, (64, 128, 4, 4, 4)), (0, 4096, _INF, (32, 128, 16, 4, 4)),
-                 (0, _INF, _INF, (64, 128, 8, 4, 3))),
+                    (0, _INF, 32, (32, 64, 128, 4, 3)),
+                    (0, 4096, 64, (64, 32, 128, 4, 4)), (0, 10240, 64, (64, 32, 64, 4, 4)),
+                    (0, _INF, 64, (64, 64, 64, 4, 4)),
+                    (0, 4096, 128, (64, 32, 64, 4, 4)), (0, 10240, 128, (64, 64, 64, 4, 3)),
+                    (0, _INF, 128, (128, 128, 64, 8, 4)),
+                    (0, 4096, _INF, (64, 64, 64, 4, 3)), (0, _INF, _INF, (128, 128, 64, 8, 4))),
+        "down": ((3072, _INF, 16, (64, 128, 4, 4, 4)), (0, 4096, 16, (32, 128, 16, 4, 4)),
+                 (0, _INF, 16, (64, 128, 8, 4, 3)),
+                 (3072, _INF, _INF, (64, 128, 8, 4, 3)), (0, 4096, _INF, (64, 128, 8, 4, 3)),
+                 (0, 10240, _INF, (64, 64, 8, 4, 4)), (0, _INF, _INF, (64, 128, 8, 4, 3))),
     },
     "default": {
         "max_rows": 16,
@@ -199,19 +206,25 @@ def row_tile(n_rows) -> int:
 
 
 def _rows_bucket(n_rows) -> int:
-    # Rules are looked up (and cached) per power of two of the token count; symbolic: MAX_ROWS.
+    # Rules are looked up (and cached) per power of two of the token count (at least 16); symbolic:
+    # MAX_ROWS.
     return 1 << max(4, (n_rows - 1).bit_length()) if isinstance(n_rows, int) else MAX_ROWS
 
 
-@lru_cache(maxsize=None)
-def _rule(device_index: int, kernel: str, hidden: int, inter: int, bucket: int) -> tuple:
+def _rule(device_index: int, kernel: str, hidden, inter, bucket: int) -> tuple:
     rules = MLP_LAUNCH_TABLES[measured_table(device_index) or "default"][kernel]
     return next(cfg for min_hidden, max_inter, rows, cfg in rules
                 if hidden >= min_hidden and inter <= max_inter and bucket <= rows)
 
 
-def launch_config(device_index: int, kernel: str, hidden: int, inter: int, n_rows) -> tuple:
-    """The config of `kernel` ("gate_up" or "down") for this device, shape and token count."""
+_cached_rule = lru_cache(maxsize=None)(_rule)
+
+
+def launch_config(device_index: int, kernel: str, hidden, inter, n_rows) -> tuple:
+    """The config of `kernel` ("gate_up" or "down") for this device, shape and token count. Traced
+    shapes (symbolic sizes, which cannot be hashed) take the uncached lookup."""
+    if isinstance(hidden, int) and isinstance(inter, int):
+        return _cached_rule(device_index, kernel, hidden, inter, _rows_bucket(n_rows))
     return _rule(device_index, kernel, hidden, inter, _rows_bucket(n_rows))
 
 
