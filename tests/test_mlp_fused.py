@@ -111,6 +111,10 @@ class _LoRALikeLinear(nn.Linear):
         return super().forward(x) + 1.0
 
 
+def _device_index() -> int:
+    return torch.device(DEVICE).index or 0 if HAS_CUDA else -1
+
+
 def _count_fused(mlp_ops, monkeypatch, what=("gate_up_geglu_impl", "run_mlp_decode")):
     """Calls of the layers' fused paths (gate/up alone, or the whole MLP), or of the mlp_ops
     functions named."""
@@ -144,8 +148,8 @@ def test_layer_takes_the_fused_path_for_decode_inference(kernel, mlp_ops, fused_
         torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
 
 
-def test_layer_keeps_the_modules_path_wherever_the_fused_one_would_skip_something(kernel, mlp_ops, fused_on,
-                                                                                 monkeypatch):
+def test_layer_keeps_the_modules_path_wherever_the_fused_one_would_skip_something(kernel, mlp_ops, mlp_kernels,
+                                                                                 fused_on, monkeypatch):
     calls = _count_fused(mlp_ops, monkeypatch)
     x = torch.randn(3, 64, device=DEVICE, dtype=torch.bfloat16)
 
@@ -158,7 +162,8 @@ def test_layer_keeps_the_modules_path_wherever_the_fused_one_would_skip_somethin
 
     seen = []
     cases = {
-        "17 tokens": lambda: run(fresh(), torch.randn(17, 64, device=DEVICE, dtype=torch.bfloat16)),
+        "more tokens than the table sends": lambda: run(fresh(), torch.randn(
+            max(mlp_kernels.max_rows(_device_index())) + 1, 64, device=DEVICE, dtype=torch.bfloat16)),
         "autograd": lambda: run(fresh(), grad=True),
         "float32": lambda: run(fresh().float(), x.float()),
         "forward hook": lambda: run(_hooked(fresh(), "register_forward_hook", lambda m, i, o: seen.append(1))),
@@ -314,6 +319,19 @@ def test_launch_rules_take_symbolic_sizes(mlp_kernels):
     assert seen == [mlp_kernels.launch_config(-1, "gate_up", 64, 96, mlp_kernels.MAX_ROWS)]
 
 
+def test_traced_launch_writes_no_argument_twice(mlp_kernels, monkeypatch):
+    """Functionalization (torch.compile, opcheck) clones every argument a traced kernel writes and
+    copies each back: an output passed twice would be overwritten by its stale second copy (a wrong
+    h on the GPU under opcheck before this was fixed)."""
+    seen = []
+    monkeypatch.setattr(mlp_kernels, "_traced_launch", lambda kernel, names, plan, pointers: seen.append(pointers))
+    x, w = torch.randn(3, 64), torch.randn(96, 64)
+    out = torch.empty(3, 96)
+    mlp_kernels.launch_gate_up_geglu(x, w, w, None, None, out, True, traceable=True)
+    written = seen[0][5:]  # h and the workspace
+    assert written[0] is out and written[1].data_ptr() != out.data_ptr()
+
+
 def test_launch_rules_cover_every_token_count(mlp_kernels):
     """Every table has a config for every shape and token count, with a row tile that fits the
     down kernel's single tile where the layers send both kernels."""
@@ -430,8 +448,9 @@ def test_middle_token_counts_take_the_gate_up_kernel_where_the_table_says(kernel
                                                                           monkeypatch):
     """Above `max_rows` and up to `gate_up_max_rows` tokens: gate/up fused (several row tiles), the
     down projection as a module; above that, the modules."""
-    table = dict(mlp_kernels.MLP_LAUNCH_TABLES["default"], max_rows=16, gate_up_max_rows=96)
-    monkeypatch.setitem(mlp_kernels.MLP_LAUNCH_TABLES, "default", table)
+    name = mlp_kernels.measured_table(_device_index()) or "default"  # the table this device reads
+    table = dict(mlp_kernels.MLP_LAUNCH_TABLES[name], max_rows=16, gate_up_max_rows=96)
+    monkeypatch.setitem(mlp_kernels.MLP_LAUNCH_TABLES, name, table)
     calls = _count_fused(mlp_ops, monkeypatch, "gate_up_geglu_impl")
     downs = _count_fused(mlp_ops, monkeypatch, "run_mlp_decode")
     mlp = _MLP().to(DEVICE, torch.bfloat16)

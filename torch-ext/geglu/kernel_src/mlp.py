@@ -272,7 +272,10 @@ def launch_gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tens
     has_bias = b_gate is not None
     bg, bu = (b_gate, b_up) if has_bias else (x, x)  # unread when HAS_BIAS is False
     config = config or launch_config(-1 if traceable else x.get_device(), "gate_up", hidden, inter, n_rows)
-    ws, ws_numel = (out, 0) if workspace is None else (workspace, workspace.numel())
+    if workspace is not None:
+        ws, ws_numel = workspace, workspace.numel()
+    else:  # unwritten; traced, a distinct tensor: functionalization copies each written argument back
+        ws, ws_numel = (out.new_empty(0, dtype=torch.float32) if traceable else out), 0
     plan_ = (gate_up_launch if traceable else gate_up_plan)(n_rows, hidden, inter, x.stride(0), out.stride(0), ws_numel,
                                                              has_bias, approx_tanh, config, x.dtype)
     pointers = (x, w_gate, w_up, bg, bu, out, ws)
