@@ -167,11 +167,13 @@ def decode_tables(folder: Path) -> list[str]:
     """The fused decode MLP (issue bars): `compare_mlp_decode.json` (the layer against the peers),
     `probe_mlp_decode.json` (each kernel alone against cuBLAS), `probe_mlp_first_call.json`."""
     run = load(folder, "compare_mlp_decode.json")
-    out = ["### Whole MLP at decode sizes, bf16: the GeGLUMLP layer with its fused decode kernels", "",
+    tokens = ",".join(str(t) for t in sorted({r["T"] for r in run["rows"]}))
+    out = ["### Whole MLP at decode and middle sizes, bf16: the GeGLUMLP layer with its fused kernels", "",
            f"One run ({run['date']}, copy bandwidth {run['copy_gbs']:.0f} GB/s; `compare_peers.py --sections mlp "
-           "--tokens 1,16,64`). Floor: the three weight matrices read once at that bandwidth. `ours unfused`: "
-           "the same layer with `GEGLU_FUSED_MLP=0` (cuBLAS projections and the pointwise kernel). T=64 is "
-           "beyond the fused kernels' 16 rows: there the layer is the unfused one.", "",
+           f"--tokens {tokens}`). Floor: the three weight matrices read once at that bandwidth. `ours unfused`: "
+           "the same layer with `GEGLU_FUSED_MLP=0` (cuBLAS projections and the pointwise kernel). The H200 "
+           "table sends up to 64 tokens to both fused kernels, up to 128 to the gate/up kernel alone (cuBLAS "
+           "for the down projection). Training steps do not take the fused kernels (`compare_mlp.json`).", "",
            "| H, I | T | floor | ours graph (% floor) | ours unfused | best peer graph (% floor) | ratio | bar | "
            "ours plain | best peer plain | ratio | bar |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for h, inter, t in sorted({(r["H"], r["I"], r["T"]) for r in run["rows"]}):
@@ -207,6 +209,20 @@ def decode_tables(folder: Path) -> list[str]:
                    f"({f3 / p['down_cublas_alone_us']:.0%}) | {p['down_split_k_alone']['us']:.1f} "
                    f"({f3 / p['down_split_k_alone']['us']:.0%}) | {tot['gate_up+cublas']['us']:.1f} | "
                    f"{tot['gate_up+split_k']['us']:.1f} | {tot['eager']['us']:.1f} |")
+    if (folder / "probe_mlp_middle.json").exists():
+        middle = load(folder, "probe_mlp_middle.json")
+        out += ["", "### Middle T (`probe_mlp_middle.json`: best swept configs, graph replay, weights cycled past "
+                "the L2; roofline: the weight read or the FLOPs at ~790 TFLOP/s, whichever is longer)", "",
+                "| H, I | T | roofline | gate/up kernel | down: cuBLAS | down: split-K | gate/up + cuBLAS | "
+                "gate/up + split-K | eager | best / eager |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for p in middle["summary"]:
+            tot = p["totals"]
+            split = p.get("down_split_k_best", {}).get("us", float("nan"))
+            both = tot.get("gate_up+split_k", {}).get("us", float("nan"))
+            best = min(r["us"] for n, r in tot.items() if n != "eager")
+            out.append(f"| {p['H']}, {p['I']} | {p['T']} | {p['roofline_us']:.1f} | {p['gate_up_best']['us']:.1f} | "
+                       f"{p['down_cublas_us']:.1f} | {split:.1f} | {tot['gate_up+cublas']['us']:.1f} | {both:.1f} | "
+                       f"{tot['eager']['us']:.1f} | {tot['eager']['us'] / best:.2f}x |")
     first = load(folder, "probe_mlp_first_call.json")["rows"]
     worst = max(first, key=lambda r: r["ratio"])
     out += ["", f"First call of the fused layer at a new T (after T=1; (2048, 16384), T = "
@@ -237,11 +253,14 @@ def launch_report(folder: Path) -> None:
         "(`compare_host.json`, `compare_model.json`, `compare_mlp.json`: `compare_peers.py --sections host`, "
         "`compare_model.py`, `compare_peers.py --sections mlp`; `compare_pointwise.json`: `--sections pointwise "
         "--inters 16384`); `sweep_launch_configs_bfloat16_separate_packed.json` is the sweep the H200 launch "
-        "table comes from (`sweep_launch_configs.py --refs none --inters 3072,16384`). A later run, with the "
-        f"fused decode MLP kernels on: `compare_model.json` ({model['date']}), `compare_mlp_decode.json`, "
-        "`probe_mlp_decode.json` (the sweep the fused kernels' H200 rules come from: "
-        "`probes/probe_mlp_decode.py`) and `probe_mlp_first_call.json`; `compare_mlp.json` and "
-        "`compare_host.json` are from the run before it (no fused path). Tables by "
+        "table comes from (`sweep_launch_configs.py --refs none --inters 3072,16384`). Later runs, with the "
+        "fused MLP kernels on: `probe_mlp_decode.json` (the sweep the fused kernels' H200 rules for T <= 16 come "
+        "from: `probes/probe_mlp_decode.py`) and `probe_mlp_first_call.json` (fused up to 16 tokens); then, "
+        "fused up to 64 tokens (gate/up alone up to 128), `probe_mlp_middle.json` (the sweep behind the rules "
+        f"for T 32-512), `compare_mlp_decode.json` and `compare_model.json` ({model['date']}); "
+        "`probe_mlp_pdl.json` timed programmatic dependent launch between the two fused kernels (not kept: "
+        "slower; `benchmarks/NOTES.md`). `compare_mlp.json` and `compare_host.json` are from the run before "
+        "the fused path. Tables by "
         "`benchmarks/report.py`. Device times are medians of CUDA-graph replays (`*_us`); plain-call times "
         "(`*_plain_us`) include whatever host time the GPU waits for.", "",
         "### Host time per call, T=1 (no synchronisation; this machine's CPU)", "",
@@ -256,13 +275,18 @@ def launch_report(folder: Path) -> None:
               f"{model['model']['intermediate']}), vocab {model['model']['vocab']}, random bf16 weights), plain calls, "
               "medians of interleaved rounds", "",
               f"Check: logits relative error {model['check']['logits_rel_err']:.2g}, greedy tokens identical: "
-              f"{model['check']['greedy_identical']}.", "",
-              "| case | kernelized | untouched | speedup | bar (no slower) | rounds kernelized / untouched |",
-              "|---|---|---|---|---|---|"]
+              f"{model['check']['greedy_identical']} (plain), {model['check'].get('graph_greedy_identical')} "
+              "(static cache, graph replay). The plain cases are host-bound and the host's noise only adds "
+              "time: the best round of each is shown beside the median.", "",
+              "| case | kernelized | untouched | speedup (median) | speedup (best rounds) | bar | "
+              "rounds kernelized / untouched |", "|---|---|---|---|---|---|---|"]
     for case, med in model["median"].items():
-        rounds = model["rounds"][case]
+        rounds, best = model["rounds"][case], model.get("best", {}).get(case)
+        best_ratio = f"{best['untouched'] / best['kernelized']:.3f}x" if best else ""
+        bar = "faster" if "graph" in case or case.startswith("decode") else "no slower"
+        ok = med["kernelized"] < med["untouched"] if bar == "faster" else med["kernelized"] <= med["untouched"]
         parts.append(f"| {case} | {med['kernelized']:.3f} | {med['untouched']:.3f} | "
-                     f"{med['untouched'] / med['kernelized']:.3f}x | {verdict(med['kernelized'] <= med['untouched'])} | "
+                     f"{med['untouched'] / med['kernelized']:.3f}x | {best_ratio} | {verdict(ok)} ({bar}) | "
                      + " ".join(f"{v:.2f}" for v in rounds["kernelized"]) + " / "
                      + " ".join(f"{v:.2f}" for v in rounds["untouched"]) + " |")
     parts += ["", "### Whole MLP, bf16: the GeGLUMLP layer as kernelize installs it vs the fastest peer (run before "
