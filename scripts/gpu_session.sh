@@ -46,11 +46,12 @@ case "${1:-none}" in
       && python3 probes/profile_autograd_host.py && python3 probes/profile_model_host.py) 2>&1 \
       | grep -v dirty | tee "$OUT/launch.log" | tail -80 ;;
   mlp)
-    # The fused MLP kernels: their launch sweep ($TOKENS_DECODE), the first call at a new T,
-    # the layer against the peers, the Gemma-shaped model.
-    (cd benchmarks && python3 probes/probe_mlp_decode.py --out "$OUT" --tokens "${TOKENS_DECODE:-1,4,16,32,64}" \
+    # The fused MLP kernels: their launch sweeps (decode $TOKENS_DECODE, middle $TOKENS_MIDDLE), the
+    # first call at a new T, the layer against the peers, the Gemma-shaped model.
+    (cd benchmarks && python3 probes/probe_mlp_decode.py --out "$OUT" --tokens "${TOKENS_DECODE:-1,4,16}" \
+      && python3 probes/probe_mlp_middle.py --out "$OUT" --tokens "${TOKENS_MIDDLE:-32,64,128,256,512}" \
       && python3 probes/probe_mlp_first_call.py --out "$OUT" \
-      && python3 compare_peers.py --out "$OUT" --sections mlp --tokens "${MLP_TOKENS:-1,16,64,128,512}" \
+      && python3 compare_peers.py --out "$OUT" --sections mlp --tokens "${MLP_TOKENS:-1,16,32,64,128}" \
       && python3 compare_model.py --out "$OUT") 2>&1 | grep -v dirty | tee "$OUT/mlp.log" | tail -60 ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac

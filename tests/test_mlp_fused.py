@@ -332,6 +332,28 @@ def test_traced_launch_writes_no_argument_twice(mlp_kernels, monkeypatch):
     assert written[0] is out and written[1].data_ptr() != out.data_ptr()
 
 
+def test_first_call_of_a_shape_compiles_every_token_count_it_may_meet(mlp_kernels, monkeypatch):
+    """The warm-up at a shape's first call covers the specialisation of every plan the layers build
+    for 1 to `gate_up_max_rows` tokens (both kernels, and gate/up alone), so that no later token
+    count compiles (the first-call bar); here with the H200 table, whose rules change configs at
+    16, 32, 64 and 128 tokens."""
+    monkeypatch.setattr(mlp_kernels, "measured_table", lambda device_index: "H200")
+    device_index = 7  # an index no other test caches rules under
+    both_rows, gate_up_rows = mlp_kernels.max_rows(device_index)
+    for hidden, inter, has_bias in ((2048, 16384, False), (768, 3072, True), (100, 300, False)):
+        warmed = {mlp_kernels.specialisation(p) for p in mlp_kernels.shape_plans(
+            hidden, inter, hidden, has_bias, has_bias, True, torch.bfloat16, device_index)}
+        for n_rows in range(1, gate_up_rows + 1):
+            gate_up_cfg = mlp_kernels.launch_config(device_index, "gate_up", hidden, inter, n_rows)
+            alone = mlp_kernels.gate_up_launch(n_rows, hidden, inter, hidden, inter, 0, has_bias, True, gate_up_cfg,
+                                               torch.bfloat16)
+            assert mlp_kernels.specialisation(alone) in warmed, (hidden, inter, n_rows)
+            if n_rows <= both_rows:
+                plans = mlp_kernels.decode_plans.__wrapped__(n_rows, hidden, inter, hidden, has_bias, has_bias, True,
+                                                             torch.bfloat16, device_index)
+                assert {mlp_kernels.specialisation(p) for p in plans[:2]} <= warmed, (hidden, inter, n_rows)
+
+
 def test_launch_rules_cover_every_token_count(mlp_kernels):
     """Every table has a config for every shape and token count, with a row tile that fits the
     down kernel's single tile where the layers send both kernels."""

@@ -3,8 +3,7 @@ kernels against eager (cuBLAS + pointwise), device time under graph replay.
 
     python benchmarks/probes/probe_mlp_decode.py --out DIR [--dims 2048x16384,...] [--tokens 1,4,16]
 
-Middle T (`--tokens 128,256,512`): the gate/up kernel over several row tiles, then cuBLAS's down
-projection (the split-K kernel takes at most MAX_ROWS rows).
+Middle T (32-512) has its own probe, `probe_mlp_middle.py` (row tiles up to 128, several row blocks).
 
 Variants per (H, I, T):
 - eager: down(gelu(gate(x)) * up(x)), five launches;
@@ -35,8 +34,9 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import copy_bandwidth_gbs, cycling, environment, graph_us, load_local_build, median_us, write_json  # noqa: E402
 
-GATE_UP_CONFIGS = [c for c in itertools.product((16, 32, 64, 128), (64, 128), (2, 4, 8), (3, 4, 5))
-                   if c[0] * c[1] <= 16384 and not (c[0] == 128 and c[2] == 2)]
+# (BLOCK_I, BLOCK_K, warps, stages); BLOCK_T is the row tile that holds T (`mlp.row_tile`).
+TILE_CONFIGS = [c for c in itertools.product((16, 32, 64, 128), (64, 128), (2, 4, 8), (3, 4, 5))
+                if c[0] * c[1] <= 16384 and not (c[0] == 128 and c[2] == 2)]
 DOWN_CONFIGS = list(itertools.product((32, 64, 128), (128, 256), (4, 8, 16), (4,), (3, 4)))
 L2_BYTES = 60 << 20
 MATMUL_FLOPS = 790e12
@@ -60,7 +60,7 @@ def main():
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--dims", default="2048x16384,3584x14336,2560x10240,768x3072",
                         type=lambda v: [tuple(map(int, d.split("x"))) for d in v.split(",")])
-    parser.add_argument("--tokens", default="1,4,16,32,64", type=lambda v: [int(t) for t in v.split(",")])
+    parser.add_argument("--tokens", default="1,4,16", type=lambda v: [int(t) for t in v.split(",")])
     parser.add_argument("--rep-ms", type=int, default=40)
     args = parser.parse_args()
     k = load_local_build()
@@ -92,7 +92,7 @@ def main():
 
             # The parts alone: gate/up kernel configs, cuBLAS down, split-K down configs.
             best = {}
-            parts = [("gate_up", GATE_UP_CONFIGS, lambda i, c: mlp.launch_gate_up_geglu(
+            parts = [("gate_up", [(mlp.row_tile(t), *c) for c in TILE_CONFIGS], lambda i, c: mlp.launch_gate_up_geglu(
                 xs[i], ws[i][0], ws[i][1], None, None, h_out, True, config=c))]
             if t <= mlp.MAX_ROWS:  # the split-K down kernel takes one tile of rows
                 parts.append(("down", DOWN_CONFIGS, lambda i, c: mlp.launch_down_split_k(

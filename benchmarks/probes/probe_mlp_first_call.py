@@ -1,6 +1,8 @@
-"""First call of the fused decode MLP at a new token count, after warm-up at T=1, against the
-second call at that count (host time, synchronised): a new T must not compile anything (the row
-count is a runtime argument) and costs one launch plan.
+"""First call of the fused MLP at a new token count, after warm-up at T=1, against the second call
+at that count (host time, synchronised): a new T must not compile anything (the row count is a
+runtime argument, and the first call of a shape compiled the kernels of every token bucket of the
+table) and costs one launch plan. Counts from 2 to 300 cross every bucket (16, 32, 64, 128) and the
+table's limits (both kernels to 64, gate/up alone to 128, then the unfused layer).
 
     python benchmarks/probes/probe_mlp_first_call.py --out DIR
 """
@@ -27,7 +29,7 @@ def main():
     with torch.no_grad():
         for _ in range(3):
             k.layers.GeGLUMLP.forward(mlp, torch.randn(1, 2048, device="cuda", dtype=torch.bfloat16))
-        for t in (2, 3, 5, 7, 8, 11, 13, 16):
+        for t in (2, 3, 5, 8, 16, 17, 31, 33, 64, 65, 100, 128, 129, 300):
             x = torch.randn(t, 2048, device="cuda", dtype=torch.bfloat16)
             times = []
             for _ in range(2):

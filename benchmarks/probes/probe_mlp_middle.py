@@ -124,6 +124,8 @@ def main():
             parts = [("gate_up", gate_up_configs(t), lambda i, c: mlp.launch_gate_up_geglu(
                 xs[i], ws[i][0], ws[i][1], None, None, h_out, True, config=c))]
             if t <= mlp.MAX_ROWS:
+                # One zeroed workspace for every call: after the first, the arrival counters pass
+                # SPLIT_K and no slice writes y (a [T, H] store); the weight reads and atomics are timed.
                 zeroed = torch.zeros(mlp.workspace_numel(t, hidden, inter, 0) + hidden, device="cuda")
                 parts.append(("down", DOWN_CONFIGS, lambda i, c: mlp.launch_down_split_k(
                     hs[i], ws[i][2], None, y_out, zeroed, config=c)))

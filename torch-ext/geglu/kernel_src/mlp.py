@@ -30,7 +30,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .gelu_math import gelu
-from .launch import USE_LIBDEVICE, LaunchPlan, launch
+from .launch import USE_LIBDEVICE, LaunchPlan, launch, warm_up
 
 MAX_ROWS = 64  # the split-K down kernel takes one tile of rows (BLOCK_T 16, 32 or 64): at most this many
 
@@ -255,6 +255,58 @@ gate_up_plan = lru_cache(maxsize=1024)(gate_up_launch)
 down_plan = lru_cache(maxsize=1024)(down_launch)
 
 
+def specialisation(plan_: LaunchPlan) -> tuple:
+    """What Triton compiles a plan's kernel for (besides pointer dtypes and alignment): its
+    arguments but the row count and workspace size (not specialised), and its launch options."""
+    dynamic = (0, 3) if plan_.kernel is _gate_up_geglu_kernel else (0,)
+    return (plan_.kernel, tuple(v for i, v in enumerate(plan_.tail) if i not in dynamic),
+            tuple(plan_.options.items()))
+
+
+def shape_plans(hidden: int, inter: int, stride_x: int, has_bias: bool, has_down_bias: bool, approx_tanh: bool,
+                dtype: torch.dtype, device_index: int) -> list[LaunchPlan]:
+    """One plan per distinct specialisation of both kernels over every token bucket of the table
+    that the layers may send this shape to (h and y contiguous, as the layers' calls)."""
+    both_rows, gate_up_rows = max_rows(device_index)
+    plans, bucket = {}, 16
+    while bucket <= max(both_rows, gate_up_rows):
+        found = [gate_up_launch(bucket, hidden, inter, stride_x, inter, 0, has_bias, approx_tanh,
+                                launch_config(device_index, "gate_up", hidden, inter, bucket), dtype)]
+        if bucket <= both_rows:
+            found.append(down_launch(bucket, hidden, inter, inter, hidden, has_down_bias,
+                                     launch_config(device_index, "down", hidden, inter, bucket), dtype))
+        for plan_ in found:
+            plans.setdefault(specialisation(plan_), plan_)
+        bucket *= 2
+    return list(plans.values())
+
+
+@lru_cache(maxsize=None)
+def warm_up_shape(hidden: int, inter: int, stride_x: int, has_bias: bool, has_down_bias: bool, approx_tanh: bool,
+                  dtype: torch.dtype, device_index: int) -> None:
+    """Compile (and load) both kernels for every token bucket of this shape at its first call: a
+    later call at a new token count (17, 33, 65 tokens...) then launches a compiled kernel instead
+    of compiling one (about a second each). Pointers specialise as 16-byte aligned tensors, the
+    layers' case."""
+    if not USE_LIBDEVICE or device_index < 0:
+        return
+    dummy = torch.empty(16, dtype=dtype, device=torch.device("cuda", device_index))
+    workspace = _empty_workspace(device_index)
+    for plan_ in shape_plans(hidden, inter, stride_x, has_bias, has_down_bias, approx_tanh, dtype, device_index):
+        if plan_.kernel is _gate_up_geglu_kernel:  # x, wg, wu, bg, bu, h, workspace
+            pointers = (dummy,) * 6 + (workspace,)
+        else:  # h, wd, bd, workspace, y
+            pointers = (dummy,) * 3 + (workspace, dummy)
+        warm_up(plan_.kernel, pointers, plan_.tail, plan_.options)
+
+
+@lru_cache(maxsize=None)
+def _empty_workspace(device_index: int) -> torch.Tensor:
+    # The fp32 workspace argument of a gate/up launch that has none to zero (never written): one
+    # tensor per device, so that every gate/up launch specialises alike.
+    return torch.empty(1, dtype=torch.float32, device=torch.device("cuda", device_index))
+
+
 def _traced_launch(kernel, names, plan_: LaunchPlan, pointers) -> None:
     # Under torch.compile / opcheck: the same launch through wrap_triton, constexprs by name.
     n_scalars = len(plan_.tail) - len(names)
@@ -271,11 +323,17 @@ def launch_gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tens
     inter = w_gate.shape[0]
     has_bias = b_gate is not None
     bg, bu = (b_gate, b_up) if has_bias else (x, x)  # unread when HAS_BIAS is False
-    config = config or launch_config(-1 if traceable else x.get_device(), "gate_up", hidden, inter, n_rows)
+    device_index = -1 if traceable else x.get_device()
+    if config is None:
+        config = launch_config(device_index, "gate_up", hidden, inter, n_rows)
+        if not traceable:
+            warm_up_shape(hidden, inter, x.stride(0), has_bias, False, approx_tanh, x.dtype, device_index)
     if workspace is not None:
         ws, ws_numel = workspace, workspace.numel()
-    else:  # unwritten; traced, a distinct tensor: functionalization copies each written argument back
-        ws, ws_numel = (out.new_empty(0, dtype=torch.float32) if traceable else out), 0
+    elif traceable:  # unwritten, but distinct: functionalization copies each written argument back
+        ws, ws_numel = out.new_empty(0, dtype=torch.float32), 0
+    else:
+        ws, ws_numel = (_empty_workspace(device_index) if device_index >= 0 else out.new_empty(0, dtype=torch.float32)), 0
     plan_ = (gate_up_launch if traceable else gate_up_plan)(n_rows, hidden, inter, x.stride(0), out.stride(0), ws_numel,
                                                              has_bias, approx_tanh, config, x.dtype)
     pointers = (x, w_gate, w_up, bg, bu, out, ws)
@@ -295,6 +353,7 @@ def decode_plans(n_rows: int, hidden: int, inter: int, stride_x: int, has_bias: 
                  approx_tanh: bool, dtype: torch.dtype, device_index: int) -> tuple[LaunchPlan, LaunchPlan, int]:
     """The fused decode MLP's two launches for one shape (h and y contiguous), resolved once: the
     gate/up plan (which zeroes the workspace), the down plan, the workspace's size."""
+    warm_up_shape(hidden, inter, stride_x, has_bias, has_down_bias, approx_tanh, dtype, device_index)
     ws_numel = workspace_numel(n_rows, hidden, inter, device_index)
     gate_up = gate_up_launch(n_rows, hidden, inter, stride_x, inter, ws_numel, has_bias, approx_tanh,
                              launch_config(device_index, "gate_up", hidden, inter, n_rows), dtype)
