@@ -60,6 +60,23 @@ def both_times(row, key, fn, timers=(("_us", graph_us), ("_plain_us", median_us)
             row[key + suffix.replace("us", "error")] = f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
+def interleaved_plain_us(rows, key, fns):
+    """Plain-call time of each peer's fn (do_bench median, host time included), the peers timed in
+    turn ROUNDS times and the median kept: plain calls are host-bound and the GPU machine's host
+    drifts by tens of percent over seconds, which one timing per peer would charge to whichever
+    peer ran then. Per-round times go to key + '_plain_rounds_us'."""
+    times = {name: [] for name in fns}
+    for _ in range(ROUNDS):
+        for name, fn in fns.items():
+            try:
+                times[name].append(median_us(fn, rep_ms=50))
+            except Exception as exc:  # noqa: BLE001 (one peer failing must not end the run)
+                rows[name][key + "_plain_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    for name, t in times.items():
+        rows[name][key + "_plain_us"] = statistics.median(t) if t else float("nan")
+        rows[name][key + "_plain_rounds_us"] = t
+
+
 def interleaved_us(rows, key, fns, calls=10):
     """Device time per call of each peer's fn (graph replay), the peers timed in turn ROUNDS
     times and the median kept, so that drift during the run (clocks, temperature) does not
@@ -183,19 +200,28 @@ def bench_mlp(k, dims=DIMS, tokens=TOKENS, bw=None):
         base, fns = mlp_peers(k, hidden, inter)
         for t in tokens:
             xs = [torch.randn(t, hidden, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(SETS)]
+            point_rows, forwards, steps = {}, {}, {}
             for name, fn in fns.items():
                 params = list(fn.parameters()) if isinstance(fn, nn.Module) else list(base.parameters())
-                row = dict(stage="mlp", H=hidden, I=inter, T=t, peer=name)
+                row = point_rows[name] = dict(stage="mlp", H=hidden, I=inter, T=t, peer=name)
+                forwards[name] = cycling([lambda x=x, fn=fn: fn(x) for x in xs])
                 with torch.no_grad():
-                    both_times(row, "fwd", cycling([lambda x=x: fn(x) for x in xs]))
-                step = lambda x: torch.autograd.grad(fn(x), [x, *params], torch.ones(t, hidden, device="cuda", dtype=torch.bfloat16))
-                both_times(row, "train", cycling([lambda x=x: step(x) for x in xs]))
+                    both_times(row, "fwd", forwards[name], timers=(("_us", graph_us),))
+                step = lambda x, fn=fn, params=params: torch.autograd.grad(
+                    fn(x), [x, *params], torch.ones(t, hidden, device="cuda", dtype=torch.bfloat16))
+                steps[name] = cycling([lambda x=x, step=step: step(x) for x in xs])
+                both_times(row, "train", steps[name], timers=(("_us", graph_us),))
+            with torch.no_grad():
+                interleaved_plain_us(point_rows, "fwd", forwards)
+            interleaved_plain_us(point_rows, "train", steps)
+            for name, fn in fns.items():
+                row, step = point_rows[name], steps[name]
                 if t == max(tokens):
                     torch.cuda.synchronize()
                     torch.cuda.empty_cache()
                     before = torch.cuda.memory_allocated()
                     torch.cuda.reset_peak_memory_stats()
-                    step(xs[0])
+                    step()
                     torch.cuda.synchronize()
                     row["train_peak_extra_mib"] = (torch.cuda.max_memory_allocated() - before) / 2**20
                 if bw:
