@@ -304,6 +304,32 @@ def test_fused_op_is_registered_for_tracing(mlp_ops):
     torch.library.opcheck(mlp_ops.mlp_decode, (x, wg, wu, wd, bg, bu, bd, "none"))
 
 
+def test_layer_compiles_fullgraph_with_the_fused_path_on(kernel, mlp_ops, fused_on, monkeypatch):
+    """Under torch.compile the layer takes its modules' path, decided before the rule reaches
+    anything Dynamo cannot trace: here the table lookup breaks the graph if it is reached, and
+    fullgraph=True turns a break into an error."""
+    import torch._dynamo.testing
+
+    def untraceable_lookup(device_index):
+        torch._dynamo.graph_break()
+        return None
+
+    monkeypatch.setattr(mlp_ops, "measured_table", untraceable_lookup)
+    monkeypatch.setattr(mlp_ops, "use_triton", lambda t: True)  # on the CPU, as a GPU tensor would
+    torch._dynamo.reset()
+    mlp = _MLP().to(DEVICE, torch.bfloat16)
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor" if HAS_CUDA else "aot_eager")
+    compiled = torch.compile(lambda x: kernel.layers.GeGLUMLP.forward(mlp, x), fullgraph=True, dynamic=True,
+                             backend=counter)
+    with torch.no_grad():
+        for t in (3, 5, 40):
+            x = torch.randn(t, 64, device=DEVICE, dtype=torch.bfloat16)
+            rtol, atol = TOLERANCES[torch.bfloat16]
+            expected = mlp(x)
+            torch.testing.assert_close(compiled(x), expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
+    assert counter.frame_count == 1
+
+
 def test_launch_rules_take_symbolic_sizes(mlp_kernels):
     """Traced launches look their configs up with symbolic sizes (unhashable: no cache for them);
     the traced config is the eager one at MAX_ROWS tokens."""

@@ -162,6 +162,10 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     cached; they are ordered so that the common cases leave early."""
     if FUSED_OFF or not (FUSED_OPT_IN or MEASURED_DEVICES):  # no table anywhere, no opt-in: one check
         return None
+    # Traced by torch.compile: the modules' path, decided before anything Dynamo cannot trace (the
+    # device-name lookup behind the launch tables would break the graph, failing fullgraph=True).
+    if torch.compiler.is_compiling():
+        return None
     if x.dtype not in FUSED_DTYPES:
         return None
     if x.is_cuda:
