@@ -304,30 +304,42 @@ def test_fused_op_is_registered_for_tracing(mlp_ops):
     torch.library.opcheck(mlp_ops.mlp_decode, (x, wg, wu, wd, bg, bu, bd, "none"))
 
 
-def test_layer_compiles_fullgraph_with_the_fused_path_on(kernel, mlp_ops, fused_on, monkeypatch):
-    """Under torch.compile the layer takes its modules' path, decided before the rule reaches
-    anything Dynamo cannot trace: here the table lookup breaks the graph if it is reached, and
-    fullgraph=True turns a break into an error."""
+def test_layer_compiles_fullgraph_onto_the_fused_paths_without_recompiling(kernel, mlp_ops, fused_on, monkeypatch):
+    """Under torch.compile (fullgraph, dynamic shapes) the layer calls the opaque `mlp_inference`
+    op, which picks its path on the real token count: one graph for every T, the fused kernels up
+    to the table's limit inside it, and no table lookup traced (planted here as a graph break,
+    which fullgraph=True turns into an error)."""
     import torch._dynamo.testing
 
-    def untraceable_lookup(device_index):
-        torch._dynamo.graph_break()
-        return None
+    enabled = mlp_ops.fused_mlp_enabled
 
-    monkeypatch.setattr(mlp_ops, "measured_table", untraceable_lookup)
-    monkeypatch.setattr(mlp_ops, "use_triton", lambda t: True)  # on the CPU, as a GPU tensor would
+    def untraceable_lookup(device_index):
+        torch._dynamo.graph_break()  # a no-op outside tracing
+        return enabled(device_index)
+
+    monkeypatch.setattr(mlp_ops, "fused_mlp_enabled", untraceable_lookup)
+    calls = _count_fused(mlp_ops, monkeypatch, "mlp_inference_impl")
+    decodes = _count_fused(mlp_ops, monkeypatch, "run_mlp_decode")
     torch._dynamo.reset()
-    mlp = _MLP().to(DEVICE, torch.bfloat16)
+    mlp = _MLP(bias=True).to(DEVICE, torch.bfloat16)
     counter = torch._dynamo.testing.CompileCounterWithBackend("inductor" if HAS_CUDA else "aot_eager")
     compiled = torch.compile(lambda x: kernel.layers.GeGLUMLP.forward(mlp, x), fullgraph=True, dynamic=True,
                              backend=counter)
+    both_rows, gate_up_rows = mlp_ops.max_rows(_device_index())
+    tokens = (2, 3, both_rows, both_rows + 1, gate_up_rows + 7)
+    rtol, atol = TOLERANCES[torch.bfloat16]
     with torch.no_grad():
-        for t in (3, 5, 40):
-            x = torch.randn(t, 64, device=DEVICE, dtype=torch.bfloat16)
-            rtol, atol = TOLERANCES[torch.bfloat16]
+        for t in tokens:
+            x = torch.randn(1, t, 64, device=DEVICE, dtype=torch.bfloat16)
             expected = mlp(x)
             torch.testing.assert_close(compiled(x), expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
     assert counter.frame_count == 1
+    assert len(calls) == len(tokens)
+    assert len(decodes) == sum(t <= both_rows for t in tokens)
+    with torch.enable_grad():  # training under compile: the modules' path (autograd), a new graph
+        mlp.requires_grad_(True)
+        compiled(torch.randn(3, 64, device=DEVICE, dtype=torch.bfloat16)).sum().backward()
+    assert len(calls) == len(tokens) and mlp.gate_proj.weight.grad is not None
 
 
 def test_launch_rules_take_symbolic_sizes(mlp_kernels):

@@ -2,12 +2,15 @@
 
   mlp_decode(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate) -> y   (gate/up kernel, split-K down)
   gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate) -> h                (then the down module)
+  mlp_inference(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate) -> y
+      (what a layer traced by torch.compile calls: opaque, the path chosen on the real token count)
 
-Neither has autograd: they serve inference. The fused paths read the projections' weights
+None has autograd: they serve inference. The fused paths read the projections' weights
 directly, so `fused_mlp` takes them only where that changes nothing the user can observe: plain
 `nn.Linear` projections (not a subclass, a PEFT/LoRA wrapper, a quantized or parametrized linear)
 holding plain contiguous weights of the input's dtype and device, no forward hooks or pre-hooks
-(module or global), no autograd needed, an eager call (not traced, no autocast), 1 to the table's
+(module or global), no autograd needed, no autocast, an eager call (or torch.compile tracing the
+layer: then `mlp_inference` for every token count, so nothing guards on T), 1 to the table's
 `max_rows` tokens (`gate_up_max_rows` for the gate/up kernel alone), a 16-bit dtype (fp32 follows
 cuBLAS's TF32 setting, which these kernels do not), and a GPU whose launch table is measured (or
 `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The split-K down kernel also
@@ -28,7 +31,8 @@ from torch.nn.modules import module as _nn_module
 
 from ._ops import add_op_namespace_prefix
 from .checks import check_approximate, check_mlp_decode, row_view
-from .dispatch import DIRECT, route, use_triton
+from .dispatch import DIRECT, geglu_forward_impl, route, use_triton
+from .kernel_src.launch import INTERPRET
 from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, _down_split_k_kernel, _gate_up_geglu_kernel,
                              launch_down_split_k, launch_gate_up_geglu, max_rows, measured_table, run_mlp_decode,
                              workspace_numel)
@@ -117,6 +121,44 @@ def _(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate):
     return x.new_empty((x.shape[0], w_down.shape[0]))
 
 
+def mlp_inference_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate):
+    """The whole MLP on x [T, H] (unit column stride), the path chosen on the real token count:
+    both fused kernels up to the table's `max_rows` tokens, the gate/up kernel and cuBLAS's down
+    projection up to `gate_up_max_rows`, else cuBLAS projections and the pointwise kernel."""
+    if not use_triton(x):
+        return F.linear(_torch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate), w_down, b_down)
+    device_index = x.get_device() if x.is_cuda else -1
+    if x.dtype in FUSED_DTYPES and fused_mlp_enabled(device_index):
+        both_rows, gate_up_rows = max_rows(device_index)
+        n_rows = x.shape[0]
+        try:
+            if n_rows <= both_rows and not torch.are_deterministic_algorithms_enabled():
+                return run_mlp_decode(x, x.stride(0), w_gate, w_up, w_down, b_gate, b_up, b_down, approximate == "tanh",
+                                      device_index)
+            if n_rows <= gate_up_rows:
+                return F.linear(gate_up_geglu_impl(x, w_gate, w_up, b_gate, b_up, approximate), w_down, b_down)
+        except Exception as exc:  # noqa: BLE001 (any failure: the unfused path below still gives the answer)
+            _give_up(exc)
+    h = geglu_forward_impl(F.linear(x, w_gate, b_gate), F.linear(x, w_up, b_up), approximate)
+    return F.linear(h, w_down, b_down)
+
+
+# Not a triton_op on purpose: torch.compile calls it as an opaque op, so its body picks the path on
+# the token count at run time (a traced branch on T would guard and recompile across T).
+@torch.library.custom_op(add_op_namespace_prefix("mlp_inference"), mutates_args=())
+def mlp_inference(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
+                  b_gate: Optional[torch.Tensor], b_up: Optional[torch.Tensor], b_down: Optional[torch.Tensor],
+                  approximate: str) -> torch.Tensor:
+    check_mlp_decode(x, w_gate, w_up, b_gate, b_up, w_down, b_down)
+    check_approximate(approximate)
+    return mlp_inference_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate)
+
+
+@mlp_inference.register_fake
+def _(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate):
+    return x.new_empty((x.shape[0], w_down.shape[0]))
+
+
 _declare_kernels(gate_up_geglu, _gate_up_geglu_kernel)
 _declare_kernels(mlp_decode, _gate_up_geglu_kernel, _down_split_k_kernel)
 
@@ -153,6 +195,65 @@ def _usable(tensors, x, grad: bool) -> bool:
     return True
 
 
+def _compile_may_fuse(device_index: int) -> bool:
+    # Called by Dynamo while it traces, its answer kept in the graph: the table lookup behind it
+    # (the device's name) is nothing Dynamo can trace.
+    return fused_mlp_enabled(device_index)
+
+
+# What torch.compiler.assume_constant_result sets; that function imports torch._dynamo (and with
+# it torch._inductor, over a second) at the kernel's load. A test plants an untraceable lookup
+# behind it, so a torch that stops reading this marker fails there, not in users' graphs.
+_compile_may_fuse._dynamo_marked_constant = True
+
+
+def _projection_weights(x, gate_proj, up_proj) -> tuple | None:
+    """(wg, wu, bg, bu, params) of plain gate/up projections (or one packed projection) for x, or None."""
+    gate = _plain_linear(gate_proj)
+    if gate is None:
+        return None
+    if up_proj is None:
+        w, b = gate
+        inter = w.shape[0] // 2
+        wg, wu = w[:inter], w[inter:]
+        bg, bu = (None, None) if b is None else (b[:inter], b[inter:])
+        params = gate if b is not None else (w,)
+    else:
+        up = _plain_linear(up_proj)
+        if up is None:
+            return None
+        (wg, bg), (wu, bu) = gate, up
+        params = (wg, wu) if bg is None else (wg, wu, bg, bu)
+    if (bg is None) != (bu is None) or wg.shape != wu.shape or wg.shape[1] != x.shape[-1]:
+        return None
+    return wg, wu, bg, bu, params
+
+
+def _fused_mlp_compiled(x, approximate, gate_proj, up_proj, down_proj, dropout) -> torch.Tensor | None:
+    """The rule while torch.compile traces the layer: the same conditions as in eager (module types,
+    hooks, dropout, dtype, autocast, autograd), all of which Dynamo guards on, then the opaque
+    `mlp_inference` op for any token count; the token count itself is not looked at."""
+    if x.dtype not in FUSED_DTYPES or not (x.is_cuda or (x.device.type == "cpu" and INTERPRET)):
+        return None
+    if not _compile_may_fuse(x.get_device() if x.is_cuda else -1):
+        return None
+    if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
+        return None
+    found = _projection_weights(x, gate_proj, up_proj)
+    down = _plain_linear(down_proj)
+    if found is None or down is None or not _inactive_dropout(dropout) or torch.is_autocast_enabled(x.device.type):
+        return None
+    wg, wu, bg, bu, params = found
+    wd, bd = down
+    grad = torch.is_grad_enabled()
+    if wd.shape != (x.shape[-1], wg.shape[0]) or (grad and x.requires_grad) or x.stride(-1) != 1:
+        return None
+    if not _usable(params, x, grad) or not _usable(down if bd is not None else (wd,), x, grad):
+        return None
+    y = mlp_inference(x.reshape(-1, x.shape[-1]), wg, wu, wd, bg, bu, bd, approximate)
+    return y.view(*x.shape[:-1], wd.shape[0])
+
+
 def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
               down_proj: nn.Module, dropout: nn.Module | None = None) -> torch.Tensor | None:
     """down_proj(dropout(gelu(gate(x)) * up(x))) through the fused kernels, or None where they do not
@@ -162,10 +263,8 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     cached; they are ordered so that the common cases leave early."""
     if FUSED_OFF or not (FUSED_OPT_IN or MEASURED_DEVICES):  # no table anywhere, no opt-in: one check
         return None
-    # Traced by torch.compile: the modules' path, decided before anything Dynamo cannot trace (the
-    # device-name lookup behind the launch tables would break the graph, failing fullgraph=True).
     if torch.compiler.is_compiling():
-        return None
+        return _fused_mlp_compiled(x, approximate, gate_proj, up_proj, down_proj, dropout)
     if x.dtype not in FUSED_DTYPES:
         return None
     if x.is_cuda:
@@ -183,23 +282,10 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
         return None
     if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
         return None
-    gate = _plain_linear(gate_proj)
-    if gate is None:
+    found = _projection_weights(x, gate_proj, up_proj)
+    if found is None:
         return None
-    if up_proj is None:
-        w, b = gate
-        inter = w.shape[0] // 2
-        wg, wu = w[:inter], w[inter:]
-        bg, bu = (None, None) if b is None else (b[:inter], b[inter:])
-        params = gate if b is not None else (w,)
-    else:
-        up = _plain_linear(up_proj)
-        if up is None:
-            return None
-        (wg, bg), (wu, bu) = gate, up
-        params = (wg, wu) if bg is None else (wg, wu, bg, bu)
-    if (bg is None) != (bu is None) or wg.shape != wu.shape or wg.shape[1] != hidden:
-        return None
+    wg, wu, bg, bu, params = found
     # Tracing, or a tensor subclass input: the modules' path (the weights are plain Parameters).
     # Under autocast the projections would compute in autocast's dtype: the modules' path too.
     if route(x) != DIRECT or torch.is_autocast_enabled(x.device.type):
