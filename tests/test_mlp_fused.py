@@ -302,6 +302,9 @@ def test_fused_op_is_registered_for_tracing(mlp_ops):
     wd, bd = torch.randn(64, 96, device=DEVICE) / 10, torch.randn(64, device=DEVICE)
     torch.library.opcheck(mlp_ops.mlp_decode, (x, wg, wu, wd, None, None, None, "tanh"))
     torch.library.opcheck(mlp_ops.mlp_decode, (x, wg, wu, wd, bg, bu, bd, "none"))
+    for t in (3, 70, 200):  # the compiled layers' op: any token count
+        xt = torch.randn(t, 64, device=DEVICE)
+        torch.library.opcheck(mlp_ops.mlp_inference, (xt, wg, wu, wd, bg, bu, bd, "tanh"))
 
 
 def test_layer_compiles_fullgraph_onto_the_fused_paths_without_recompiling(kernel, mlp_ops, fused_on, monkeypatch):
