@@ -234,16 +234,24 @@ def test_t5_and_modernbert_layers_take_the_fused_path(kernel, mlp_ops, fused_on,
         "ModernBertGeGLUMLP": ModernBertMLP(ModernBertConfig(hidden_size=64, intermediate_size=160,
                                                              hidden_activation="gelu", mlp_bias=True)),
     }
+    import torch._dynamo.testing
+
     for layer, module in cases.items():
         module = module.to(DEVICE, torch.bfloat16).eval()
         x = torch.randn(1, 4, 64, device=DEVICE, dtype=torch.bfloat16)
-        with torch.no_grad():
-            before = len(downs)
-            got = getattr(kernel.layers, layer).forward(module, x)
-            expected = module(x)
-        assert len(downs) == before + 1, f"{layer}: decode-sized inference should take the fused kernels"
+        forward = getattr(kernel.layers, layer).forward
+        torch._dynamo.reset()
+        counter = torch._dynamo.testing.CompileCounterWithBackend("inductor" if HAS_CUDA else "aot_eager")
+        compiled = torch.compile(lambda x: forward(module, x), fullgraph=True, backend=counter)
         rtol, atol = TOLERANCES[torch.bfloat16]
-        torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
+        for run in (lambda x: forward(module, x), compiled):  # eager, then traced (packed weights sliced there)
+            with torch.no_grad():
+                before = len(downs)
+                got = run(x)
+                expected = module(x)
+            assert len(downs) == before + 1, f"{layer}: decode-sized inference should take the fused kernels"
+            torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
+        assert counter.frame_count == 1
 
 
 def _autocast_fp16(fn):
