@@ -23,6 +23,13 @@ def _nobody_else_holds(projections: tuple[nn.Module, ...]) -> bool:
     return all(type(p) is nn.Linear and not p._forward_hooks for p in projections)
 
 
+def _attributes(module: nn.Module, *names: str) -> tuple:
+    """The named attributes of the replaced module, submodules straight from `_modules`
+    (nn.Module.__getattr__ costs about 2 us a lookup, on every eager call), others by getattr."""
+    modules = module._modules
+    return tuple(modules[name] if name in modules else getattr(module, name) for name in names)
+
+
 def _geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, projections: tuple[nn.Module, ...] = ()
            ) -> torch.Tensor:
     # projections: the modules that made gate and up inside this layer (none: never write over them).
@@ -55,15 +62,16 @@ class GeGLUMLP(nn.Module):
     can_torch_compile = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        approximate = approximate_of(self.act_fn)
+        gate_proj, up_proj, down_proj, act_fn = _attributes(self, "gate_proj", "up_proj", "down_proj", "act_fn")
+        approximate = approximate_of(act_fn)
         dropout = self._modules.get("dropout")  # not getattr: a missing attribute raises inside nn.Module
-        y = mlp_ops.fused_mlp(x, approximate, self.gate_proj, self.up_proj, self.down_proj, dropout)
+        y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, dropout)
         if y is not None:
             return y
-        h = _geglu(self.gate_proj(x), self.up_proj(x), approximate, (self.gate_proj, self.up_proj))
+        h = _geglu(gate_proj(x), up_proj(x), approximate, (gate_proj, up_proj))
         if dropout is not None:
             h = dropout(h)
-        return self.down_proj(h)
+        return down_proj(h)
 
 
 class GeluTanhAndMul(nn.Module):
@@ -109,17 +117,18 @@ class T5DenseGatedGeGLU(nn.Module):
     can_torch_compile = True
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        approximate = approximate_of(self.act)
-        weight = self.wo.weight
+        wi_0, wi_1, wo, act, dropout = _attributes(self, "wi_0", "wi_1", "wo", "act", "dropout")
+        approximate = approximate_of(act)
+        weight = wo.weight
         if isinstance(weight, torch.Tensor) and weight.dtype == hidden_states.dtype:  # no cast before wo
-            y = mlp_ops.fused_mlp(hidden_states, approximate, self.wi_0, self.wi_1, self.wo, self.dropout)
+            y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout)
             if y is not None:
                 return y
-        gate, up = self.wi_0(hidden_states), self.wi_1(hidden_states)
-        h = self.dropout(_geglu(gate, up, approximate, (self.wi_0, self.wi_1)))
+        gate, up = wi_0(hidden_states), wi_1(hidden_states)
+        h = dropout(_geglu(gate, up, approximate, (wi_0, wi_1)))
         if isinstance(weight, torch.Tensor) and h.dtype != weight.dtype and weight.dtype != torch.int8:
             h = h.to(weight.dtype)
-        return self.wo(h)
+        return wo(h)
 
 
 class LongT5DenseGatedGeGLU(T5DenseGatedGeGLU):
@@ -130,12 +139,13 @@ class LongT5DenseGatedGeGLU(T5DenseGatedGeGLU):
     """
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        approximate = approximate_of(self.act)
-        y = mlp_ops.fused_mlp(hidden_states, approximate, self.wi_0, self.wi_1, self.wo, self.dropout)
+        wi_0, wi_1, wo, act, dropout = _attributes(self, "wi_0", "wi_1", "wo", "act", "dropout")
+        approximate = approximate_of(act)
+        y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout)
         if y is not None:
             return y
-        h = _geglu(self.wi_0(hidden_states), self.wi_1(hidden_states), approximate, (self.wi_0, self.wi_1))
-        return self.wo(self.dropout(h))
+        h = _geglu(wi_0(hidden_states), wi_1(hidden_states), approximate, (wi_0, wi_1))
+        return wo(dropout(h))
 
 
 class ModernBertGeGLUMLP(nn.Module):
@@ -153,12 +163,13 @@ class ModernBertGeGLUMLP(nn.Module):
     can_torch_compile = True
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        approximate = approximate_of(self.act)
-        y = mlp_ops.fused_mlp(hidden_states, approximate, self.Wi, None, self.Wo, self.drop)  # Wi packed
+        wi, wo, act, drop = _attributes(self, "Wi", "Wo", "act", "drop")
+        approximate = approximate_of(act)
+        y = mlp_ops.fused_mlp(hidden_states, approximate, wi, None, wo, drop)  # Wi packed
         if y is not None:
             return y
-        h = _geglu_packed(self.Wi(hidden_states), approximate, self.Wi)
-        return self.Wo(self.drop(h))
+        h = _geglu_packed(wi(hidden_states), approximate, wi)
+        return wo(drop(h))
 
 
 class ClvpGeGLU(nn.Module):
