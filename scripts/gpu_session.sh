@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
-# job named by $1 (gemma | final | sweep | compare | floor | reliability | launch | mlp | none). Logs and results go to $OUT.
+# job named by $1 (gemma | final | sweep | compare | floor | reliability | launch | mlp | one_launch | none). Logs and results go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -53,5 +53,10 @@ case "${1:-none}" in
       && python3 probes/probe_mlp_first_call.py --out "$OUT" \
       && python3 compare_peers.py --out "$OUT" --sections mlp --tokens "${MLP_TOKENS:-1,16,32,64,128}" \
       && python3 compare_model.py --out "$OUT") 2>&1 | grep -v dirty | tee "$OUT/mlp.log" | tail -60 ;;
+  one_launch)
+    # The one-launch decode MLP (ticketed gate/up and split-K down programs, per-slice flags)
+    # against the package's two launches.
+    (cd benchmarks && timeout 480 python3 probes/probe_mlp_one_launch.py --out "$OUT") 2>&1 | grep -v dirty \
+      | tee "$OUT/one_launch.log" | tail -20 ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac
