@@ -1,6 +1,7 @@
 """Helpers shared by the GPU benchmark scripts: load the local build, time, count bytes."""
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import triton
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,3 +139,41 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=1) + "\n")
     if os.environ.get("OUT"):
         print(f"wrote {path}")
+
+
+# --- shared by the MLP probes and comparisons ---
+
+L2_BYTES = 60 << 20  # the H200's L2
+MATMUL_FLOPS = 790e12  # bf16 dense matrix rate of the H200 (measured on this kind of machine)
+
+
+def int_list(value: str) -> list[int]:
+    """argparse type: "1,16,64" -> [1, 16, 64]."""
+    return [int(v) for v in value.split(",")]
+
+
+def shape_list(value: str) -> list[tuple[int, int]]:
+    """argparse type: "2048x16384,768x3072" -> [(2048, 16384), (768, 3072)] (hidden x intermediate)."""
+    return [tuple(map(int, d.split("x"))) for d in value.split(",")]
+
+
+def weight_copies(hidden: int, inter: int) -> int:
+    """Copies of the MLP's weights to cycle through so that each call reads its weights from HBM, as a
+    model's decode step does (each matrix alone, as the parts are timed, also exceeds the L2)."""
+    return max(1, min(16, math.ceil(3 * L2_BYTES / (hidden * inter * 2))))
+
+
+def mlp_reference(x, wg, wu, wd=None, bg=None, bu=None, bd=None):
+    """The GeGLU MLP (tanh) in float64 with eager's rounding points: each projection and gelu(g)
+    rounded to x's dtype, then h; wd None: h itself."""
+    dt = x.dtype
+    g = F.linear(x.double(), wg.double(), None if bg is None else bg.double()).to(dt).double()
+    u = F.linear(x.double(), wu.double(), None if bu is None else bu.double()).to(dt).double()
+    h = (F.gelu(g, approximate="tanh").to(dt).double() * u).to(dt).double()
+    return h if wd is None else F.linear(h, wd.double(), None if bd is None else bd.double())
+
+
+def rel_err(out, ref) -> float:
+    """Relative error in the 2-norm of out against a float64 reference."""
+    return ((out.double() - ref).norm() / ref.norm()).item()
+

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import (copy_bandwidth_gbs, cycling, eager_packed, eager_separate, environment, graph_replay, graph_us, host_us,
-                    interleaved_rounds, load_local_build, median_us, write_json)
+                    int_list, interleaved_rounds, load_local_build, median_us, shape_list, write_json)
 
 DIMS = [(768, 3072), (2048, 16384), (2560, 10240), (3584, 14336)]
 TOKENS = [1, 16, 64, 128, 512, 2048, 8192]
@@ -327,9 +327,9 @@ def main():
                         help="comma-separated: host (host time per call only), extras (host, first call, "
                              "fp16/fp32 points), pointwise, mlp")
     parser.add_argument("--dims", default=",".join(f"{h}x{i}" for h, i in DIMS),
-                        type=lambda v: [tuple(map(int, d.split("x"))) for d in v.split(",")], help="mlp section: HxI")
-    parser.add_argument("--tokens", default=",".join(map(str, TOKENS)), type=lambda v: [int(t) for t in v.split(",")])
-    parser.add_argument("--inters", default="3072,16384,10240,14336", type=lambda v: [int(i) for i in v.split(",")],
+                        type=shape_list, help="mlp section: HxI")
+    parser.add_argument("--tokens", default=",".join(map(str, TOKENS)), type=int_list)
+    parser.add_argument("--inters", default="3072,16384,10240,14336", type=int_list,
                         help="pointwise section: intermediate sizes")
     args = parser.parse_args()
     k = load_local_build()

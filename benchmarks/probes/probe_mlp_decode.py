@@ -22,7 +22,6 @@ matrices read once at the copy bandwidth measured in the same run.
 import argparse
 import importlib
 import itertools
-import math
 import sys
 import time
 from pathlib import Path
@@ -32,35 +31,18 @@ import torch.nn.functional as F
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import copy_bandwidth_gbs, cycling, environment, graph_us, load_local_build, median_us, write_json  # noqa: E402
+from common import (MATMUL_FLOPS, copy_bandwidth_gbs, cycling, environment, graph_us, int_list,  # noqa: E402
+                    load_local_build, median_us, mlp_reference, rel_err, shape_list, weight_copies, write_json)
 
 # (BLOCK_I, BLOCK_K, warps, stages); BLOCK_T is the row tile that holds T (`mlp.row_tile`).
 TILE_CONFIGS = [c for c in itertools.product((16, 32, 64, 128), (64, 128), (2, 4, 8), (3, 4, 5))
                 if c[0] * c[1] <= 16384 and not (c[0] == 128 and c[2] == 2)]
 DOWN_CONFIGS = list(itertools.product((32, 64, 128), (128, 256), (4, 8, 16), (4,), (3, 4)))
-L2_BYTES = 60 << 20
-MATMUL_FLOPS = 790e12
-
-
-def reference(x, wg, wu, wd):
-    """float64 with eager's rounding points."""
-    dt = x.dtype
-    g = (x.double() @ wg.double().T).to(dt).double()
-    u = (x.double() @ wu.double().T).to(dt).double()
-    h = (F.gelu(g, approximate="tanh").to(dt).double() * u).to(dt).double()
-    return h @ wd.double().T
-
-
-def rel_err(out, ref):
-    return ((out.double() - ref).norm() / ref.norm()).item()
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--dims", default="2048x16384,3584x14336,2560x10240,768x3072",
-                        type=lambda v: [tuple(map(int, d.split("x"))) for d in v.split(",")])
-    parser.add_argument("--tokens", default="1,4,16", type=lambda v: [int(t) for t in v.split(",")])
+    parser.add_argument("--dims", default="2048x16384,3584x14336,2560x10240,768x3072", type=shape_list)
+    parser.add_argument("--tokens", default="1,4,16", type=int_list)
     parser.add_argument("--rep-ms", type=int, default=40)
     args = parser.parse_args()
     k = load_local_build()
@@ -72,14 +54,14 @@ def main():
     start = time.time()
     for hidden, inter in args.dims:
         wbytes = 3 * hidden * inter * 2
-        copies = max(1, min(16, math.ceil(3 * L2_BYTES / (hidden * inter * 2))))  # each part alone leaves L2 too
+        copies = weight_copies(hidden, inter)
         ws = [tuple((torch.randn(*s, device="cuda") / s[1] ** 0.5).to(dt) for s in
                     ((inter, hidden), (inter, hidden), (hidden, inter))) for _ in range(copies)]
         floor_us = wbytes / (bw * 1e9) * 1e6
         for t in args.tokens:
             xs = [torch.randn(t, hidden, device="cuda", dtype=dt) for _ in range(copies)]
             pairs = list(zip(xs, ws))
-            ref = reference(xs[0], *ws[0])
+            ref = mlp_reference(xs[0], *ws[0])
             eager = lambda x, w: F.linear(F.gelu(F.linear(x, w[0]), approximate="tanh") * F.linear(x, w[1]), w[2])
 
             # Middle T: the matrix work's floor too (bf16 ~790 TFLOP/s measured on this kind of machine).

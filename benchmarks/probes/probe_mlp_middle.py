@@ -14,7 +14,6 @@ measured in the same run and the FLOPs at the bf16 matrix rate (~790 TFLOP/s).
 
 import argparse
 import importlib
-import math
 import sys
 import time
 from pathlib import Path
@@ -23,10 +22,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import copy_bandwidth_gbs, cycling, environment, graph_us, load_local_build, median_us, write_json  # noqa: E402
+from common import (MATMUL_FLOPS, copy_bandwidth_gbs, cycling, environment, graph_us, int_list,  # noqa: E402
+                    load_local_build, median_us, mlp_reference, rel_err, shape_list, weight_copies, write_json)
 
-L2_BYTES = 60 << 20
-MATMUL_FLOPS = 790e12
 TILE_CONFIGS = [(64, 64, 4, 3), (64, 64, 4, 4), (64, 128, 4, 3), (128, 64, 8, 3), (128, 64, 4, 4), (32, 128, 4, 4),
                 (64, 128, 8, 3), (128, 128, 8, 3), (32, 64, 4, 4)]
 LARGE_T_CONFIGS = [(128, 64, 64, 4, 3), (128, 64, 64, 4, 4), (128, 128, 64, 8, 3), (128, 128, 64, 8, 4),
@@ -39,21 +37,6 @@ def gate_up_configs(t: int) -> list:
     if t <= 64:
         return [(t, *c) for c in TILE_CONFIGS]
     return [(64, *c) for c in TILE_CONFIGS] + LARGE_T_CONFIGS
-
-
-def reference(x, wg, wu, wd, bg=None, bu=None, bd=None):
-    """float64 with eager's rounding points (wd None: h)."""
-    dt = x.dtype
-    g = F.linear(x.double(), wg.double(), None if bg is None else bg.double()).to(dt).double()
-    u = F.linear(x.double(), wu.double(), None if bu is None else bu.double()).to(dt).double()
-    h = (F.gelu(g, approximate="tanh").to(dt).double() * u).to(dt).double()
-    return h if wd is None else F.linear(h, wd.double(), None if bd is None else bd.double())
-
-
-def rel_err(out, ref):
-    return ((out.double() - ref).norm() / ref.norm()).item()
-
-
 def check_correctness(mlp) -> list:
     """The layer's entry (T <= MAX_ROWS) and the gate/up kernel (more rows, every swept BLOCK_T) against
     float64, with biases, odd shapes, bf16 and fp16; the bound is 4x eager's own error."""
@@ -67,14 +50,14 @@ def check_correctness(mlp) -> list:
                 x = torch.randn(t, hidden, device="cuda", dtype=dt)
                 row = dict(dtype=str(dt), H=hidden, I=inter, T=t)
                 if t <= mlp.MAX_ROWS:
-                    ref = reference(x, *w, *b)
+                    ref = mlp_reference(x, *w, *b)
                     eager = F.linear(F.gelu(F.linear(x, w[0], b[0]), approximate="tanh") * F.linear(x, w[1], b[1]),
                                      w[2], b[2])
                     row.update(eager_err=rel_err(eager, ref), entry_err=rel_err(mlp.run_mlp_decode(
                         x, hidden, *w, *b, True, 0), ref))
                     row["ok"] = row["entry_err"] <= 4 * row["eager_err"] + 1e-3
                 else:
-                    ref = reference(x, w[0], w[1], None, b[0], b[1])
+                    ref = mlp_reference(x, w[0], w[1], None, b[0], b[1])
                     eager = F.gelu(F.linear(x, w[0], b[0]), approximate="tanh") * F.linear(x, w[1], b[1])
                     row["eager_err"] = rel_err(eager, ref)
                     errs = []
@@ -94,9 +77,8 @@ def check_correctness(mlp) -> list:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--dims", default="2048x16384,3584x14336,2560x10240,768x3072",
-                        type=lambda v: [tuple(map(int, d.split("x"))) for d in v.split(",")])
-    parser.add_argument("--tokens", default="32,64,128,256,512", type=lambda v: [int(t) for t in v.split(",")])
+    parser.add_argument("--dims", default="2048x16384,3584x14336,2560x10240,768x3072", type=shape_list)
+    parser.add_argument("--tokens", default="32,64,128,256,512", type=int_list)
     parser.add_argument("--rep-ms", type=int, default=30)
     args = parser.parse_args()
     k = load_local_build()
@@ -109,7 +91,7 @@ def main():
     dt = torch.bfloat16
     out["summary"], out["rows"] = [], []
     for hidden, inter in args.dims:
-        copies = max(1, min(16, math.ceil(3 * L2_BYTES / (hidden * inter * 2))))
+        copies = weight_copies(hidden, inter)
         ws = [tuple((torch.randn(*s, device="cuda") / s[1] ** 0.5).to(dt) for s in
                     ((inter, hidden), (inter, hidden), (hidden, inter))) for _ in range(copies)]
         floor_us = 3 * hidden * inter * 2 / (bw * 1e9) * 1e6

@@ -22,7 +22,6 @@ whole [T, H] partial), the atomics here are those of the split-K kernel: H x T x
 
 import argparse
 import importlib
-import math
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import int_list, mlp_reference, rel_err, shape_list, weight_copies  # noqa: E402
 
 # sync words (int32): ticket, done, error, SPLIT_K slice flags, then one arrival counter per block
 _TICKET, _DONE, _ERROR, _FLAGS = 0, 1, 2, 3
@@ -153,20 +153,6 @@ class OneLaunchDecode:
                                              not INTERPRET, 16 if t <= 16 else 32 if t <= 32 else 64,
                                              MAX_SPINS=1 << 22, **self.cfg, **self.opts)
         return y
-
-
-def reference(x, wg, wu, wd):
-    dt = x.dtype
-    g = (x.double() @ wg.double().T).to(dt).double()
-    u = (x.double() @ wu.double().T).to(dt).double()
-    h = (F.gelu(g, approximate="tanh").to(dt).double() * u).to(dt).double()
-    return h @ wd.double().T
-
-
-def rel_err(out, ref):
-    return ((out.double() - ref).norm() / ref.norm()).item()
-
-
 def check(device, dims, tokens, dtypes, configs, calls=3) -> list:
     """Each config against float64 over several consecutive calls (the persistent state must come
     back clean), and the error word."""
@@ -181,9 +167,9 @@ def check(device, dims, tokens, dtypes, configs, calls=3) -> list:
                     errs = []
                     for _ in range(calls):
                         x = torch.randn(t, hidden, device=device, dtype=dt)
-                        errs.append(rel_err(run(x, *w), reference(x, *w)))
+                        errs.append(rel_err(run(x, *w), mlp_reference(x, *w)))
                     eager_err = rel_err(F.linear(F.gelu(F.linear(x, w[0]), approximate="tanh") * F.linear(x, w[1]),
-                                                 w[2]), reference(x, *w))
+                                                 w[2]), mlp_reference(x, *w))
                     clean = int(run.sync[:_FLAGS + cfg.get("split_k", 8)].abs().sum()) == 0 and not run.acc.any()
                     row = dict(dtype=str(dt), H=hidden, I=inter, T=t, config=cfg, max_err=max(errs),
                                eager_err=eager_err, error_word=int(run.sync[_ERROR]), clean=clean)
@@ -205,9 +191,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path)
     parser.add_argument("--check-cpu", action="store_true", help="the interpreter check only (small shapes)")
-    parser.add_argument("--dims", default="2048x16384,2560x10240,3584x14336",
-                        type=lambda v: [tuple(map(int, d.split("x"))) for d in v.split(",")])
-    parser.add_argument("--tokens", default="1,16", type=lambda v: [int(t) for t in v.split(",")])
+    parser.add_argument("--dims", default="2048x16384,2560x10240,3584x14336", type=shape_list)
+    parser.add_argument("--tokens", default="1,16", type=int_list)
     args = parser.parse_args()
     if args.check_cpu:
         rows = check("cpu", [(64, 256), (128, 512)], (1, 5, 16), (torch.float32, torch.bfloat16),
@@ -215,7 +200,7 @@ def main():
                       dict(block_i=32, block_kg=32, block_n=32, block_kd=64, split_k=4)])
         sys.exit(0 if all(r["ok"] for r in rows) else 1)
 
-    from common import copy_bandwidth_gbs, cycling, environment, graph_us, load_local_build, median_us, write_json
+    from common import copy_bandwidth_gbs, cycling, environment, graph_us, load_local_build, write_json
 
     k = load_local_build()
     mlp = importlib.import_module(k.__name__ + ".kernel_src.mlp")
@@ -228,7 +213,7 @@ def main():
     out["copy_gbs"] = bw = copy_bandwidth_gbs()
     dt, out["points"] = torch.bfloat16, []
     for hidden, inter in args.dims:
-        copies = max(1, min(16, math.ceil(3 * (60 << 20) / (hidden * inter * 2))))
+        copies = weight_copies(hidden, inter)
         ws = [tuple((torch.randn(*s, device="cuda") / s[1] ** 0.5).to(dt) for s in
                     ((inter, hidden), (inter, hidden), (hidden, inter))) for _ in range(copies)]
         floor_us = 3 * hidden * inter * 2 / (bw * 1e9) * 1e6
@@ -238,7 +223,7 @@ def main():
             point = dict(H=hidden, I=inter, T=t, floor_us=floor_us,
                          two_launches_us=timed(lambda x, w: mlp.run_mlp_decode(x, hidden, *w, None, None, None, True,
                                                                                0)), configs=[])
-            ref = reference(xs[0], *ws[0])
+            ref = mlp_reference(xs[0], *ws[0])
             for cfg in GPU_CONFIGS:
                 try:
                     run = OneLaunchDecode(hidden, inter, "cuda", **cfg)
