@@ -251,6 +251,8 @@ def down_launch(n_rows, hidden: int, inter: int, stride_h, stride_y, has_down_bi
 
 
 # Eager launches keep their plans (and compiled handles); traced ones (symbolic sizes) build them anew.
+# These two take explicit configs (the probes' sweeps); the layers' calls take `table_gate_up_plan`
+# and `decode_plans`.
 gate_up_plan = lru_cache(maxsize=1024)(gate_up_launch)
 down_plan = lru_cache(maxsize=1024)(down_launch)
 
@@ -303,8 +305,19 @@ def warm_up_shape(hidden: int, inter: int, stride_x: int, has_bias: bool, has_do
 @lru_cache(maxsize=None)
 def _empty_workspace(device_index: int) -> torch.Tensor:
     # The fp32 workspace argument of a gate/up launch that has none to zero (never written): one
-    # tensor per device, so that every gate/up launch specialises alike.
-    return torch.empty(1, dtype=torch.float32, device=torch.device("cuda", device_index))
+    # tensor per device (-1: the CPU, interpreted), so that every gate/up launch specialises alike.
+    device = torch.device("cuda", device_index) if device_index >= 0 else torch.device("cpu")
+    return torch.empty(1, dtype=torch.float32, device=device)
+
+
+@lru_cache(maxsize=1024)
+def table_gate_up_plan(n_rows: int, hidden: int, inter: int, stride_x: int, stride_h: int, has_bias: bool,
+                       approx_tanh: bool, dtype: torch.dtype, device_index: int) -> LaunchPlan:
+    """The gate/up launch of a layer's eager call (the table's config, no workspace to zero),
+    resolved once; the first plan of a shape compiles every token bucket (`warm_up_shape`)."""
+    warm_up_shape(hidden, inter, stride_x, has_bias, False, approx_tanh, dtype, device_index)
+    return gate_up_launch(n_rows, hidden, inter, stride_x, stride_h, 0, has_bias, approx_tanh,
+                          launch_config(device_index, "gate_up", hidden, inter, n_rows), dtype)
 
 
 def _traced_launch(kernel, names, plan_: LaunchPlan, pointers) -> None:
@@ -323,24 +336,25 @@ def launch_gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tens
     inter = w_gate.shape[0]
     has_bias = b_gate is not None
     bg, bu = (b_gate, b_up) if has_bias else (x, x)  # unread when HAS_BIAS is False
-    device_index = -1 if traceable else x.get_device()
-    if config is None:
-        config = launch_config(device_index, "gate_up", hidden, inter, n_rows)
-        if not traceable:
-            warm_up_shape(hidden, inter, x.stride(0), has_bias, False, approx_tanh, x.dtype, device_index)
-    if workspace is not None:
-        ws, ws_numel = workspace, workspace.numel()
-    elif traceable:  # unwritten, but distinct: functionalization copies each written argument back
-        ws, ws_numel = out.new_empty(0, dtype=torch.float32), 0
-    else:
-        ws, ws_numel = (_empty_workspace(device_index) if device_index >= 0 else out.new_empty(0, dtype=torch.float32)), 0
-    plan_ = (gate_up_launch if traceable else gate_up_plan)(n_rows, hidden, inter, x.stride(0), out.stride(0), ws_numel,
-                                                             has_bias, approx_tanh, config, x.dtype)
-    pointers = (x, w_gate, w_up, bg, bu, out, ws)
     if traceable:
-        _traced_launch(_gate_up_geglu_kernel, _GATE_UP_CONSTEXPRS, plan_, pointers)
+        # An unwritten workspace must still be its own tensor: functionalization copies each
+        # argument a kernel writes back, and a second copy of `out` would overwrite h.
+        ws = workspace if workspace is not None else out.new_empty(0, dtype=torch.float32)
+        plan_ = gate_up_launch(n_rows, hidden, inter, x.stride(0), out.stride(0), ws.numel(), has_bias, approx_tanh,
+                               config or launch_config(-1, "gate_up", hidden, inter, n_rows), x.dtype)
+        _traced_launch(_gate_up_geglu_kernel, _GATE_UP_CONSTEXPRS, plan_, (x, w_gate, w_up, bg, bu, out, ws))
+        return
+    device_index = x.get_device()
+    if config is None and workspace is None:  # a layer's call: one cached lookup
+        ws = _empty_workspace(device_index)
+        plan_ = table_gate_up_plan(n_rows, hidden, inter, x.stride(0), out.stride(0), has_bias, approx_tanh, x.dtype,
+                                   device_index)
     else:
-        launch(plan_, *pointers)
+        ws = workspace if workspace is not None else _empty_workspace(device_index)
+        config = config or launch_config(device_index, "gate_up", hidden, inter, n_rows)
+        plan_ = gate_up_plan(n_rows, hidden, inter, x.stride(0), out.stride(0), 0 if workspace is None else ws.numel(),
+                             has_bias, approx_tanh, config, x.dtype)
+    launch(plan_, x, w_gate, w_up, bg, bu, out, ws)
 
 
 def workspace_numel(n_rows, hidden: int, inter: int, device_index: int) -> int:
