@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
-# job named by $1 (gemma | final | sweep | compare | floor | reliability | launch | mlp | one_launch | none). Logs and results go to $OUT.
+# job named by $1 (gemma | final | sweep | compare | floor | reliability | launch | mlp | one_launch | gemm | none). Logs and results go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -58,5 +58,12 @@ case "${1:-none}" in
     # against the package's two launches.
     (cd benchmarks && timeout 480 python3 probes/probe_mlp_one_launch.py --out "$OUT") 2>&1 | grep -v dirty \
       | tee "$OUT/one_launch.log" | tail -20 ;;
+  gemm)
+    # The persistent TMA gate/up GEMM at prefill sizes, then the first call at a new T and the
+    # one-launch decode probe, each bounded so that the whole job ends inside one 10-minute call.
+    (cd benchmarks && timeout 270 python3 probes/probe_mlp_gemm.py --out "$OUT" ${GEMM_ARGS:-} \
+      && timeout 40 python3 probes/probe_mlp_first_call.py --out "$OUT" \
+      && timeout 100 python3 probes/probe_mlp_one_launch.py --out "$OUT") 2>&1 | grep -v dirty \
+      | tee "$OUT/gemm.log" | tail -40 ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac
