@@ -387,6 +387,7 @@ def test_first_call_of_a_shape_compiles_every_token_count_it_may_meet(mlp_kernel
     count compiles (the first-call bar); here with the H200 table, whose rules change configs at
     16, 32, 64 and 128 tokens."""
     monkeypatch.setattr(mlp_kernels, "measured_table", lambda device_index: "H200")
+    monkeypatch.setattr(mlp_kernels, "warm_up_shape", lambda *args: None)  # device 7 may not exist
     device_index = 7  # an index no other test caches rules under
     both_rows, gate_up_rows = mlp_kernels.max_rows(device_index)
     for hidden, inter, has_bias in ((2048, 16384, False), (768, 3072, True), (100, 300, False)):
@@ -547,8 +548,8 @@ def mlp_gemm(kernel):
 
 
 # Small tiles in the interpreter (it runs every program in turn); the GPU takes real ones too.
-_GEMM_CONFIGS = [(16, 32, 32, 2, 4, 2), (32, 16, 16, 8, 4, 2)] + (
-    [(128, 128, 64, 8, 8, 3), (128, 64, 64, 8, 4, 4)] if HAS_CUDA else [])
+_GEMM_CONFIGS = [(16, 32, 32, 2, 4, 2), (32, 16, 16, 8, 4, 2)]
+_GEMM_CONFIGS_16BIT = _GEMM_CONFIGS + ([(128, 128, 64, 8, 8, 3), (128, 64, 64, 8, 4, 4)] if HAS_CUDA else [])
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
@@ -558,7 +559,8 @@ def test_gate_up_gemm_matches_float64(mlp_gemm, dtype, shape):
     several tiles per program, biases, both GELUs; every element written (NaN-poisoned output)."""
     t, hidden, inter = shape
     for (approximate, bias), cfg in zip(itertools.product(("tanh", "none"), (False, True)),
-                                        itertools.cycle(_GEMM_CONFIGS)):
+                                        itertools.cycle(_GEMM_CONFIGS if dtype == torch.float32 else
+                                                        _GEMM_CONFIGS_16BIT)):
         x = torch.randn(t, hidden, device=DEVICE).to(dtype)
         wg, wu = ((torch.randn(inter, hidden, device=DEVICE) / hidden**0.5).to(dtype) for _ in range(2))
         bg, bu = ((torch.randn(inter, device=DEVICE) / 4).to(dtype) for _ in range(2)) if bias else (None, None)

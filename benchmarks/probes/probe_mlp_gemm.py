@@ -58,6 +58,45 @@ def check_correctness(gemm) -> list:
     return results
 
 
+# Loop forms tried on the best tile configs of the first run: (persistent, flatten, warp_specialize).
+FORMS = [(True, True, False), (True, False, False), (False, False, False), (True, True, True), (False, False, True)]
+
+
+def sweep_forms(gemm, args, out) -> None:
+    """The loop forms at (2048, 16384): is the persistent flattened loop what holds the rate?"""
+    dt = torch.bfloat16
+    hidden, inter = 2048, 16384
+    w = [(torch.randn(inter, hidden, device="cuda") / hidden ** 0.5).to(dt) for _ in range(2)]
+    out["forms"] = []
+    for t in (512, 2048, 8192):
+        x = torch.randn(t, hidden, device="cuda", dtype=dt)
+        h = torch.empty(t, inter, device="cuda", dtype=dt)
+        ref = mlp_reference(x, *w)
+        cublas = graph_us(lambda: (F.linear(x, w[0]), F.linear(x, w[1])), rep_ms=args.rep_ms)
+        line = [f"T={t} cuBLAS 2 GEMMs {cublas:.1f}"]
+        for cfg in ((128, 128, 64, 8, 8, 3), (128, 128, 64, 8, 8, 4), (128, 64, 64, 8, 4, 4), (128, 128, 128, 8, 8, 2)):
+            for form in FORMS:
+                row = dict(T=t, config=list(cfg), form=list(form), cublas_us=cublas)
+                try:
+                    def fn(c=cfg, f=form):
+                        gemm.launch_gate_up_geglu_gemm(x, *w, None, None, h, True, config=c, persistent=f[0],
+                                                       flatten=f[1], warp_specialize=f[2])
+                    h.fill_(float("nan"))
+                    fn()
+                    torch.cuda.synchronize()
+                    row["err"] = rel_err(h, ref)
+                    row["us"] = graph_us(fn, rep_ms=args.rep_ms)
+                    row["tflops"] = 4 * t * hidden * inter / row["us"] / 1e6
+                    line.append(f"{cfg[:3]}{cfg[4:]} {''.join('PFW'[i] if v else '-' for i, v in enumerate(form))} "
+                                f"{row['us']:.1f} ({row['tflops']:.0f}, err {row['err']:.1e})")
+                except Exception as exc:
+                    row["error"] = f"{type(exc).__name__}: {str(exc)[:160]}"
+                    line.append(f"{cfg} {form} ERR {row['error'][:60]}")
+                out["forms"].append(row)
+        print("\n  ".join(line), flush=True)
+        write_json(args.out / "probe_mlp_gemm_forms.json", out)
+
+
 def matmul_rate(dt=torch.bfloat16) -> float:
     """cuBLAS's bf16 rate (FLOP/s) on an 8192 x 8192 x 8192 product."""
     a, b = (torch.randn(8192, 8192, device="cuda", dtype=dt) for _ in range(2))
@@ -70,12 +109,17 @@ def main():
     parser.add_argument("--dims", default="2048x16384,3584x14336,2560x10240,768x3072", type=shape_list)
     parser.add_argument("--tokens", default="256,512,1024,2048,8192", type=int_list)
     parser.add_argument("--rep-ms", type=int, default=30)
+    parser.add_argument("--forms", action="store_true", help="only the loop-form sweep at (2048, 16384)")
     args = parser.parse_args()
     k = load_local_build()
     mlp = importlib.import_module(k.__name__ + ".kernel_src.mlp")
     gemm = importlib.import_module(k.__name__ + ".kernel_src.mlp_gemm")
     out = dict(env=environment(), date=time.strftime("%Y-%m-%d"))
     start = time.time()
+    if args.forms:
+        out["matmul_tflops"] = matmul_rate() / 1e12
+        print(f"cuBLAS bf16 {out['matmul_tflops']:.0f} TFLOP/s", flush=True)
+        return sweep_forms(gemm, args, out)
     out["correctness"] = check_correctness(gemm)
     out["copy_gbs"] = copy_bandwidth_gbs()
     out["matmul_tflops"] = rate = matmul_rate() / 1e12

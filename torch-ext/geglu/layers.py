@@ -33,7 +33,8 @@ def _attributes(module: nn.Module, *names: str) -> tuple:
 def _geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, projections: tuple[nn.Module, ...] = ()
            ) -> torch.Tensor:
     # projections: the modules that made gate and up inside this layer (none: never write over them).
-    in_place = bool(projections) and torch.is_grad_enabled() and _nobody_else_holds(projections)
+    # len(), not bool(): Dynamo of torch 2.11 cannot trace bool() of a tuple.
+    in_place = len(projections) > 0 and torch.is_grad_enabled() and _nobody_else_holds(projections)
     return pointwise_ops.geglu(gate, up, approximate, backward_in_place=in_place)
 
 

@@ -42,6 +42,8 @@ def _gate_up_geglu_gemm_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
+    FLATTEN: tl.constexpr = True,
+    WARP_SPECIALIZE: tl.constexpr = False,
 ):
     dtype = h_desc.dtype
     IS_FP32: tl.constexpr = dtype == tl.float32
@@ -49,7 +51,8 @@ def _gate_up_geglu_gemm_kernel(
     n_n = tl.cdiv(I, BLOCK_N)
     k_tiles = tl.cdiv(H, BLOCK_K)
     per_group = GROUP_M * n_n
-    for tile in tl.range(tl.program_id(0), n_m * n_n, tl.num_programs(0), flatten=True):
+    for tile in tl.range(tl.program_id(0), n_m * n_n, tl.num_programs(0), flatten=FLATTEN,
+                         warp_specialize=WARP_SPECIALIZE):
         # Within a group, row tiles run fastest: the programs in flight read each weight tile
         # from HBM once and from L2 for the other row tiles.
         first_m = (tile // per_group) * GROUP_M
@@ -99,10 +102,11 @@ def _sm_count(device_index: int) -> int:
 
 
 def launch_gate_up_geglu_gemm(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, b_gate, b_up,
-                              out: torch.Tensor, approx_tanh: bool, config: tuple = DEFAULT_CONFIG) -> None:
+                              out: torch.Tensor, approx_tanh: bool, config: tuple = DEFAULT_CONFIG,
+                              persistent: bool = True, flatten: bool = True, warp_specialize: bool = False) -> None:
     """out [T, I] = gelu(x w_gate^T + b_gate) * (x w_up^T + b_up) for x [T, H], weights [I, H],
     biases [I] or None, all `tma_compatible`. config: (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, warps,
-    stages)."""
+    stages); persistent False: one program per tile."""
     block_m, block_n, block_k, group_m, warps, stages = config
     n_rows, hidden = x.shape
     inter = w_gate.shape[0]
@@ -112,8 +116,8 @@ def launch_gate_up_geglu_gemm(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch
     wu_desc = TensorDescriptor(w_up, [inter, hidden], [w_up.stride(0), 1], [block_n, block_k])
     h_desc = TensorDescriptor(out, [n_rows, inter], [out.stride(0), 1], [block_m, block_n])
     tiles = triton.cdiv(n_rows, block_m) * triton.cdiv(inter, block_n)
-    grid = (min(tiles, _sm_count(x.get_device() if x.is_cuda else -1)),)
+    grid = (min(tiles, _sm_count(x.get_device() if x.is_cuda else -1)) if persistent else tiles,)
     _gate_up_geglu_gemm_kernel[grid](
         x_desc, wg_desc, wu_desc, h_desc, b_gate if has_bias else x, b_up if has_bias else x,
         n_rows, hidden, inter, has_bias, approx_tanh, USE_LIBDEVICE, block_m, block_n, block_k, group_m,
-        num_warps=warps, num_stages=stages)
+        flatten, warp_specialize, num_warps=warps, num_stages=stages)
