@@ -578,3 +578,18 @@ def test_gate_up_gemm_refuses_what_tensor_descriptors_cannot_address(mlp_gemm):
     assert not mlp_gemm.tma_compatible(x, w.t())  # column stride 64
     assert not mlp_gemm.tma_compatible(x[:, 1:65], w)  # base 2 bytes off 16
     assert not mlp_gemm.tma_compatible(torch.randn(8, 69, device=DEVICE, dtype=torch.bfloat16)[:, :64])  # row stride
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="the interpreter compiles nothing: no handle to keep")
+def test_plans_after_a_shapes_first_call_launch_directly(mlp_kernels):
+    """A new token count after the shape's first call gets plans holding the compiled kernels of
+    the warm-up, so even its first launch skips Triton's JIT call (the first-call bar)."""
+    device_index = torch.cuda.current_device()
+    hidden, inter = 256, 640
+    mlp_kernels.decode_plans(1, hidden, inter, hidden, False, False, True, torch.bfloat16, device_index)
+    for n_rows in (3, 17, 40):
+        gate_up, down, _ = mlp_kernels.decode_plans(n_rows, hidden, inter, hidden, False, False, True, torch.bfloat16,
+                                                    device_index)
+        assert gate_up.handles[1] is not None and down.handles[1] is not None
+        assert mlp_kernels.table_gate_up_plan(n_rows, hidden, inter, hidden, inter, False, True, torch.bfloat16,
+                                              device_index).handles[1] is not None

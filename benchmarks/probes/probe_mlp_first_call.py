@@ -4,6 +4,10 @@ runtime argument, and the first call of a shape compiled the kernels of every to
 table) and costs one launch plan. Counts from 2 to 300 cross every bucket (16, 32, 64, 128) and the
 table's limits (both kernels to 64, gate/up alone to 128, then the unfused layer).
 
+Eager (the same module's own forward) runs every count first: its first call at a new count
+shows what cuBLAS costs there (it loads a GEMM kernel's module at its first use), which the
+layer's cuBLAS projections would pay too; the layer's rows then show the layer's own cost.
+
     python benchmarks/probes/probe_mlp_first_call.py --out DIR
 """
 
@@ -26,21 +30,24 @@ def main():
     k = load_local_build()
     mlp = GemmaLikeMLP(2048, 16384).to("cuda", torch.bfloat16)
     rows = []
+    tokens = (2, 3, 5, 8, 16, 17, 31, 33, 64, 65, 100, 128, 129, 300)
     with torch.no_grad():
-        for _ in range(3):
-            k.layers.GeGLUMLP.forward(mlp, torch.randn(1, 2048, device="cuda", dtype=torch.bfloat16))
-        for t in (2, 3, 5, 8, 16, 17, 31, 33, 64, 65, 100, 128, 129, 300):
-            x = torch.randn(t, 2048, device="cuda", dtype=torch.bfloat16)
-            times = []
-            for _ in range(2):
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                k.layers.GeGLUMLP.forward(mlp, x)
-                torch.cuda.synchronize()
-                times.append((time.perf_counter() - start) * 1e6)
-            rows.append(dict(H=2048, I=16384, T=t, first_us=times[0], second_us=times[1], ratio=times[0] / times[1]))
-            print(f"first call T={t:3d}: {times[0]:8.1f} us, second {times[1]:8.1f} us ({times[0] / times[1]:.2f}x)",
-                  flush=True)
+        for peer, forward in (("eager", mlp), ("ours", lambda x: k.layers.GeGLUMLP.forward(mlp, x))):
+            for _ in range(3):
+                forward(torch.randn(1, 2048, device="cuda", dtype=torch.bfloat16))
+            for t in tokens:
+                x = torch.randn(t, 2048, device="cuda", dtype=torch.bfloat16)
+                times = []
+                for _ in range(2):
+                    torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    forward(x)
+                    torch.cuda.synchronize()
+                    times.append((time.perf_counter() - start) * 1e6)
+                rows.append(dict(peer=peer, H=2048, I=16384, T=t, first_us=times[0], second_us=times[1],
+                                 ratio=times[0] / times[1]))
+                print(f"{peer} first call T={t:3d}: {times[0]:8.1f} us, second {times[1]:8.1f} us "
+                      f"({times[0] / times[1]:.2f}x)", flush=True)
     write_json(args.out / "probe_mlp_first_call.json", {"env": environment(), "date": time.strftime("%Y-%m-%d"),
                                                           "rows": rows})
 

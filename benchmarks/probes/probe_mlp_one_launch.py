@@ -38,6 +38,8 @@ from common import int_list, mlp_reference, rel_err, shape_list, weight_copies  
 
 # sync words (int32): ticket, done, error, SPLIT_K slice flags, then one arrival counter per block
 _TICKET, _DONE, _ERROR, _FLAGS = 0, 1, 2, 3
+# The same word indices as constexprs: a compiled kernel reads no plain Python globals.
+TICKET_W, DONE_W, ERROR_W, FLAGS_W = (tl.constexpr(v) for v in (_TICKET, _DONE, _ERROR, _FLAGS))
 
 
 @triton.jit
@@ -72,7 +74,7 @@ def _one_launch_decode_kernel(
     dtype = h_ptr.dtype.element_ty
     rows = tl.arange(0, BLOCK_T)
     row_ok = rows < n_rows
-    ticket = tl.atomic_add(sync_ptr + _TICKET, 1)
+    ticket = tl.atomic_add(sync_ptr + TICKET_W, 1)
     if ticket < N_GU:
         cols = ticket * BLOCK_I + tl.arange(0, BLOCK_I)
         acc_g = tl.zeros([BLOCK_T, BLOCK_I], dtype=tl.float32)
@@ -91,18 +93,18 @@ def _one_launch_decode_kernel(
         act = _gelu_tanh(g, USE_LIBDEVICE).to(dtype).to(tl.float32)
         tl.store(h_ptr + rows[:, None] * I + cols[None, :], (act * u).to(dtype), mask=row_ok[:, None])
         tl.debug_barrier()
-        tl.atomic_add(sync_ptr + _FLAGS + ticket // GU_PER_SLICE, 1, sem="release")
+        tl.atomic_add(sync_ptr + FLAGS_W + ticket // GU_PER_SLICE, 1, sem="release")
     else:
         job = ticket - N_GU
         s = job // N_BLOCKS
         n = job % N_BLOCKS
-        flag = tl.atomic_add(sync_ptr + _FLAGS + s, 0, sem="acquire")
+        flag = tl.atomic_add(sync_ptr + FLAGS_W + s, 0, sem="acquire")
         spins = 0
         while (flag < GU_PER_SLICE) & (spins < MAX_SPINS):
-            flag = tl.atomic_add(sync_ptr + _FLAGS + s, 0, sem="acquire")
+            flag = tl.atomic_add(sync_ptr + FLAGS_W + s, 0, sem="acquire")
             spins += 1
         if flag < GU_PER_SLICE:
-            tl.atomic_add(sync_ptr + _ERROR, 1)
+            tl.atomic_add(sync_ptr + ERROR_W, 1)
         ns = n * BLOCK_N + tl.arange(0, BLOCK_N)
         acc = tl.zeros([BLOCK_T, BLOCK_N], dtype=tl.float32)
         for k0 in range(0, K_PER_SPLIT, BLOCK_KD):
@@ -116,19 +118,19 @@ def _one_launch_decode_kernel(
         mask = row_ok[:, None] & (ns < H)[None, :]
         tl.atomic_add(acc_ptr + offs, acc, mask=mask, sem="relaxed")
         tl.debug_barrier()
-        if tl.atomic_add(sync_ptr + _FLAGS + SPLIT_K + n, 1, sem="acq_rel") == SPLIT_K - 1:
+        if tl.atomic_add(sync_ptr + FLAGS_W + SPLIT_K + n, 1, sem="acq_rel") == SPLIT_K - 1:
             tl.debug_barrier()
             y = tl.load(acc_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
             tl.store(y_ptr + offs, y.to(dtype), mask=mask)
             tl.store(acc_ptr + offs, tl.zeros([BLOCK_T, BLOCK_N], dtype=tl.float32), mask=mask)  # clean for the next call
-            tl.atomic_xchg(sync_ptr + _FLAGS + SPLIT_K + n, 0)
+            tl.atomic_xchg(sync_ptr + FLAGS_W + SPLIT_K + n, 0)
     # The last program out resets the ticket, the flags and the done count for the next call.
     tl.debug_barrier()
-    if tl.atomic_add(sync_ptr + _DONE, 1, sem="acq_rel") == N_GU + N_BLOCKS * SPLIT_K - 1:
+    if tl.atomic_add(sync_ptr + DONE_W, 1, sem="acq_rel") == N_GU + N_BLOCKS * SPLIT_K - 1:
         for f in range(SPLIT_K):
-            tl.atomic_xchg(sync_ptr + _FLAGS + f, 0)
-        tl.atomic_xchg(sync_ptr + _TICKET, 0)
-        tl.atomic_xchg(sync_ptr + _DONE, 0)
+            tl.atomic_xchg(sync_ptr + FLAGS_W + f, 0)
+        tl.atomic_xchg(sync_ptr + TICKET_W, 0)
+        tl.atomic_xchg(sync_ptr + DONE_W, 0)
 
 
 class OneLaunchDecode:

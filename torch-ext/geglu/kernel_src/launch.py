@@ -110,12 +110,22 @@ def _launch_jit(plan: LaunchPlan, pointers):
     return plan.kernel[plan.grid](*pointers, *plan.tail, **plan.options)
 
 
-def warm_up(kernel, pointers, tail, options) -> None:
+def warm_up(kernel, pointers, tail, options):
     """Compile `kernel` for this specialisation and load it onto the device now, so that a first
-    launch in another size regime does not compile (the interpreter compiles nothing)."""
+    launch in another size regime does not compile; returns the compiled kernel (None in the
+    interpreter, which compiles nothing)."""
     if INTERPRET:
-        return
+        return None
     compiled = kernel.warmup(*pointers, *tail, **options, grid=(1,))
     init = getattr(compiled, "_init_handles", None)  # Triton loads modules lazily at the first launch
     if init is not None:
         init()
+    return compiled
+
+
+def with_handle(plan: LaunchPlan, compiled, device_index: int) -> LaunchPlan:
+    """`plan` with `compiled` (from `warm_up` with 16-byte aligned pointers and the plan's
+    specialisation) as its aligned handle: its first launch is then a direct one too."""
+    if compiled is not None and plan.handles[1] is None:
+        plan.handles[1] = (compiled, device_index)
+    return plan

@@ -30,7 +30,8 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .gelu_math import gelu
-from .launch import USE_LIBDEVICE, LaunchPlan, launch, warm_up
+from . import pointwise
+from .launch import USE_LIBDEVICE, LaunchPlan, launch, warm_up, with_handle
 
 MAX_ROWS = 64  # the split-K down kernel takes one tile of rows (BLOCK_T 16, 32 or 64): at most this many
 
@@ -288,8 +289,9 @@ def warm_up_shape(hidden: int, inter: int, stride_x: int, has_bias: bool, has_do
                   dtype: torch.dtype, device_index: int) -> None:
     """Compile (and load) both kernels for every token bucket of this shape at its first call: a
     later call at a new token count (17, 33, 65 tokens...) then launches a compiled kernel instead
-    of compiling one (about a second each). Pointers specialise as 16-byte aligned tensors, the
-    layers' case."""
+    of compiling one (about a second each), and its plan starts with the compiled handle. The
+    pointwise kernel of the unfused path (beyond the table's token limits) is compiled for this
+    width too. Pointers specialise as 16-byte aligned tensors, the layers' case."""
     if not USE_LIBDEVICE or device_index < 0:
         return
     dummy = torch.empty(16, dtype=dtype, device=torch.device("cuda", device_index))
@@ -299,7 +301,16 @@ def warm_up_shape(hidden: int, inter: int, stride_x: int, has_bias: bool, has_do
             pointers = (dummy,) * 6 + (workspace,)
         else:  # h, wd, bd, workspace, y
             pointers = (dummy,) * 3 + (workspace, dummy)
-        warm_up(plan_.kernel, pointers, plan_.tail, plan_.options)
+        _compiled[specialisation(plan_), device_index] = warm_up(plan_.kernel, pointers, plan_.tail, plan_.options)
+    pointwise.warm_up_family(False, inter, (inter,) * 3, dtype, approx_tanh, device_index)
+
+
+# (specialisation, device index) -> the kernel `warm_up_shape` compiled for it
+_compiled: dict = {}
+
+
+def _warm_handle(plan_: LaunchPlan, device_index: int) -> LaunchPlan:
+    return with_handle(plan_, _compiled.get((specialisation(plan_), device_index)), device_index)
 
 
 @lru_cache(maxsize=None)
@@ -316,8 +327,9 @@ def table_gate_up_plan(n_rows: int, hidden: int, inter: int, stride_x: int, stri
     """The gate/up launch of a layer's eager call (the table's config, no workspace to zero),
     resolved once; the first plan of a shape compiles every token bucket (`warm_up_shape`)."""
     warm_up_shape(hidden, inter, stride_x, has_bias, False, approx_tanh, dtype, device_index)
-    return gate_up_launch(n_rows, hidden, inter, stride_x, stride_h, 0, has_bias, approx_tanh,
-                          launch_config(device_index, "gate_up", hidden, inter, n_rows), dtype)
+    return _warm_handle(gate_up_launch(n_rows, hidden, inter, stride_x, stride_h, 0, has_bias, approx_tanh,
+                                       launch_config(device_index, "gate_up", hidden, inter, n_rows), dtype),
+                        device_index)
 
 
 def _traced_launch(kernel, names, plan_: LaunchPlan, pointers) -> None:
@@ -373,7 +385,7 @@ def decode_plans(n_rows: int, hidden: int, inter: int, stride_x: int, has_bias: 
                              launch_config(device_index, "gate_up", hidden, inter, n_rows), dtype)
     down = down_launch(n_rows, hidden, inter, inter, hidden, has_down_bias,
                        launch_config(device_index, "down", hidden, inter, n_rows), dtype)
-    return gate_up, down, ws_numel
+    return _warm_handle(gate_up, device_index), _warm_handle(down, device_index), ws_numel
 
 
 def run_mlp_decode(x: torch.Tensor, stride_x: int, w_gate, w_up, w_down, b_gate, b_up, b_down, approx_tanh: bool,

@@ -302,8 +302,8 @@ def plan(backward: bool, n_rows: int, n_cols: int, strides: tuple[int, ...], dty
     """The launch of one kernel over [n_rows, n_cols] row views of these row strides (forward:
     gate, up, out; backward: grad, gate, up, grad_gate, grad_up), resolved once: tile shape from
     the device's launch table (or `config`), grid, arguments. The first plan of a width, dtype
-    and layout compiles every regime's tile shape (`warm_up`), so that no later token count
-    compiles. pdl: programmatic dependent launch (None: on where GEGLU_PDL=1 and supported)."""
+    and layout compiles every regime's tile shape (`warm_up_family`), so that no later token
+    count compiles. pdl: programmatic dependent launch (None: on where GEGLU_PDL=1 and supported)."""
     kernel = _geglu_backward_kernel if backward else _geglu_forward_kernel
     if pdl is None:
         pdl = PDL_BY_DEFAULT and device_index >= 0 and pdl_supported(device_index)
@@ -314,15 +314,29 @@ def plan(backward: bool, n_rows: int, n_cols: int, strides: tuple[int, ...], dty
     cfg = config or choose_config(n_rows, n_cols, backward, contiguous, max_offset, itemsize, table)
     tail = (n_rows, *strides, *_constexprs(n_cols, approx_tanh, cfg, pdl))
     plan_ = LaunchPlan(kernel, _grid(n_rows, n_cols, cfg), tail, _options(cfg, pdl))
-    family = (backward, n_cols, dtype, approx_tanh, contiguous, pdl, device_index)
-    if family not in _warmed and USE_LIBDEVICE and device_index >= 0:
-        _warmed.add(family)
-        for shape in dict.fromkeys(regime_configs(n_cols, contiguous, backward, itemsize, table)):
-            if shape != cfg:
-                # Strides specialise as this plan's (==1, %16), pointers as 16-byte aligned ones.
-                warm_up(kernel, _warm_pointers(backward, dtype, device_index), (n_rows, *strides,
-                        *_constexprs(n_cols, approx_tanh, shape, pdl)), _options(shape, pdl))
+    warm_up_family(backward, n_cols, strides, dtype, approx_tanh, device_index, pdl, contiguous)
     return plan_
+
+
+def warm_up_family(backward: bool, n_cols: int, strides: tuple[int, ...], dtype: torch.dtype, approx_tanh: bool,
+                   device_index: int, pdl: bool | None = None, contiguous: bool | None = None) -> None:
+    """Compile every regime's tile shape of one kernel for rows of n_cols with these row strides
+    (once per width, dtype, layout and device): a later launch at any token count then finds its
+    binary compiled."""
+    if pdl is None:
+        pdl = PDL_BY_DEFAULT and device_index >= 0 and pdl_supported(device_index)
+    if contiguous is None:
+        contiguous = all(stride == n_cols for stride in strides)
+    family = (backward, n_cols, dtype, approx_tanh, contiguous, pdl, device_index)
+    if family in _warmed or not USE_LIBDEVICE or device_index < 0:
+        return
+    _warmed.add(family)
+    kernel = _geglu_backward_kernel if backward else _geglu_forward_kernel
+    for shape in dict.fromkeys(regime_configs(n_cols, contiguous, backward, dtype.itemsize,
+                                              table_for_device(device_index))):
+        # Strides specialise as these (==1, %16), pointers as 16-byte aligned ones.
+        warm_up(kernel, _warm_pointers(backward, dtype, device_index), (2, *strides,
+                *_constexprs(n_cols, approx_tanh, shape, pdl)), _options(shape, pdl))
 
 
 def _warm_pointers(backward: bool, dtype: torch.dtype, device_index: int) -> tuple[torch.Tensor, ...]:
