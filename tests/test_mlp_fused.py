@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from conftest import HAS_CUDA, TOLERANCES, assert_close_to_reference
 
@@ -586,7 +587,16 @@ def test_plans_after_a_shapes_first_call_launch_directly(mlp_kernels):
     the warm-up, so even its first launch skips Triton's JIT call (the first-call bar)."""
     device_index = torch.cuda.current_device()
     hidden, inter = 256, 640
-    mlp_kernels.decode_plans(1, hidden, inter, hidden, False, False, True, torch.bfloat16, device_index)
+    # fp32 first: its kernels share the bf16 ones' launch arguments (a plan holds no pointer), and
+    # a bf16 plan must not get them (it did once: garbage out).
+    for dtype in (torch.float32, torch.bfloat16):
+        mlp_kernels.decode_plans(1, hidden, inter, hidden, False, False, True, dtype, device_index)
+    x = torch.randn(40, hidden, device="cuda", dtype=torch.bfloat16)
+    w = [(torch.randn(*s, device="cuda") / s[1] ** 0.5).to(torch.bfloat16) for s in
+         ((inter, hidden), (inter, hidden), (hidden, inter))]
+    y = mlp_kernels.run_mlp_decode(x, hidden, *w, None, None, None, True, device_index)
+    ref = F.linear(F.gelu(F.linear(x, w[0]), approximate="tanh") * F.linear(x, w[1]), w[2])
+    torch.testing.assert_close(y, ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item())
     for n_rows in (3, 17, 40):
         gate_up, down, _ = mlp_kernels.decode_plans(n_rows, hidden, inter, hidden, False, False, True, torch.bfloat16,
                                                     device_index)

@@ -301,16 +301,17 @@ def warm_up_shape(hidden: int, inter: int, stride_x: int, has_bias: bool, has_do
             pointers = (dummy,) * 6 + (workspace,)
         else:  # h, wd, bd, workspace, y
             pointers = (dummy,) * 3 + (workspace, dummy)
-        _compiled[specialisation(plan_), device_index] = warm_up(plan_.kernel, pointers, plan_.tail, plan_.options)
+        _compiled[specialisation(plan_), dtype, device_index] = warm_up(plan_.kernel, pointers, plan_.tail, plan_.options)
     pointwise.warm_up_family(False, inter, (inter,) * 3, dtype, approx_tanh, device_index)
 
 
-# (specialisation, device index) -> the kernel `warm_up_shape` compiled for it
+# (specialisation, dtype, device index) -> the kernel `warm_up_shape` compiled for it. The dtype is
+# part of the key: a plan's tail holds no pointer, so its specialisation does not name the dtype.
 _compiled: dict = {}
 
 
-def _warm_handle(plan_: LaunchPlan, device_index: int) -> LaunchPlan:
-    return with_handle(plan_, _compiled.get((specialisation(plan_), device_index)), device_index)
+def _warm_handle(plan_: LaunchPlan, dtype: torch.dtype, device_index: int) -> LaunchPlan:
+    return with_handle(plan_, _compiled.get((specialisation(plan_), dtype, device_index)), device_index)
 
 
 @lru_cache(maxsize=None)
@@ -329,7 +330,7 @@ def table_gate_up_plan(n_rows: int, hidden: int, inter: int, stride_x: int, stri
     warm_up_shape(hidden, inter, stride_x, has_bias, False, approx_tanh, dtype, device_index)
     return _warm_handle(gate_up_launch(n_rows, hidden, inter, stride_x, stride_h, 0, has_bias, approx_tanh,
                                        launch_config(device_index, "gate_up", hidden, inter, n_rows), dtype),
-                        device_index)
+                        dtype, device_index)
 
 
 def _traced_launch(kernel, names, plan_: LaunchPlan, pointers) -> None:
@@ -385,7 +386,7 @@ def decode_plans(n_rows: int, hidden: int, inter: int, stride_x: int, has_bias: 
                              launch_config(device_index, "gate_up", hidden, inter, n_rows), dtype)
     down = down_launch(n_rows, hidden, inter, inter, hidden, has_down_bias,
                        launch_config(device_index, "down", hidden, inter, n_rows), dtype)
-    return _warm_handle(gate_up, device_index), _warm_handle(down, device_index), ws_numel
+    return _warm_handle(gate_up, dtype, device_index), _warm_handle(down, dtype, device_index), ws_numel
 
 
 def run_mlp_decode(x: torch.Tensor, stride_x: int, w_gate, w_up, w_down, b_gate, b_up, b_down, approx_tanh: bool,
