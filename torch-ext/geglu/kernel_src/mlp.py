@@ -292,7 +292,8 @@ def warm_up_shape(hidden: int, inter: int, stride_x: int, has_bias: bool, has_do
     of compiling one (about a second each), and its plan starts with the compiled handle. The
     pointwise kernel of the unfused path (beyond the table's token limits) is compiled for this
     width too. Pointers specialise as 16-byte aligned tensors, the layers' case."""
-    if not USE_LIBDEVICE or device_index < 0:
+    if not USE_LIBDEVICE or device_index < 0 or dtype == torch.float32:
+        # fp32: the layers never fuse it (the ops still take it); its kernels compile at first use.
         return
     dummy = torch.empty(16, dtype=dtype, device=torch.device("cuda", device_index))
     workspace = _empty_workspace(device_index)
