@@ -71,7 +71,7 @@ def _torch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate):
 def gate_up_geglu_impl(x, w_gate, w_up, b_gate, b_up, approximate, traceable=False):
     if not use_triton(x):
         return _torch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate)
-    out = torch.empty((x.shape[0], w_gate.shape[0]), dtype=x.dtype, device=x.device)
+    out = x.new_empty(x.shape[0], w_gate.shape[0])
     launch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, out, approximate == "tanh", traceable=traceable)
     return out
 
