@@ -70,7 +70,8 @@ def _mlp_reference(x, wg, wu, wd, bg, bu, bd, approximate):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-@pytest.mark.parametrize("shape", [(1, 64, 96), (5, 72, 200), (16, 130, 300), (23, 40, 70), (64, 48, 80)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 64, 96), (5, 72, 200), (16, 130, 300), (23, 40, 70), (64, 48, 80), (100, 40, 56)],
+                         ids=str)
 def test_mlp_decode_matches_float64(mlp_ops, mlp_kernels, dtype, shape):
     t, hidden, inter = shape
     for approximate, bias, down_bias in itertools.product(("tanh", "none"), (False, True), (False, True)):
@@ -486,7 +487,7 @@ def test_fused_ops_refuse_bad_inputs_by_name(mlp_ops):
     wg, wu = (torch.randn(96, 64, device=DEVICE, dtype=torch.bfloat16) for _ in range(2))
     wd = torch.randn(64, 96, device=DEVICE, dtype=torch.bfloat16)
     cases = [
-        ("at most 64 tokens", (torch.randn(65, 64, device=DEVICE, dtype=torch.bfloat16), wg, wu, wd, None, None, None)),
+        ("at most 128 tokens", (torch.randn(129, 64, device=DEVICE, dtype=torch.bfloat16), wg, wu, wd, None, None, None)),
         ("x must be a 2-D", (x[None], wg, wu, wd, None, None, None)),
         ("unit column stride", (torch.randn(64, 3, device=DEVICE, dtype=torch.bfloat16).t(), wg, wu, wd, None, None,
                                 None)),

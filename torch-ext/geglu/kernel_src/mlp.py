@@ -1,5 +1,5 @@
-"""The fused GeGLU MLP kernels for decode-sized inputs (a row tile of 16, 32 or 64 tokens, the
-smallest that holds T; the gate/up kernel also runs several row tiles, for middle T).
+"""The fused GeGLU MLP kernels for decode-sized inputs (a row tile of 16, 32, 64 or 128 tokens,
+the smallest that holds T; the gate/up kernel also runs several row tiles, for middle T).
 
 - `_gate_up_geglu_kernel`: h = gelu(x Wg^T + bg) * (x Wu^T + bu). Program (r, p) owns BLOCK_I
   columns of h for the r-th tile of rows; it reads those rows of Wg and Wu once (two fp32
@@ -33,7 +33,7 @@ from .gelu_math import gelu
 from . import pointwise
 from .launch import USE_LIBDEVICE, LaunchPlan, launch, warm_up, with_handle
 
-MAX_ROWS = 64  # the split-K down kernel takes one tile of rows (BLOCK_T 16, 32 or 64): at most this many
+MAX_ROWS = 128  # the split-K down kernel takes one tile of rows (BLOCK_T 16, 32, 64 or 128): at most this many
 
 _INF = 1 << 62
 # Per GPU, per kernel: (min hidden, max intermediate, max tokens, config) rules; the first that fits
@@ -199,11 +199,11 @@ def max_rows(device_index: int) -> tuple[int, int]:
 
 
 def row_tile(n_rows) -> int:
-    """The down kernel's BLOCK_T for n_rows tokens: 16, 32 or 64 (MAX_ROWS, also for a symbolic
-    row count)."""
+    """The down kernel's BLOCK_T for n_rows tokens: 16, 32, 64 or 128 (MAX_ROWS, also for a
+    symbolic row count)."""
     if not isinstance(n_rows, int):
         return MAX_ROWS
-    return 16 if n_rows <= 16 else 32 if n_rows <= 32 else MAX_ROWS
+    return 16 if n_rows <= 16 else 32 if n_rows <= 32 else 64 if n_rows <= 64 else MAX_ROWS
 
 
 def _rows_bucket(n_rows) -> int:
