@@ -566,3 +566,15 @@ def test_plans_after_a_shapes_first_call_launch_directly(mlp_kernels):
         assert gate_up.handles[1] is not None and down.handles[1] is not None
         assert mlp_kernels.table_gate_up_plan(n_rows, hidden, inter, hidden, inter, False, True, torch.bfloat16,
                                               device_index).handles[1] is not None
+
+
+def test_warmed_kernels_are_found_by_dtype(mlp_kernels, monkeypatch):
+    """The cache of warmed kernels answers a plan only with a kernel compiled for its dtype: a
+    plan's launch arguments hold no pointer, so fp16 and bf16 plans of one shape look alike (a bf16
+    plan once got the fp32 kernel of its shape on the GPU, and computed garbage)."""
+    plan_ = mlp_kernels.gate_up_launch(16, 64, 96, 64, 96, 0, False, True, (16, 32, 32, 4, 3), torch.bfloat16)
+    key = mlp_kernels.specialisation(plan_)
+    monkeypatch.setattr(mlp_kernels, "_compiled", {(key, torch.float16, 0): "fp16 kernel"})
+    assert mlp_kernels._warm_handle(plan_, torch.bfloat16, 0).handles == [None, None]
+    mlp_kernels._compiled[key, torch.bfloat16, 0] = "bf16 kernel"
+    assert mlp_kernels._warm_handle(plan_, torch.bfloat16, 0).handles[1] == ("bf16 kernel", 0)
