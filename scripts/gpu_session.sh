@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
-# job named by $1 (gemma | final | sweep | compare | floor | reliability | launch | mlp | one_launch | gemm | none). Logs and results go to $OUT.
+# job named by $1 (gemma | final | sweep | compare | floor | reliability | launch | mlp | one_launch | gemm | training | none). Logs and results go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -65,5 +65,9 @@ case "${1:-none}" in
       && timeout 40 python3 probes/probe_mlp_first_call.py --out "$OUT" \
       && timeout 100 python3 probes/probe_mlp_one_launch.py --out "$OUT") 2>&1 | grep -v dirty \
       | tee "$OUT/gemm.log" | tail -40 ;;
+  training)
+    # One autograd node for the whole MLP against the layer's training path and eager.
+    (cd benchmarks && python3 probes/probe_mlp_training.py --out "$OUT") 2>&1 | grep -v dirty \
+      | tee "$OUT/training.log" | tail -20 ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac
