@@ -578,3 +578,28 @@ def test_warmed_kernels_are_found_by_dtype(mlp_kernels, monkeypatch):
     assert mlp_kernels._warm_handle(plan_, torch.bfloat16, 0).handles == [None, None]
     mlp_kernels._compiled[key, torch.bfloat16, 0] = "bf16 kernel"
     assert mlp_kernels._warm_handle(plan_, torch.bfloat16, 0).handles[1] == ("bf16 kernel", 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_down_kernel_without_a_split_writes_its_outputs_directly(mlp_ops, mlp_kernels, monkeypatch, dtype):
+    """SPLIT_K 1: each program owns its outputs (no workspace, no counter); through the layers'
+    entry with a table whose down rule does not split, and with a bias."""
+    t, hidden, inter = 5, 48, 200
+    table = dict(mlp_kernels.MLP_LAUNCH_TABLES["default"], down=((0, mlp_kernels._INF, mlp_kernels._INF,
+                                                                    (16, 32, 1, 4, 2)),))
+    monkeypatch.setitem(mlp_kernels.MLP_LAUNCH_TABLES, "default", table)
+    monkeypatch.setattr(mlp_kernels, "_cached_rule", mlp_kernels._rule)  # no rule cached from other tests
+    device_index = _device_index()
+    monkeypatch.setattr(mlp_kernels, "measured_table", lambda i: None)
+    assert mlp_kernels.workspace_numel(t, hidden, inter, device_index) == 0
+    x = torch.randn(t, hidden, device=DEVICE).to(dtype)
+    wg, wu = ((torch.randn(inter, hidden, device=DEVICE) / hidden**0.5).to(dtype) for _ in range(2))
+    wd = (torch.randn(hidden, inter, device=DEVICE) / inter**0.5).to(dtype)
+    bd = (torch.randn(hidden, device=DEVICE) / 4).to(dtype)
+    mlp_kernels.decode_plans.cache_clear()  # plans of the patched table only, before and after
+    try:
+        y = mlp_kernels.run_mlp_decode(x, hidden, wg, wu, wd, None, None, bd, True, device_index)
+    finally:
+        mlp_kernels.decode_plans.cache_clear()
+    ref, scale = _mlp_reference(x, wg, wu, wd, None, None, bd, "tanh")
+    assert_close_to_reference(y, ref, "split 1", scale=scale)

@@ -145,7 +145,8 @@ def _down_split_k_kernel(
     """y [T, H] = h [T, I] Wd^T + bd, Wd [H, I]: program (n, s) sums the s-th of SPLIT_K slices of I
     for BLOCK_N outputs and adds it into the fp32 workspace; the last slice to arrive at a block
     (a counter per block) writes that block of y. The workspace (zeroed) holds the partial sums
-    [T, H], then one fp32 arrival counter per block of outputs (exact: counts stay below 2^24)."""
+    [T, H], then one fp32 arrival counter per block of outputs (exact: counts stay below 2^24).
+    SPLIT_K 1: each program owns its outputs and writes them; no workspace is read or written."""
     dtype = y_ptr.dtype.element_ty
     IS_FP32: tl.constexpr = dtype == tl.float32
     acc_ptr = ws_ptr
@@ -169,17 +170,22 @@ def _down_split_k_kernel(
             h, wd = h.to(tl.float32), wd.to(tl.float32)
         acc = tl.dot(h, tl.trans(wd), acc, input_precision="ieee" if IS_FP32 else "tf32")
     mask = row_ok[:, None] & n_ok[None, :]
-    offs = rows[:, None] * H + ns[None, :]
-    tl.atomic_add(acc_ptr + offs, acc, mask=mask, sem="relaxed")
-    # Every thread's atomics are issued before the counter moves; the acq_rel counter orders them
-    # before the last arrival's reads.
-    tl.debug_barrier()
-    if tl.atomic_add(count_ptr + pid_n, 1.0, sem="acq_rel") == SPLIT_K - 1:
-        tl.debug_barrier()
-        y = tl.load(acc_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
+    if SPLIT_K == 1:
         if HAS_DOWN_BIAS:
-            y += tl.load(bd_ptr + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-        tl.store(y_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], y.to(dtype), mask=mask)
+            acc += tl.load(bd_ptr + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(y_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], acc.to(dtype), mask=mask)
+    else:
+        offs = rows[:, None] * H + ns[None, :]
+        tl.atomic_add(acc_ptr + offs, acc, mask=mask, sem="relaxed")
+        # Every thread's atomics are issued before the counter moves; the acq_rel counter orders
+        # them before the last arrival's reads.
+        tl.debug_barrier()
+        if tl.atomic_add(count_ptr + pid_n, 1.0, sem="acq_rel") == SPLIT_K - 1:
+            tl.debug_barrier()
+            y = tl.load(acc_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
+            if HAS_DOWN_BIAS:
+                y += tl.load(bd_ptr + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            tl.store(y_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], y.to(dtype), mask=mask)
 
 
 @lru_cache(maxsize=None)
@@ -372,8 +378,10 @@ def launch_gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tens
 
 
 def workspace_numel(n_rows, hidden: int, inter: int, device_index: int) -> int:
-    """fp32 elements of the split-K down kernel's workspace: the partial sums, then the counters."""
-    return n_rows * hidden + triton.cdiv(hidden, launch_config(device_index, "down", hidden, inter, n_rows)[0])
+    """fp32 elements of the split-K down kernel's workspace: the partial sums, then the counters
+    (none where the config does not split K)."""
+    block_n, _, split_k, _, _ = launch_config(device_index, "down", hidden, inter, n_rows)
+    return 0 if split_k == 1 else n_rows * hidden + triton.cdiv(hidden, block_n)
 
 
 @lru_cache(maxsize=1024)
