@@ -39,8 +39,9 @@ TILE_CONFIGS = [c for c in itertools.product((16, 32, 64, 128), (64, 128), (2, 4
                 if c[0] * c[1] <= 16384 and not (c[0] == 128 and c[2] == 2)]
 DOWN_CONFIGS = list(itertools.product((32, 64, 128), (128, 256), (4, 8, 16), (4,), (3, 4)))
 # K not split: one program per BLOCK_N outputs writes them directly (no workspace, no counter).
-DOWN_UNSPLIT_CONFIGS = [(16, 128, 1, 4, 3), (16, 128, 1, 4, 4), (16, 256, 1, 4, 3), (16, 256, 1, 2, 3),
-                        (16, 512, 1, 4, 2), (32, 128, 1, 4, 3), (32, 256, 1, 4, 3)]
+# One program per SM streams its Wd rows alone: BLOCK_K large enough for 32-48 KB in flight.
+DOWN_UNSPLIT_CONFIGS = [(16, 128, 1, 4, 4), (16, 256, 1, 4, 3), (16, 256, 1, 4, 4), (16, 512, 1, 4, 2),
+                        (16, 512, 1, 4, 3), (16, 512, 1, 8, 3), (16, 1024, 1, 8, 2), (32, 256, 1, 4, 3)]
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
