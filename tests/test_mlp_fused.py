@@ -603,3 +603,32 @@ def test_down_kernel_without_a_split_writes_its_outputs_directly(mlp_ops, mlp_ke
         mlp_kernels.decode_plans.cache_clear()
     ref, scale = _mlp_reference(x, wg, wu, wd, None, None, bd, "tanh")
     assert_close_to_reference(y, ref, "split 1", scale=scale)
+
+
+# Shared memory per SM a block may take: Hopper (the measured H200 table) and, for the tables of
+# unmeasured GPUs, the smallest of recent data-center and consumer parts (sm_86 / sm_89).
+_SMEM_LIMIT = {"H200": 232448, "default": 101376}
+
+
+@pytest.mark.parametrize("name", sorted(_SMEM_LIMIT))
+def test_launch_rules_fit_in_shared_memory(mlp_kernels, name):
+    """Each rule's pipeline buffers (num_stages copies of its operand tiles) fit the GPU it is for,
+    at every token count it serves (a 64-row tile with a 16-row config once asked for 240 KB and
+    failed to launch). An estimate: Triton may add a little for layouts, which the limits leave."""
+    table = mlp_kernels.MLP_LAUNCH_TABLES[name]
+    limit = _SMEM_LIMIT[name]
+    for rows in (1, 16, 17, 32, 33, 64, 65, 128):
+        for hidden, inter in ((768, 3072), (2048, 16384), (2560, 10240), (3584, 14336), (8192, 28672)):
+            bucket = mlp_kernels._rows_bucket(rows)
+            block_t, block_i, block_k, _, stages = _rule_of(mlp_kernels, name, "gate_up", hidden, inter, bucket)
+            gate_up_bytes = stages * (block_t + 2 * block_i) * block_k * 2
+            assert gate_up_bytes <= limit, (name, rows, hidden, inter, "gate_up", gate_up_bytes)
+            if rows <= mlp_kernels.MAX_ROWS:
+                block_n, block_kd, _, _, stages_d = _rule_of(mlp_kernels, name, "down", hidden, inter, bucket)
+                down_bytes = stages_d * (mlp_kernels.row_tile(rows) + block_n) * block_kd * 2
+                assert down_bytes <= limit, (name, rows, hidden, inter, "down", down_bytes)
+
+
+def _rule_of(mlp_kernels, name, kernel, hidden, inter, bucket):
+    return next(cfg for min_hidden, max_inter, rows, cfg in mlp_kernels.MLP_LAUNCH_TABLES[name][kernel]
+                if hidden >= min_hidden and inter <= max_inter and bucket <= rows)
