@@ -180,6 +180,9 @@ def mlp_peers(k, hidden, inter):
         "eager": base,
         "compile": torch.compile(base),
         "compile_dynamic": torch.compile(base, dynamic=True),
+        # The kernelized layer under torch.compile (what a user who compiles a kernelized model
+        # runs: the fused kernels inside the graph through the opaque `mlp_inference` op).
+        "ours_compiled": torch.compile(lambda x: k.layers.GeGLUMLP.forward(base, x), dynamic=True),
     }
     try:
         from liger_kernel.transformers.geglu import LigerGEGLUMLP
