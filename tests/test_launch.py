@@ -132,3 +132,65 @@ def test_direct_launch_matches_the_jit_launch_bit_for_bit(kernel, pointwise, lau
     out.zero_()
     graph.replay()
     torch.testing.assert_close(out, h, rtol=0, atol=0)
+
+
+class _OnGpu:
+    """Stands in for a CUDA tensor on GPU `index` (the decision needs nothing else of it)."""
+
+    is_cuda = True
+
+    def __init__(self, index):
+        self.index = index
+
+    def get_device(self):
+        return self.index
+
+
+def test_launches_guard_the_tensors_gpu_when_it_is_not_the_current_one(launch, monkeypatch):
+    """Triton compiles and launches on the current GPU; `device_map="auto"` leaves it at 0 while
+    layers run on 1, 2, ...: a launch on another GPU's tensors switches to that GPU first (an
+    unguarded one reads another GPU's memory, or crashes). No switch on the current GPU or for CPU
+    tensors (the interpreter)."""
+    entered = []
+
+    class Guard:
+        def __init__(self, index):
+            self.index = index
+
+        def __enter__(self):
+            entered.append(self.index)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device", Guard)
+    with launch._on_device(_OnGpu(0)):
+        pass
+    with launch._on_device(torch.empty(1)):
+        pass
+    assert entered == []
+    with launch._on_device(_OnGpu(2)):
+        pass
+    assert entered == [2]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_a_layer_on_the_second_gpu_runs_there_while_the_first_is_current(kernel):
+    """What `device_map="auto"` does: the layer's tensors on cuda:1, the current device cuda:0; the
+    pointwise kernel, the fused decode MLP and the training path all give eager's answer."""
+    from test_mlp_fused import _MLP
+
+    assert torch.cuda.current_device() == 0
+    mlp = _MLP(bias=True).to("cuda:1", torch.bfloat16)
+    for t in (1, 40, 300):
+        x = torch.randn(2, t, 64, device="cuda:1", dtype=torch.bfloat16)
+        with torch.no_grad():
+            expected, got = mlp(x), kernel.layers.GeGLUMLP.forward(mlp, x)
+        torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2 * expected.abs().max().item())
+    g, u = (torch.randn(3, 1000, device="cuda:1", requires_grad=True) for _ in range(2))
+    h = kernel.geglu(g, u)
+    h.sum().backward()
+    ref = torch.nn.functional.gelu(g.detach(), approximate="tanh") * u.detach()
+    torch.testing.assert_close(h, ref)
+    torch.cuda.synchronize(1)

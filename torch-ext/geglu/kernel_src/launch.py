@@ -13,6 +13,7 @@ the interpreter, or when the current device is not the one the handle was loaded
 launches through the ordinary JIT call instead, which is always correct.
 """
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -87,21 +88,39 @@ class LaunchPlan:
 
 
 def launch(plan: LaunchPlan, *pointers: torch.Tensor) -> None:
-    """Launch `plan` with these tensors as its pointer arguments."""
+    """Launch `plan` with these tensors as its pointer arguments, on the GPU they live on."""
     if DIRECT_LAUNCH and not _hooks_installed():
         ptrs = [p.data_ptr() for p in pointers]
         aligned = 0 if any(p % _ALIGN for p in ptrs) else 1
         handle = plan.handles[aligned]
-        if handle is not None:
-            device = torch._C._cuda_getDevice()
-            if handle[1] == device:
-                handle = handle[0]
-                handle.run(*plan.grid, torch._C._cuda_getCurrentRawStream(device), handle.function,
-                           handle.packed_metadata, None, None, None, *ptrs, *plan.tail)
-                return
-        plan.handles[aligned] = (_launch_jit(plan, pointers), torch._C._cuda_getDevice())
+        device = pointers[0].get_device()
+        if handle is not None and handle[1] == device and device == torch._C._cuda_getDevice():
+            _run(handle[0], plan, ptrs, device)
+            return
+        with _on_device(pointers[0]):
+            if handle is not None and handle[1] == device:
+                _run(handle[0], plan, ptrs, device)
+            else:
+                plan.handles[aligned] = (_launch_jit(plan, pointers), device)
         return
-    _launch_jit(plan, pointers)
+    with _on_device(pointers[0]):
+        _launch_jit(plan, pointers)
+
+
+def _run(compiled, plan: LaunchPlan, ptrs: list[int], device: int) -> None:
+    # What JITFunction.run does once the kernel is compiled and bound (DIRECT_LAUNCH_TRITON).
+    compiled.run(*plan.grid, torch._C._cuda_getCurrentRawStream(device), compiled.function,
+                 compiled.packed_metadata, None, None, None, *ptrs, *plan.tail)
+
+
+def _on_device(t: torch.Tensor):
+    """The device guard of a launch on `t`'s device: Triton compiles, loads and launches on the
+    current GPU, which need not be the one the tensors live on (`device_map="auto"` spreads a
+    model's layers over several GPUs and leaves the current one alone). None needed for other
+    devices' tensors (the interpreter's CPU tensors) or on the current GPU."""
+    if not t.is_cuda or t.get_device() == torch.cuda.current_device():
+        return contextlib.nullcontext()
+    return torch.cuda.device(t.get_device())
 
 
 def _launch_jit(plan: LaunchPlan, pointers):
@@ -116,10 +135,11 @@ def warm_up(kernel, pointers, tail, options):
     interpreter, which compiles nothing)."""
     if INTERPRET:
         return None
-    compiled = kernel.warmup(*pointers, *tail, **options, grid=(1,))
-    init = getattr(compiled, "_init_handles", None)  # Triton loads modules lazily at the first launch
-    if init is not None:
-        init()
+    with _on_device(pointers[0]):  # compiled for, and loaded onto, the pointers' GPU
+        compiled = kernel.warmup(*pointers, *tail, **options, grid=(1,))
+        init = getattr(compiled, "_init_handles", None)  # Triton loads modules lazily at the first launch
+        if init is not None:
+            init()
     return compiled
 
 
