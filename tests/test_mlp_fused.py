@@ -170,6 +170,7 @@ def test_layer_keeps_the_modules_path_wherever_the_fused_one_would_skip_somethin
         "float32": lambda: run(fresh().float(), x.float()),
         "forward hook": lambda: run(_hooked(fresh(), "register_forward_hook", lambda m, i, o: seen.append(1))),
         "forward pre-hook": lambda: run(_hooked(fresh(), "register_forward_pre_hook", lambda m, i: seen.append(1))),
+        "forward patched on the instance (accelerate's offload hooks do this)": lambda: run(_patched_forward(fresh())),
         "Linear subclass": lambda: run(_with_subclass(fresh())),
         "parametrized weight": lambda: run(_parametrized(fresh())),
         "non-contiguous weight": lambda: run(_transposed_weight(fresh())),
@@ -182,6 +183,11 @@ def test_layer_keeps_the_modules_path_wherever_the_fused_one_would_skip_somethin
         case()
         assert len(calls) == before, f"{name}: the fused path ran"
     assert len(seen) == 2, "each hook must have been called by the projection it sits on"
+    mlp = _patched_forward(fresh())
+    with torch.no_grad():  # the patched forward's doubling is applied
+        expected = mlp(x)
+        rtol, atol = TOLERANCES[torch.bfloat16]
+        torch.testing.assert_close(run(mlp), expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
     handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: None)
     try:
         run(fresh())
@@ -271,6 +277,14 @@ def _subclass_weight(mlp):
     w = mlp.up_proj.weight.detach().as_subclass(_TaggedTensor)
     mlp.up_proj.weight = nn.Parameter(w)
     assert type(mlp.up_proj.weight) is not nn.Parameter
+    return mlp
+
+
+def _patched_forward(mlp):
+    # What accelerate's add_hook_to_module does (a new `forward` on the instance), here doubling
+    # up_proj's output.
+    plain = mlp.up_proj.forward
+    mlp.up_proj.forward = lambda x: 2 * plain(x)
     return mlp
 
 

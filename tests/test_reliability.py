@@ -60,24 +60,33 @@ def _kernelized(kernel, module, layer):
     return module
 
 
-@pytest.mark.parametrize("global_hook", [False, True], ids=["module hook", "global hook"])
+@pytest.mark.parametrize("how", ["module hook", "global hook", "forward patched on the instance"])
 @pytest.mark.parametrize("cls,layer,proj", [(GateUpDown, "GeGLUMLP", "gate_proj"),
                                             (PackedMLP, "ModernBertGeGLUMLP", "Wi")])
-def test_a_hooked_projection_output_is_not_overwritten_by_backward(kernel, cls, layer, proj, global_hook):
+def test_a_hooked_projection_output_is_not_overwritten_by_backward(kernel, cls, layer, proj, how):
+    """Whoever may hold a projection's output (its hook, a global hook, a forward patched onto the
+    instance as accelerate's hooks do) still holds it unchanged after backward."""
     model = _kernelized(kernel, cls().to(DEVICE), layer)
+    projection = getattr(model, proj)
     kept = []
 
     def keep(module, inputs, output):
-        if global_hook and module is not getattr(model, proj):
+        if how == "global hook" and module is not projection:
             return
         kept.append((output, output.detach().clone()))
 
-    handle = (nn.modules.module.register_module_forward_hook(keep) if global_hook
-              else getattr(model, proj).register_forward_hook(keep))
+    if how == "forward patched on the instance":
+        plain = projection.forward
+        projection.forward = lambda x: (out := plain(x), keep(projection, (x,), out))[0]
+        handle = None
+    else:
+        handle = (nn.modules.module.register_module_forward_hook(keep) if how == "global hook"
+                  else projection.register_forward_hook(keep))
     try:
         model(torch.randn(3, 5, 24, device=DEVICE)).square().sum().backward()
     finally:
-        handle.remove()
+        if handle is not None:
+            handle.remove()
     (held, copy_at_forward), = kept
     torch.testing.assert_close(held, copy_at_forward, rtol=0, atol=0)  # not dL/dgate
 

@@ -17,10 +17,11 @@ def _nobody_else_holds(projections: tuple[nn.Module, ...]) -> bool:
     """Whether the projections' outputs can be held by no one but this layer, so that the
     backward may write the gradients over them (one [T, I] buffer less at the peak): plain
     nn.Linear modules (F.linear returns a fresh tensor; a subclass, a PEFT or quantized wrapper
-    might not) with no forward hooks of their own and no global ones (a hook may keep the output)."""
+    might not) with no forward hooks of their own and no global ones (a hook may keep the output),
+    and no forward of their own (a patched or accelerate-wrapped forward may keep it too)."""
     if _nn_module._global_forward_hooks:
         return False
-    return all(type(p) is nn.Linear and not p._forward_hooks for p in projections)
+    return all(type(p) is nn.Linear and not p._forward_hooks and "forward" not in p.__dict__ for p in projections)
 
 
 def _attributes(module: nn.Module, *names: str) -> tuple:

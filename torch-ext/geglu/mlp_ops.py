@@ -167,9 +167,11 @@ _declare_kernels(mlp_decode, _gate_up_geglu_kernel, _down_split_k_kernel)
 
 def _plain_linear(p: nn.Module | None) -> tuple | None:
     """(weight, bias) of a plain nn.Linear whose forward would be exactly F.linear(x, weight, bias):
-    not a subclass (PEFT, quantized and parametrized linears are), no hooks, plain Parameters.
-    None otherwise. Reads `_parameters` directly: nn.Module.__getattr__ costs a call per lookup."""
-    if type(p) is not nn.Linear or p._forward_hooks or p._forward_pre_hooks:
+    not a subclass (PEFT, quantized and parametrized linears are), no hooks, no forward of its own
+    (accelerate's offload hooks and patched forwards replace the instance's `forward`), plain
+    Parameters. None otherwise. Reads `_parameters` directly: nn.Module.__getattr__ costs a call
+    per lookup."""
+    if type(p) is not nn.Linear or p._forward_hooks or p._forward_pre_hooks or "forward" in p.__dict__:
         return None
     params = p._parameters
     w, b = params.get("weight"), params.get("bias")
@@ -182,7 +184,7 @@ def _inactive_dropout(d: nn.Module | None) -> bool:
     """No dropout, or one that is the identity now (eval mode or p = 0) and has no hooks."""
     if d is None:
         return True
-    if not isinstance(d, nn.Dropout) or d._forward_hooks or d._forward_pre_hooks:
+    if not isinstance(d, nn.Dropout) or d._forward_hooks or d._forward_pre_hooks or "forward" in d.__dict__:
         return False
     return not d.training or d.p == 0
 
