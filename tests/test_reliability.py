@@ -91,6 +91,47 @@ def test_a_hooked_projection_output_is_not_overwritten_by_backward(kernel, cls, 
     torch.testing.assert_close(held, copy_at_forward, rtol=0, atol=0)  # not dL/dgate
 
 
+@pytest.mark.parametrize("how", ["module hook", "pre-hook", "forward patched on the instance", "global hook"])
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("cls,layer,act", [(GateUpDown, "GeGLUMLP", "act_fn"), (PackedMLP, "ModernBertGeGLUMLP", "act")])
+def test_what_is_on_the_activation_module_runs(kernel, monkeypatch, cls, layer, act, how, grad):
+    """Activation capture and patching hook the MLP's activation module (interpretability tools
+    do): the kernelized layer calls it then, as eager does, and gives eager's answer with the
+    hook's change applied (here it doubles the activation), in inference (where the fused kernels
+    would otherwise run) and in training."""
+    monkeypatch.setattr(kernel.mlp_ops, "FUSED_OPT_IN", True)  # the fused path is on where it may run
+    eager = cls().to(DEVICE, torch.bfloat16)
+    model = _kernelized(kernel, copy.deepcopy(eager), layer)
+    seen = []
+
+    def attach(module):
+        target = getattr(module, act)
+        if how == "module hook":
+            return target.register_forward_hook(lambda m, i, o: seen.append(1) or 2 * o)
+        if how == "pre-hook":
+            return target.register_forward_pre_hook(lambda m, i: seen.append(1) or (2 * i[0],))
+        if how == "global hook":
+            return nn.modules.module.register_module_forward_hook(
+                lambda m, i, o: (seen.append(1) or 2 * o) if isinstance(m, nn.GELU) else None)
+        plain = target.forward
+        target.forward = lambda x: seen.append(1) or 2 * plain(x)
+        return None
+
+    x = torch.randn(3, 5, 24, device=DEVICE, dtype=torch.bfloat16)
+    outputs = []
+    for module in (eager, model):
+        handle = attach(module)
+        try:
+            with torch.set_grad_enabled(grad):
+                outputs.append(module(x.requires_grad_(grad)))
+        finally:
+            if handle is not None:
+                handle.remove()
+    assert len(seen) == 2, "the activation's hook ran in eager and in the kernelized layer alike"
+    expected, got = outputs
+    torch.testing.assert_close(got, expected, rtol=0.05, atol=0.05 * expected.abs().max().item())
+
+
 def test_without_hooks_the_backward_still_writes_in_place(kernel):
     """The memory saving stays where nobody can hold the projections: a saved-tensor hook (which
     the layer cannot see) watches the tensors autograd saved being overwritten."""

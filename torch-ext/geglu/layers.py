@@ -24,6 +24,14 @@ def _nobody_else_holds(projections: tuple[nn.Module, ...]) -> bool:
     return all(type(p) is nn.Linear and not p._forward_hooks and "forward" not in p.__dict__ for p in projections)
 
 
+def _activation_hooked(act: nn.Module) -> bool:
+    """Whether calling the activation module could do more than its GELU: hooks of its own or
+    global ones (activation capture and patching hook exactly this module), or a forward replaced
+    on the instance. Then the layer calls it as eager does, on eager's composition."""
+    return bool(act._forward_hooks or act._forward_pre_hooks or "forward" in act.__dict__
+                or _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks)
+
+
 def _attributes(module: nn.Module, *names: str) -> tuple:
     """The named attributes of the replaced module, submodules straight from `_modules`
     (nn.Module.__getattr__ costs about 2 us a lookup, on every eager call), others by getattr."""
@@ -65,12 +73,15 @@ class GeGLUMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_proj, up_proj, down_proj, act_fn = _attributes(self, "gate_proj", "up_proj", "down_proj", "act_fn")
-        approximate = approximate_of(act_fn)
         dropout = self._modules.get("dropout")  # not getattr: a missing attribute raises inside nn.Module
-        y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, dropout)
-        if y is not None:
-            return y
-        h = _geglu(gate_proj(x), up_proj(x), approximate, (gate_proj, up_proj))
+        if _activation_hooked(act_fn):
+            h = act_fn(gate_proj(x)) * up_proj(x)
+        else:
+            approximate = approximate_of(act_fn)
+            y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, dropout)
+            if y is not None:
+                return y
+            h = _geglu(gate_proj(x), up_proj(x), approximate, (gate_proj, up_proj))
         if dropout is not None:
             h = dropout(h)
         return down_proj(h)
@@ -120,14 +131,16 @@ class T5DenseGatedGeGLU(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         wi_0, wi_1, wo, act, dropout = _attributes(self, "wi_0", "wi_1", "wo", "act", "dropout")
-        approximate = approximate_of(act)
         weight = wo.weight
-        if isinstance(weight, torch.Tensor) and weight.dtype == hidden_states.dtype:  # no cast before wo
-            y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout)
-            if y is not None:
-                return y
-        gate, up = wi_0(hidden_states), wi_1(hidden_states)
-        h = dropout(_geglu(gate, up, approximate, (wi_0, wi_1)))
+        if _activation_hooked(act):
+            h = dropout(act(wi_0(hidden_states)) * wi_1(hidden_states))
+        else:
+            approximate = approximate_of(act)
+            if isinstance(weight, torch.Tensor) and weight.dtype == hidden_states.dtype:  # no cast before wo
+                y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout)
+                if y is not None:
+                    return y
+            h = dropout(_geglu(wi_0(hidden_states), wi_1(hidden_states), approximate, (wi_0, wi_1)))
         if isinstance(weight, torch.Tensor) and h.dtype != weight.dtype and weight.dtype != torch.int8:
             h = h.to(weight.dtype)
         return wo(h)
@@ -142,6 +155,8 @@ class LongT5DenseGatedGeGLU(T5DenseGatedGeGLU):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         wi_0, wi_1, wo, act, dropout = _attributes(self, "wi_0", "wi_1", "wo", "act", "dropout")
+        if _activation_hooked(act):
+            return wo(dropout(act(wi_0(hidden_states)) * wi_1(hidden_states)))
         approximate = approximate_of(act)
         y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout)
         if y is not None:
@@ -166,6 +181,9 @@ class ModernBertGeGLUMLP(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         wi, wo, act, drop = _attributes(self, "Wi", "Wo", "act", "drop")
+        if _activation_hooked(act):
+            a, b = wi(hidden_states).chunk(2, dim=-1)
+            return wo(drop(act(a) * b))
         approximate = approximate_of(act)
         y = mlp_ops.fused_mlp(hidden_states, approximate, wi, None, wo, drop)  # Wi packed
         if y is not None:
@@ -189,4 +207,7 @@ class ClvpGeGLU(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         up, gate = self.proj(hidden_states).chunk(2, dim=-1)
-        return _geglu(gate, up, approximate_of(self.activation_fn))
+        act = self.activation_fn
+        if _activation_hooked(act):
+            return up * act(gate)
+        return _geglu(gate, up, approximate_of(act))
