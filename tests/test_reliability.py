@@ -132,6 +132,26 @@ def test_what_is_on_the_activation_module_runs(kernel, monkeypatch, cls, layer, 
     torch.testing.assert_close(got, expected, rtol=0.05, atol=0.05 * expected.abs().max().item())
 
 
+@pytest.mark.parametrize("cls,layer,act", [(GateUpDown, "GeGLUMLP", "act_fn"), (PackedMLP, "ModernBertGeGLUMLP", "act")])
+def test_a_backward_hook_on_the_activation_module_runs(kernel, cls, layer, act):
+    """Attribution tools hook the activation's backward: the kernelized layer's gradients pass
+    through it as eager's do (here the hook doubles the gradient)."""
+    eager = cls().to(DEVICE)
+    model = _kernelized(kernel, copy.deepcopy(eager), layer)
+    seen, grads = [], []
+    x0 = torch.randn(3, 5, 24, device=DEVICE)
+    for module in (eager, model):
+        handle = getattr(module, act).register_full_backward_hook(lambda m, gi, go: seen.append(1) or (2 * gi[0],))
+        try:
+            x = x0.clone().requires_grad_()
+            module(x).square().sum().backward()
+            grads.append(x.grad)
+        finally:
+            handle.remove()
+    assert len(seen) == 2
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-4 * grads[0].abs().max().item())
+
+
 def test_without_hooks_the_backward_still_writes_in_place(kernel):
     """The memory saving stays where nobody can hold the projections: a saved-tensor hook (which
     the layer cannot see) watches the tensors autograd saved being overwritten."""

@@ -26,10 +26,13 @@ def _nobody_else_holds(projections: tuple[nn.Module, ...]) -> bool:
 
 def _activation_hooked(act: nn.Module) -> bool:
     """Whether calling the activation module could do more than its GELU: hooks of its own or
-    global ones (activation capture and patching hook exactly this module), or a forward replaced
-    on the instance. Then the layer calls it as eager does, on eager's composition."""
-    return bool(act._forward_hooks or act._forward_pre_hooks or "forward" in act.__dict__
-                or _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks)
+    global ones, forward or backward (activation capture, patching and attribution hook exactly
+    this module), or a forward replaced on the instance. Then the layer calls it as eager does,
+    on eager's composition."""
+    return bool(act._forward_hooks or act._forward_pre_hooks or act._backward_hooks or act._backward_pre_hooks
+                or "forward" in act.__dict__ or _nn_module._global_forward_hooks
+                or _nn_module._global_forward_pre_hooks or _nn_module._global_backward_hooks
+                or _nn_module._global_backward_pre_hooks)
 
 
 def _attributes(module: nn.Module, *names: str) -> tuple:
