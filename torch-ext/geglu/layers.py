@@ -77,10 +77,10 @@ class GeGLUMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_proj, up_proj, down_proj, act_fn = _attributes(self, "gate_proj", "up_proj", "down_proj", "act_fn")
         dropout = self._modules.get("dropout")  # not getattr: a missing attribute raises inside nn.Module
+        approximate = approximate_of(act_fn)
         if _activation_hooked(act_fn):
             h = act_fn(gate_proj(x)) * up_proj(x)
         else:
-            approximate = approximate_of(act_fn)
             y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, dropout)
             if y is not None:
                 return y
@@ -135,10 +135,10 @@ class T5DenseGatedGeGLU(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         wi_0, wi_1, wo, act, dropout = _attributes(self, "wi_0", "wi_1", "wo", "act", "dropout")
         weight = wo.weight
+        approximate = approximate_of(act)
         if _activation_hooked(act):
             h = dropout(act(wi_0(hidden_states)) * wi_1(hidden_states))
         else:
-            approximate = approximate_of(act)
             if isinstance(weight, torch.Tensor) and weight.dtype == hidden_states.dtype:  # no cast before wo
                 y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout)
                 if y is not None:
@@ -158,9 +158,9 @@ class LongT5DenseGatedGeGLU(T5DenseGatedGeGLU):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         wi_0, wi_1, wo, act, dropout = _attributes(self, "wi_0", "wi_1", "wo", "act", "dropout")
+        approximate = approximate_of(act)
         if _activation_hooked(act):
             return wo(dropout(act(wi_0(hidden_states)) * wi_1(hidden_states)))
-        approximate = approximate_of(act)
         y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout)
         if y is not None:
             return y
@@ -184,10 +184,10 @@ class ModernBertGeGLUMLP(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         wi, wo, act, drop = _attributes(self, "Wi", "Wo", "act", "drop")
+        approximate = approximate_of(act)
         if _activation_hooked(act):
             a, b = wi(hidden_states).chunk(2, dim=-1)
             return wo(drop(act(a) * b))
-        approximate = approximate_of(act)
         y = mlp_ops.fused_mlp(hidden_states, approximate, wi, None, wo, drop)  # Wi packed
         if y is not None:
             return y
@@ -211,6 +211,7 @@ class ClvpGeGLU(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         up, gate = self.proj(hidden_states).chunk(2, dim=-1)
         act = self.activation_fn
+        approximate = approximate_of(act)
         if _activation_hooked(act):
             return up * act(gate)
-        return _geglu(gate, up, approximate_of(act))
+        return _geglu(gate, up, approximate)
