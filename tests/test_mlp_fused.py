@@ -70,8 +70,8 @@ def _mlp_reference(x, wg, wu, wd, bg, bu, bd, approximate):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-@pytest.mark.parametrize("shape", [(1, 64, 96), (5, 72, 200), (16, 130, 300), (23, 40, 70), (64, 48, 80), (100, 40, 56)],
-                         ids=str)
+@pytest.mark.parametrize("shape", [(1, 64, 96), (5, 72, 200), (16, 130, 300), (23, 40, 70), (64, 48, 80),
+                                   (100, 40, 56)], ids=str)
 def test_mlp_decode_matches_float64(mlp_ops, mlp_kernels, dtype, shape):
     t, hidden, inter = shape
     for approximate, bias, down_bias in itertools.product(("tanh", "none"), (False, True), (False, True)):
@@ -501,7 +501,8 @@ def test_fused_ops_refuse_bad_inputs_by_name(mlp_ops):
     wg, wu = (torch.randn(96, 64, device=DEVICE, dtype=torch.bfloat16) for _ in range(2))
     wd = torch.randn(64, 96, device=DEVICE, dtype=torch.bfloat16)
     cases = [
-        ("at most 128 tokens", (torch.randn(129, 64, device=DEVICE, dtype=torch.bfloat16), wg, wu, wd, None, None, None)),
+        ("at most 128 tokens",
+         (torch.randn(129, 64, device=DEVICE, dtype=torch.bfloat16), wg, wu, wd, None, None, None)),
         ("x must be a 2-D", (x[None], wg, wu, wd, None, None, None)),
         ("unit column stride", (torch.randn(64, 3, device=DEVICE, dtype=torch.bfloat16).t(), wg, wu, wd, None, None,
                                 None)),
@@ -628,24 +629,20 @@ _SMEM_LIMIT = {"H200": 232448, "default": 101376}
 
 
 @pytest.mark.parametrize("name", sorted(_SMEM_LIMIT))
-def test_launch_rules_fit_in_shared_memory(mlp_kernels, name):
+def test_launch_rules_fit_in_shared_memory(mlp_kernels, monkeypatch, name):
     """Each rule's pipeline buffers (num_stages copies of its operand tiles) fit the GPU it is for,
     at every token count it serves (a 64-row tile with a 16-row config once asked for 240 KB and
     failed to launch). An estimate: Triton may add a little for layouts, which the limits leave."""
-    table = mlp_kernels.MLP_LAUNCH_TABLES[name]
+    monkeypatch.setattr(mlp_kernels, "measured_table", lambda device_index: None if name == "default" else name)
     limit = _SMEM_LIMIT[name]
     for rows in (1, 16, 17, 32, 33, 64, 65, 128):
         for hidden, inter in ((768, 3072), (2048, 16384), (2560, 10240), (3584, 14336), (8192, 28672)):
             bucket = mlp_kernels._rows_bucket(rows)
-            block_t, block_i, block_k, _, stages = _rule_of(mlp_kernels, name, "gate_up", hidden, inter, bucket)
+            block_t, block_i, block_k, _, stages = mlp_kernels._rule(0, "gate_up", hidden, inter, bucket)
             gate_up_bytes = stages * (block_t + 2 * block_i) * block_k * 2
             assert gate_up_bytes <= limit, (name, rows, hidden, inter, "gate_up", gate_up_bytes)
             if rows <= mlp_kernels.MAX_ROWS:
-                block_n, block_kd, _, _, stages_d = _rule_of(mlp_kernels, name, "down", hidden, inter, bucket)
+                block_n, block_kd, _, _, stages_d = mlp_kernels._rule(0, "down", hidden, inter, bucket)
                 down_bytes = stages_d * (mlp_kernels.row_tile(rows) + block_n) * block_kd * 2
                 assert down_bytes <= limit, (name, rows, hidden, inter, "down", down_bytes)
 
-
-def _rule_of(mlp_kernels, name, kernel, hidden, inter, bucket):
-    return next(cfg for min_hidden, max_inter, rows, cfg in mlp_kernels.MLP_LAUNCH_TABLES[name][kernel]
-                if hidden >= min_hidden and inter <= max_inter and bucket <= rows)

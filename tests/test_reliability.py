@@ -91,9 +91,12 @@ def test_a_hooked_projection_output_is_not_overwritten_by_backward(kernel, cls, 
     torch.testing.assert_close(held, copy_at_forward, rtol=0, atol=0)  # not dL/dgate
 
 
+_ACTIVATION_CASES = [(GateUpDown, "GeGLUMLP", "act_fn"), (PackedMLP, "ModernBertGeGLUMLP", "act")]
+
+
 @pytest.mark.parametrize("how", ["module hook", "pre-hook", "forward patched on the instance", "global hook"])
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
-@pytest.mark.parametrize("cls,layer,act", [(GateUpDown, "GeGLUMLP", "act_fn"), (PackedMLP, "ModernBertGeGLUMLP", "act")])
+@pytest.mark.parametrize("cls,layer,act", _ACTIVATION_CASES)
 def test_what_is_on_the_activation_module_runs(kernel, monkeypatch, cls, layer, act, how, grad):
     """Activation capture and patching hook the MLP's activation module (interpretability tools
     do): the kernelized layer calls it then, as eager does, and gives eager's answer with the
@@ -132,7 +135,7 @@ def test_what_is_on_the_activation_module_runs(kernel, monkeypatch, cls, layer, 
     torch.testing.assert_close(got, expected, rtol=0.05, atol=0.05 * expected.abs().max().item())
 
 
-@pytest.mark.parametrize("cls,layer,act", [(GateUpDown, "GeGLUMLP", "act_fn"), (PackedMLP, "ModernBertGeGLUMLP", "act")])
+@pytest.mark.parametrize("cls,layer,act", _ACTIVATION_CASES)
 def test_a_backward_hook_on_the_activation_module_runs(kernel, cls, layer, act):
     """Attribution tools hook the activation's backward: the kernelized layer's gradients pass
     through it as eager's do (here the hook doubles the gradient)."""

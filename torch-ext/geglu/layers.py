@@ -19,9 +19,8 @@ def _nobody_else_holds(projections: tuple[nn.Module, ...]) -> bool:
     nn.Linear modules (F.linear returns a fresh tensor; a subclass, a PEFT or quantized wrapper
     might not) with no forward hooks of their own and no global ones (a hook may keep the output),
     and no forward of their own (a patched or accelerate-wrapped forward may keep it too)."""
-    if _nn_module._global_forward_hooks:
-        return False
-    return all(type(p) is nn.Linear and not p._forward_hooks and "forward" not in p.__dict__ for p in projections)
+    return not mlp_ops.global_forward_hooks() and all(
+        type(p) is nn.Linear and mlp_ops.untouched(p) for p in projections)
 
 
 def _activation_hooked(act: nn.Module) -> bool:
@@ -29,9 +28,8 @@ def _activation_hooked(act: nn.Module) -> bool:
     global ones, forward or backward (activation capture, patching and attribution hook exactly
     this module), or a forward replaced on the instance. Then the layer calls it as eager does,
     on eager's composition."""
-    return bool(act._forward_hooks or act._forward_pre_hooks or act._backward_hooks or act._backward_pre_hooks
-                or "forward" in act.__dict__ or _nn_module._global_forward_hooks
-                or _nn_module._global_forward_pre_hooks or _nn_module._global_backward_hooks
+    return bool(not mlp_ops.untouched(act) or act._backward_hooks or act._backward_pre_hooks
+                or mlp_ops.global_forward_hooks() or _nn_module._global_backward_hooks
                 or _nn_module._global_backward_pre_hooks)
 
 
@@ -78,12 +76,14 @@ class GeGLUMLP(nn.Module):
         gate_proj, up_proj, down_proj, act_fn = _attributes(self, "gate_proj", "up_proj", "down_proj", "act_fn")
         dropout = self._modules.get("dropout")  # not getattr: a missing attribute raises inside nn.Module
         approximate = approximate_of(act_fn)
-        if _activation_hooked(act_fn):
-            h = act_fn(gate_proj(x)) * up_proj(x)
-        else:
+        hooked = _activation_hooked(act_fn)
+        if not hooked:
             y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, dropout)
             if y is not None:
                 return y
+        if hooked:
+            h = act_fn(gate_proj(x)) * up_proj(x)
+        else:
             h = _geglu(gate_proj(x), up_proj(x), approximate, (gate_proj, up_proj))
         if dropout is not None:
             h = dropout(h)
@@ -136,13 +136,15 @@ class T5DenseGatedGeGLU(nn.Module):
         wi_0, wi_1, wo, act, dropout = _attributes(self, "wi_0", "wi_1", "wo", "act", "dropout")
         weight = wo.weight
         approximate = approximate_of(act)
-        if _activation_hooked(act):
+        hooked = _activation_hooked(act)
+        no_cast = isinstance(weight, torch.Tensor) and weight.dtype == hidden_states.dtype  # none before wo
+        if not hooked and no_cast:
+            y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout)
+            if y is not None:
+                return y
+        if hooked:
             h = dropout(act(wi_0(hidden_states)) * wi_1(hidden_states))
         else:
-            if isinstance(weight, torch.Tensor) and weight.dtype == hidden_states.dtype:  # no cast before wo
-                y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout)
-                if y is not None:
-                    return y
             h = dropout(_geglu(wi_0(hidden_states), wi_1(hidden_states), approximate, (wi_0, wi_1)))
         if isinstance(weight, torch.Tensor) and h.dtype != weight.dtype and weight.dtype != torch.int8:
             h = h.to(weight.dtype)

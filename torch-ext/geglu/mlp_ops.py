@@ -165,13 +165,24 @@ _declare_kernels(mlp_decode, _gate_up_geglu_kernel, _down_split_k_kernel)
 
 # --- the rule ---
 
+def untouched(m: nn.Module) -> bool:
+    """Calling m runs exactly its class's forward: no forward hooks or pre-hooks of its own and no
+    forward replaced on the instance (accelerate's hooks and hand patches do that)."""
+    return not (m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__)
+
+
+def global_forward_hooks() -> bool:
+    """Whether forward hooks or pre-hooks are registered for every module."""
+    return bool(_nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks)
+
+
 def _plain_linear(p: nn.Module | None) -> tuple | None:
     """(weight, bias) of a plain nn.Linear whose forward would be exactly F.linear(x, weight, bias):
     not a subclass (PEFT, quantized and parametrized linears are), no hooks, no forward of its own
     (accelerate's offload hooks and patched forwards replace the instance's `forward`), plain
     Parameters. None otherwise. Reads `_parameters` directly: nn.Module.__getattr__ costs a call
     per lookup."""
-    if type(p) is not nn.Linear or p._forward_hooks or p._forward_pre_hooks or "forward" in p.__dict__:
+    if type(p) is not nn.Linear or not untouched(p):
         return None
     params = p._parameters
     w, b = params.get("weight"), params.get("bias")
@@ -184,7 +195,7 @@ def _inactive_dropout(d: nn.Module | None) -> bool:
     """No dropout, or one that is the identity now (eval mode or p = 0) and has no hooks."""
     if d is None:
         return True
-    if not isinstance(d, nn.Dropout) or d._forward_hooks or d._forward_pre_hooks or "forward" in d.__dict__:
+    if not isinstance(d, nn.Dropout) or not untouched(d):
         return False
     return not d.training or d.p == 0
 
@@ -237,9 +248,7 @@ def _fused_mlp_compiled(x, approximate, gate_proj, up_proj, down_proj, dropout) 
     `mlp_inference` op for any token count; the token count itself is not looked at."""
     if x.dtype not in FUSED_DTYPES or not (x.is_cuda or (x.device.type == "cpu" and INTERPRET)):
         return None
-    if not _compile_may_fuse(x.get_device() if x.is_cuda else -1):
-        return None
-    if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
+    if not _compile_may_fuse(x.get_device() if x.is_cuda else -1) or global_forward_hooks():
         return None
     found = _projection_weights(x, gate_proj, up_proj)
     down = _plain_linear(down_proj)
@@ -280,9 +289,7 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     if not n_rows or not fused_mlp_enabled(device_index):
         return None
     both_rows, gate_up_rows = max_rows(device_index)
-    if n_rows > max(both_rows, gate_up_rows):
-        return None
-    if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
+    if n_rows > max(both_rows, gate_up_rows) or global_forward_hooks():
         return None
     found = _projection_weights(x, gate_proj, up_proj)
     if found is None:

@@ -94,14 +94,14 @@ def launch(plan: LaunchPlan, *pointers: torch.Tensor) -> None:
         aligned = 0 if any(p % _ALIGN for p in ptrs) else 1
         handle = plan.handles[aligned]
         device = pointers[0].get_device()
-        if handle is not None and handle[1] == device and device == torch._C._cuda_getDevice():
-            _run(handle[0], plan, ptrs, device)
-            return
-        with _on_device(pointers[0]):
-            if handle is not None and handle[1] == device:
-                _run(handle[0], plan, ptrs, device)
-            else:
+        if handle is None or handle[1] != device:  # first launch on this GPU: compile or load
+            with _on_device(pointers[0]):
                 plan.handles[aligned] = (_launch_jit(plan, pointers), device)
+        elif device == torch._C._cuda_getDevice():
+            _run(handle[0], plan, ptrs, device)
+        else:
+            with torch.cuda.device(device):
+                _run(handle[0], plan, ptrs, device)
         return
     with _on_device(pointers[0]):
         _launch_jit(plan, pointers)

@@ -310,7 +310,8 @@ def warm_up_shape(hidden: int, inter: int, stride_x: int, has_bias: bool, has_do
             pointers = (dummy,) * 6 + (workspace,)
         else:  # h, wd, bd, workspace, y
             pointers = (dummy,) * 3 + (workspace, dummy)
-        _compiled[specialisation(plan_), dtype, device_index] = warm_up(plan_.kernel, pointers, plan_.tail, plan_.options)
+        compiled = warm_up(plan_.kernel, pointers, plan_.tail, plan_.options)
+        _compiled[specialisation(plan_), dtype, device_index] = compiled
     pointwise.warm_up_family(False, inter, (inter,) * 3, dtype, approx_tanh, device_index)
 
 
