@@ -163,6 +163,28 @@ def weight_copies(hidden: int, inter: int) -> int:
     return max(1, min(16, math.ceil(3 * L2_BYTES / (hidden * inter * 2))))
 
 
+def mlp_weights(hidden: int, inter: int, dtype: torch.dtype, device="cuda") -> tuple:
+    """(Wg, Wu, Wd) laid out as nn.Linear keeps them, scaled so that every projection stays O(1)."""
+    return tuple((torch.randn(*s, device=device) / s[1] ** 0.5).to(dtype)
+                 for s in ((inter, hidden), (inter, hidden), (hidden, inter)))
+
+
+def mlp_weight_sets(hidden: int, inter: int, dtype: torch.dtype) -> list[tuple]:
+    """`weight_copies` independent sets of `mlp_weights` on the GPU, to cycle through past the L2."""
+    return [mlp_weights(hidden, inter, dtype) for _ in range(weight_copies(hidden, inter))]
+
+
+def time_totals(variants: dict, xs: list, ws: list, rep_ms: int) -> dict:
+    """name -> {"us": graph replay, "plain_us": plain calls} of each variant(x, w), cycling over the
+    input sets (xs[i], ws[i])."""
+    totals = {}
+    for name, fn in variants.items():
+        calls = cycling([lambda x=x, w=w, f=fn: f(x, w) for x, w in zip(xs, ws)])
+        calls()
+        totals[name] = dict(us=graph_us(calls, rep_ms=rep_ms), plain_us=median_us(calls, rep_ms=rep_ms))
+    return totals
+
+
 def mlp_reference(x, wg, wu, wd=None, bg=None, bu=None, bd=None):
     """The GeGLU MLP (tanh) in float64 with eager's rounding points: each projection and gelu(g)
     rounded to x's dtype, then h; wd None: h itself."""

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import (MATMUL_FLOPS, copy_bandwidth_gbs, cycling, environment, graph_us, int_list,  # noqa: E402
-                    load_local_build, median_us, mlp_reference, rel_err, shape_list, weight_copies, write_json)
+from common import (MATMUL_FLOPS, copy_bandwidth_gbs, cycling, environment, graph_us, int_list, load_local_build,  # noqa: E402
+                    median_us, mlp_reference, mlp_weight_sets, rel_err, shape_list, write_json)
 
 # (BLOCK_I, BLOCK_K, warps, stages); BLOCK_T is the row tile that holds T (`mlp.row_tile`).
 TILE_CONFIGS = [c for c in itertools.product((16, 32, 64, 128), (64, 128), (2, 4, 8), (3, 4, 5))
@@ -58,9 +58,8 @@ def main():
     start = time.time()
     for hidden, inter in args.dims:
         wbytes = 3 * hidden * inter * 2
-        copies = weight_copies(hidden, inter)
-        ws = [tuple((torch.randn(*s, device="cuda") / s[1] ** 0.5).to(dt) for s in
-                    ((inter, hidden), (inter, hidden), (hidden, inter))) for _ in range(copies)]
+        ws = mlp_weight_sets(hidden, inter, dt)
+        copies = len(ws)
         floor_us = wbytes / (bw * 1e9) * 1e6
         for t in args.tokens:
             xs = [torch.randn(t, hidden, device="cuda", dtype=dt) for _ in range(copies)]

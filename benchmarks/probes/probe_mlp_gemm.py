@@ -29,8 +29,8 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import (copy_bandwidth_gbs, cycling, environment, graph_us, int_list, load_local_build,  # noqa: E402
-                    median_us, mlp_reference, rel_err, shape_list, weight_copies, write_json)
+from common import (copy_bandwidth_gbs, cycling, environment, graph_us, int_list, load_local_build, median_us,  # noqa: E402
+                    mlp_reference, mlp_weight_sets, rel_err, shape_list, time_totals, write_json)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "torch-ext" / "geglu" / "kernel_src"))
 from gelu_math import gelu  # noqa: E402  (the package's GELU device function; imports nothing of the package)
@@ -223,9 +223,8 @@ def main():
     dt = torch.bfloat16
     out["summary"], out["rows"] = [], []
     for hidden, inter in args.dims:
-        copies = weight_copies(hidden, inter)
-        ws = [tuple((torch.randn(*s, device="cuda") / s[1] ** 0.5).to(dt) for s in
-                    ((inter, hidden), (inter, hidden), (hidden, inter))) for _ in range(copies)]
+        ws = mlp_weight_sets(hidden, inter, dt)
+        copies = len(ws)
         for t in args.tokens:
             xs = [torch.randn(t, hidden, device="cuda", dtype=dt) for _ in range(copies)]
             h_out = torch.empty(t, inter, device="cuda", dtype=dt)
@@ -267,12 +266,7 @@ def main():
                 "cublas+pointwise": lambda x, w: F.linear(k.geglu(F.linear(x, w[0]), F.linear(x, w[1])), w[2]),
                 "gemm+cublas": fused,
             }
-            point["totals"] = {}
-            for name, fn in variants.items():
-                calls = cycling([lambda i=i, f=fn: f(xs[i], ws[i]) for i in range(copies)])
-                calls()
-                point["totals"][name] = dict(us=graph_us(calls, rep_ms=args.rep_ms),
-                                             plain_us=median_us(calls, rep_ms=args.rep_ms))
+            point["totals"] = time_totals(variants, xs, ws, args.rep_ms)
             out["summary"].append(point)
             tot = point["totals"]
             print(f"H={hidden} I={inter} T={t} | 2 GEMMs {point['cublas_two_gemms_us']:.1f} eager g/u "

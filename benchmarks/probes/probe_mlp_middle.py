@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import (MATMUL_FLOPS, copy_bandwidth_gbs, cycling, environment, graph_us, int_list,  # noqa: E402
-                    load_local_build, median_us, mlp_reference, rel_err, shape_list, weight_copies, write_json)
+from common import (MATMUL_FLOPS, copy_bandwidth_gbs, cycling, environment, graph_us, int_list, load_local_build,  # noqa: E402
+                    mlp_reference, mlp_weight_sets, mlp_weights, rel_err, shape_list, time_totals, write_json)
 
 TILE_CONFIGS = [(64, 64, 4, 3), (64, 64, 4, 4), (64, 128, 4, 3), (128, 64, 8, 3), (128, 64, 4, 4), (32, 128, 4, 4),
                 (64, 128, 8, 3), (128, 128, 8, 3), (32, 64, 4, 4)]
@@ -43,8 +43,7 @@ def check_correctness(mlp) -> list:
     results = []
     for dt in (torch.bfloat16, torch.float16):
         for hidden, inter in ((2048, 16384), (1000, 3001)):
-            w = [(torch.randn(*s, device="cuda") / s[1] ** 0.5).to(dt) for s in
-                 ((inter, hidden), (inter, hidden), (hidden, inter))]
+            w = mlp_weights(hidden, inter, dt)
             b = [(torch.randn(n, device="cuda") * 0.1).to(dt) for n in (inter, inter, hidden)]
             for t in (1, 17, 32, 33, 64, 100, 300):
                 x = torch.randn(t, hidden, device="cuda", dtype=dt)
@@ -91,9 +90,8 @@ def main():
     dt = torch.bfloat16
     out["summary"], out["rows"] = [], []
     for hidden, inter in args.dims:
-        copies = weight_copies(hidden, inter)
-        ws = [tuple((torch.randn(*s, device="cuda") / s[1] ** 0.5).to(dt) for s in
-                    ((inter, hidden), (inter, hidden), (hidden, inter))) for _ in range(copies)]
+        ws = mlp_weight_sets(hidden, inter, dt)
+        copies = len(ws)
         floor_us = 3 * hidden * inter * 2 / (bw * 1e9) * 1e6
         for t in args.tokens:
             xs = [torch.randn(t, hidden, device="cuda", dtype=dt) for _ in range(copies)]
@@ -151,12 +149,7 @@ def main():
                 variants["gate_up+split_k"] = gate_up_split_k
                 variants["layer entry (table)"] = lambda x, w: mlp.run_mlp_decode(x, hidden, *w, None, None, None,
                                                                                    True, 0)
-            point["totals"] = {}
-            for name, fn in variants.items():
-                calls = cycling([lambda i=i, f=fn: f(xs[i], ws[i]) for i in range(copies)])
-                calls()
-                point["totals"][name] = dict(us=graph_us(calls, rep_ms=args.rep_ms),
-                                             plain_us=median_us(calls, rep_ms=args.rep_ms))
+            point["totals"] = time_totals(variants, xs, ws, args.rep_ms)
             out["summary"].append(point)
             tot = point["totals"]
             print(f"H={hidden} I={inter} T={t} roof {roofline_us:.1f} | gate_up {gu} {best['gate_up']['us']:.1f} | "

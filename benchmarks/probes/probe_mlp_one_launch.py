@@ -34,7 +34,7 @@ import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import int_list, mlp_reference, rel_err, shape_list, weight_copies  # noqa: E402
+from common import int_list, mlp_reference, mlp_weight_sets, mlp_weights, rel_err, shape_list  # noqa: E402
 
 # sync words (int32): ticket, done, error, SPLIT_K slice flags, then one arrival counter per block
 _TICKET, _DONE, _ERROR, _FLAGS = 0, 1, 2, 3
@@ -161,8 +161,7 @@ def check(device, dims, tokens, dtypes, configs, calls=3) -> list:
     rows = []
     for dt in dtypes:
         for hidden, inter in dims:
-            w = [(torch.randn(*s, device=device) / s[1] ** 0.5).to(dt) for s in
-                 ((inter, hidden), (inter, hidden), (hidden, inter))]
+            w = mlp_weights(hidden, inter, dt, device)
             for cfg in configs:
                 run = OneLaunchDecode(hidden, inter, device, **cfg)
                 for t in tokens:
@@ -215,9 +214,8 @@ def main():
     out["copy_gbs"] = bw = copy_bandwidth_gbs()
     dt, out["points"] = torch.bfloat16, []
     for hidden, inter in args.dims:
-        copies = weight_copies(hidden, inter)
-        ws = [tuple((torch.randn(*s, device="cuda") / s[1] ** 0.5).to(dt) for s in
-                    ((inter, hidden), (inter, hidden), (hidden, inter))) for _ in range(copies)]
+        ws = mlp_weight_sets(hidden, inter, dt)
+        copies = len(ws)
         floor_us = 3 * hidden * inter * 2 / (bw * 1e9) * 1e6
         for t in args.tokens:
             xs = [torch.randn(t, hidden, device="cuda", dtype=dt) for _ in range(copies)]
