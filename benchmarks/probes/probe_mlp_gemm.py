@@ -1,8 +1,8 @@
 """A persistent gate/up GEMM with the GeGLU in its epilogue, its operands through tensor descriptors
 (TMA), at prefill token counts on the GPU: correctness against float64, then config sweeps against
-cuBLAS, device time under graph replay. Not part of the package: it measured 466-563 TFLOP/s
-against cuBLAS's 611-700 on the same GEMMs (benchmarks/NOTES.md, session 9), which loses to
-cuBLAS + the pointwise kernel at every token count.
+cuBLAS, device time under graph replay. Not part of the package: on the H200 its best form
+reached 534-563 TFLOP/s against cuBLAS's 648-673 on the same GEMMs (benchmarks/NOTES.md, session
+9), which loses to cuBLAS + the pointwise kernel at every token count.
 
     python benchmarks/probes/probe_mlp_gemm.py --out DIR [--dims 2048x16384,...] [--tokens 256,...,8192]
 
