@@ -9,13 +9,15 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
 fi
+# A Triton cache carried from an earlier call (optional) saves recompiling the same kernels.
+if [ -n "${TRITON_CACHE_DIR:-}" ]; then mkdir -p "$TRITON_CACHE_DIR"; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
 python3 -c "import torch, triton, transformers, kernels; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, 'kernels', kernels.__version__)" | tee -a "$OUT/device.txt"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   # The flake, git, CLI, publish and README-journey checks need nix, a git checkout, the kernels
   # CLI and huggingface_hub 2.4, which the GPU machine lacks; CI runs them (README's GPU blocks:
   # the reliability job).
-  python3 -m pytest ${TESTS:-tests} -q -p no:cacheprovider -rfs \
+  ${PYTEST_TIMEOUT:+timeout -s INT $PYTEST_TIMEOUT} python3 -m pytest ${TESTS:-tests} -q -p no:cacheprovider -rfs ${PYTEST_ARGS:-} \
     --deselect tests/test_build.py::test_flake_nix_parses \
     --deselect tests/test_build.py::test_dirty_tree_is_marked \
     --deselect tests/test_build.py::test_kernels_benchmark_runs_on_a_local_build \
@@ -65,6 +67,13 @@ case "${1:-none}" in
       && timeout 40 python3 probes/probe_mlp_first_call.py --out "$OUT" \
       && timeout 100 python3 probes/probe_mlp_one_launch.py --out "$OUT") 2>&1 | grep -v dirty \
       | tee "$OUT/gemm.log" | tail -40 ;;
+  decode_middle)
+    # The decode kernels' quick sweep (the table's gate/up config; split-K and unsplit down configs)
+    # and the middle-T sweep at $TOKENS_MIDDLE, each bounded.
+    (cd benchmarks && timeout ${DECODE_S:-200} python3 probes/probe_mlp_decode.py --out "$OUT" --quick \
+      --tokens "${TOKENS_DECODE:-1,16}" --dims "${DIMS:-2048x16384,2560x10240,3584x14336}"; \
+      timeout ${MIDDLE_S:-100} python3 probes/probe_mlp_middle.py --out "$OUT" --tokens "${TOKENS_MIDDLE:-128}" \
+      --dims "${DIMS:-2048x16384,2560x10240,3584x14336}") 2>&1 | grep -v dirty | tee "$OUT/decode_middle.log" | tail -40 ;;
   training)
     # One autograd node for the whole MLP against the layer's training path and eager.
     (cd benchmarks && python3 probes/probe_mlp_training.py --out "$OUT") 2>&1 | grep -v dirty \

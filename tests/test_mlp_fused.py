@@ -26,6 +26,15 @@ def mlp_kernels(kernel):
     return importlib.import_module(kernel.__name__ + ".kernel_src.mlp")
 
 
+@pytest.fixture(autouse=True)
+def _warm_up_only_where_tested(request, mlp_kernels, monkeypatch):
+    """On a GPU, a shape's first call compiles every token bucket (about a second each); the tests
+    here use a new shape each, so they skip that unless marked `warms_up` (the tests of the warmed
+    plans themselves)."""
+    if HAS_CUDA and request.node.get_closest_marker("warms_up") is None:
+        monkeypatch.setattr(mlp_kernels, "warm_up_shape", lambda *args: None)
+
+
 @pytest.fixture
 def fused_on(mlp_ops, monkeypatch):
     """GEGLU_FUSED_MLP=1, as read at import."""
@@ -559,6 +568,7 @@ def test_middle_token_counts_take_the_gate_up_kernel_where_the_table_says(kernel
     assert seen == [12, 12, 70, 70, 97, 97], "the down projection's hook sees every call"
 
 
+@pytest.mark.warms_up
 @pytest.mark.skipif(not HAS_CUDA, reason="the interpreter compiles nothing: no handle to keep")
 def test_plans_after_a_shapes_first_call_launch_directly(mlp_kernels):
     """A new token count after the shape's first call gets plans holding the compiled kernels of

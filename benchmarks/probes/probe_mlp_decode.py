@@ -48,6 +48,8 @@ def main():
     parser.add_argument("--dims", default="2048x16384,3584x14336,2560x10240,768x3072", type=shape_list)
     parser.add_argument("--tokens", default="1,4,16", type=int_list)
     parser.add_argument("--rep-ms", type=int, default=40)
+    parser.add_argument("--quick", action="store_true",
+                        help="gate/up: only the launch table's config; split-K down: BLOCK_N 64 only")
     args = parser.parse_args()
     k = load_local_build()
     mlp = importlib.import_module(k.__name__ + ".kernel_src.mlp")
@@ -77,10 +79,13 @@ def main():
 
             # The parts alone: gate/up kernel configs, cuBLAS down, split-K down configs.
             best = {}
-            parts = [("gate_up", [(mlp.row_tile(t), *c) for c in TILE_CONFIGS], lambda i, c: mlp.launch_gate_up_geglu(
+            gate_up_configs = ([mlp.launch_config(0, "gate_up", hidden, inter, t)] if args.quick
+                               else [(mlp.row_tile(t), *c) for c in TILE_CONFIGS])
+            down_configs = [c for c in DOWN_CONFIGS if c[0] == 64] if args.quick else DOWN_CONFIGS
+            parts = [("gate_up", gate_up_configs, lambda i, c: mlp.launch_gate_up_geglu(
                 xs[i], ws[i][0], ws[i][1], None, None, h_out, True, config=c))]
             if t <= mlp.MAX_ROWS:  # the split-K down kernel takes one tile of rows
-                parts.append(("down", DOWN_CONFIGS, lambda i, c: mlp.launch_down_split_k(
+                parts.append(("down", down_configs, lambda i, c: mlp.launch_down_split_k(
                     hs[i], ws[i][2], None, y_out, torch.zeros(t * hidden + hidden, device="cuda"), config=c)))
                 parts.append(("down_unsplit", DOWN_UNSPLIT_CONFIGS, lambda i, c: mlp.launch_down_split_k(
                     hs[i], ws[i][2], None, y_out, hs[i].new_empty(0, dtype=torch.float32), config=c)))
