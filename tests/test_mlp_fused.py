@@ -209,6 +209,27 @@ def test_layer_keeps_the_modules_path_wherever_the_fused_one_would_skip_somethin
     assert not calls, "no measured launch table and no opt-in: the fused path must stay off"
 
 
+def test_past_the_fused_token_range_plain_projections_skip_the_module_calls(kernel, mlp_ops, mlp_kernels, fused_on,
+                                                                           monkeypatch):
+    """More tokens than the fused kernels take: cuBLAS's projections and the pointwise kernel called
+    directly where every projection is untouched (the same products as the modules'), the modules
+    where the down projection has a hook (which then sees h)."""
+    direct = _count_fused(mlp_ops, monkeypatch, "_cublas_and_pointwise")
+    n_rows = max(mlp_kernels.max_rows(_device_index())) + 3
+    mlp = _MLP(bias=True).to(DEVICE, torch.bfloat16)
+    x = torch.randn(n_rows, 64, device=DEVICE, dtype=torch.bfloat16)
+    with torch.no_grad():
+        got = kernel.layers.GeGLUMLP.forward(mlp, x)
+        assert len(direct) == 1
+        expected = F.linear(kernel.geglu(mlp.gate_proj(x), mlp.up_proj(x), "tanh"), mlp.down_proj.weight,
+                            mlp.down_proj.bias)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)  # same products, same kernel: bit for bit
+        seen = []
+        mlp.down_proj.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+        kernel.layers.GeGLUMLP.forward(mlp, x)
+    assert seen == [(n_rows, 160)], "a hooked down projection must run as a module"
+
+
 def _switched_off(mlp_ops, monkeypatch, fn):
     monkeypatch.setattr(mlp_ops, "FUSED_OFF", True)  # GEGLU_FUSED_MLP=0
     try:

@@ -5,7 +5,9 @@
   mlp_inference(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate) -> y
       (what a layer traced by torch.compile calls: opaque, the path chosen on the real token count)
 
-None has autograd: they serve inference. The fused paths read the projections' weights
+None has autograd: they serve inference. Training (autograd recording, weights or input requiring
+grad) has its own path, `_MLPTraining`: the whole MLP as one autograd node over cuBLAS's products
+and the pointwise kernels, for the same untouched projections (no backward hooks either). The fused paths read the projections' weights
 directly, so `fused_mlp` takes them only where that changes nothing the user can observe: plain
 `nn.Linear` projections (not a subclass, a PEFT/LoRA wrapper, a quantized or parametrized linear)
 holding plain contiguous weights of the input's dtype and device, no forward hooks or pre-hooks
@@ -31,7 +33,9 @@ from torch.nn.modules import module as _nn_module
 
 from ._ops import add_op_namespace_prefix
 from .checks import check_approximate, check_mlp_decode, row_view
-from .dispatch import DIRECT, geglu_forward_impl, route, use_triton
+from torch.autograd.function import once_differentiable
+
+from .dispatch import DIRECT, OP, geglu_backward_in_place_impl, geglu_forward_impl, route, use_triton
 from .kernel_src.launch import INTERPRET
 from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, _down_split_k_kernel, _gate_up_geglu_kernel,
                              launch_down_split_k, launch_gate_up_geglu, max_rows, measured_table, run_mlp_decode,
@@ -191,6 +195,10 @@ def _plain_linear(p: nn.Module | None) -> tuple | None:
     return w, b
 
 
+def _any_requires_grad(*modules: nn.Module | None) -> bool:
+    return any(t is not None and t.requires_grad for m in modules if m is not None for t in m._parameters.values())
+
+
 def _inactive_dropout(d: nn.Module | None) -> bool:
     """No dropout, or one that is the identity now (eval mode or p = 0) and has no hooks."""
     if d is None:
@@ -265,6 +273,96 @@ def _fused_mlp_compiled(x, approximate, gate_proj, up_proj, down_proj, dropout) 
     return y.view(*x.shape[:-1], wd.shape[0])
 
 
+# --- training: the whole MLP as one autograd node ---
+
+class _MLPTraining(torch.autograd.Function):
+    """y = down(gelu(gate(x)) * up(x)) as one autograd node: the products are cuBLAS's (F.linear and
+    matrix products, as nn.Linear's forward and backward), the GeGLU the pointwise kernels. One
+    Python node instead of four (three nn.Linear nodes around the GeGLU one): the host time that
+    bounds eager training steps. Saves x, g and u; h is recomputed in the backward for the down
+    projection's weight gradient (one [T, I] activation per layer less than the modules' path),
+    and the GeGLU gradients are written over g and u, which no one else holds."""
+
+    @staticmethod
+    def forward(ctx, x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate):
+        x2 = x.reshape(-1, x.shape[-1])
+        g, u = F.linear(x2, w_gate, b_gate), F.linear(x2, w_up, b_up)
+        y = F.linear(geglu_forward_impl(g, u, approximate), w_down, b_down)
+        ctx.save_for_backward(x2, w_gate, w_up, w_down, g, u)
+        ctx.approximate, ctx.x_shape = approximate, x.shape
+        return y.view(*x.shape[:-1], w_down.shape[0])
+
+    @staticmethod
+    @once_differentiable  # the backward's kernels have no backward: a double backward raises
+    def backward(ctx, dy):
+        x2, w_gate, w_up, w_down, g, u = ctx.saved_tensors
+        need_x, need_wg, need_wu, need_wd, need_bg, need_bu, need_bd, _ = ctx.needs_input_grad
+        dy2 = dy.reshape(-1, dy.shape[-1])
+        d_w_down = d_b_down = None
+        if need_wd:
+            h = geglu_forward_impl(g, u, ctx.approximate)
+            d_w_down = dy2.t().mm(h)
+            del h  # before the [T, I] gradient below: the peak stays that of the modules' path
+        if need_bd:
+            d_b_down = dy2.sum(0)
+        dh = dy2.mm(w_down)
+        geglu_backward_in_place_impl(dh, g, u, ctx.approximate)  # g, u now hold dg, du
+        for t in (g, u):  # as the dispatcher does for a mutating op: a second backward raises
+            torch.autograd.graph.increment_version(t)
+        del dh
+        dx = torch.addmm(g.mm(w_gate), u, w_up).view(ctx.x_shape) if need_x else None
+        return (dx, g.t().mm(x2) if need_wg else None, u.t().mm(x2) if need_wu else None, d_w_down,
+                g.sum(0) if need_bg else None, u.sum(0) if need_bu else None, d_b_down, None)
+
+
+_TRAINING_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _trainable_linear(p: nn.Module) -> tuple | None:
+    """(weight, bias) of a plain untouched nn.Linear (`_plain_linear`) without backward hooks."""
+    if p._backward_hooks or p._backward_pre_hooks:
+        return None
+    return _plain_linear(p)
+
+
+def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
+                  down_proj: nn.Module, dropout: nn.Module | None) -> torch.Tensor | None:
+    """The training node where it computes exactly what the modules would: separate plain
+    projections (no hooks of any kind, module or global), no active dropout, no autocast, plain
+    eager tensors of one dtype and device the pointwise kernels run on. None otherwise."""
+    if up_proj is None or route(x) == OP or x.dtype not in _TRAINING_DTYPES or not use_triton(x):
+        return None
+    if (global_forward_hooks() or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks
+            or not _inactive_dropout(dropout) or torch.is_autocast_enabled(x.device.type)):
+        return None
+    gate, up, down = _trainable_linear(gate_proj), _trainable_linear(up_proj), _trainable_linear(down_proj)
+    if gate is None or up is None or down is None:
+        return None
+    (wg, bg), (wu, bu), (wd, bd) = gate, up, down
+    hidden = x.shape[-1]
+    if (bg is None) != (bu is None) or wg.shape != wu.shape or wg.shape[1] != hidden or wd.shape != (hidden, wg.shape[0]):
+        return None
+    for t in (wg, wu, wd, bg, bu, bd):
+        if t is not None and (t.dtype != x.dtype or t.device != x.device):
+            return None
+    if not x.numel():
+        return None
+    return _MLPTraining.apply(x, wg, wu, wd, bg, bu, bd, approximate)
+
+
+def _cublas_and_pointwise(x, approximate, wg, wu, bg, bu, down_proj, dropout, grad) -> torch.Tensor | None:
+    """Past the fused kernels' token counts: cuBLAS's projections and the pointwise kernel, called
+    directly (no module calls, no op routing) where the down projection and dropout are untouched
+    too; what the modules would compute, for less host time."""
+    down = _plain_linear(down_proj)
+    if down is None or not _inactive_dropout(dropout):
+        return None
+    wd, bd = down
+    if wd.shape != (x.shape[-1], wg.shape[0]) or not _usable(down if bd is not None else (wd,), x, grad):
+        return None
+    return F.linear(geglu_forward_impl(F.linear(x, wg, bg), F.linear(x, wu, bu), approximate), wd, bd)
+
+
 def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
               down_proj: nn.Module, dropout: nn.Module | None = None) -> torch.Tensor | None:
     """down_proj(dropout(gelu(gate(x)) * up(x))) through the fused kernels, or None where they do not
@@ -276,6 +374,8 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
         return None
     if torch.compiler.is_compiling():
         return _fused_mlp_compiled(x, approximate, gate_proj, up_proj, down_proj, dropout)
+    if torch.is_grad_enabled() and (x.requires_grad or _any_requires_grad(gate_proj, up_proj, down_proj)):
+        return _mlp_training(x, approximate, gate_proj, up_proj, down_proj, dropout)
     if x.dtype not in FUSED_DTYPES:
         return None
     if x.is_cuda:
@@ -288,8 +388,7 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     n_rows = x.numel() // hidden if hidden else 0
     if not n_rows or not fused_mlp_enabled(device_index):
         return None
-    both_rows, gate_up_rows = max_rows(device_index)
-    if n_rows > max(both_rows, gate_up_rows) or global_forward_hooks():
+    if global_forward_hooks():
         return None
     found = _projection_weights(x, gate_proj, up_proj)
     if found is None:
@@ -302,6 +401,10 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     grad = torch.is_grad_enabled()
     if not _usable(params, x, grad):
         return None
+    both_rows, gate_up_rows = max_rows(device_index)
+    if n_rows > max(both_rows, gate_up_rows):
+        return None if up_proj is None else _cublas_and_pointwise(x, approximate, wg, wu, bg, bu, down_proj, dropout,
+                                                                   grad)
     if x.is_contiguous():
         x2, stride_x = x, hidden
     else:
