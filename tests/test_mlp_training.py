@@ -1,5 +1,5 @@
-"""The layers' training path: the whole GeGLU MLP as one autograd node (`mlp_ops._MLPTraining`),
-taken only where it computes what the modules would, with gradients checked against float64 and
+"""The layers' training path: F.linear for gate and up, then the GeGLU and the down projection as
+one autograd node (`mlp_ops._GeGLUDown`), taken only where it computes what the modules would, with gradients checked against float64 and
 against the modules' own autograd, and no more memory held than the modules' path."""
 
 import importlib
@@ -72,7 +72,7 @@ def test_layer_trains_as_one_node_matching_float64(kernel, mlp_ops, dtype, shape
         mlp = _fresh(hidden, inter, dtype, bias, approximate)
         x = torch.randn(*lead, hidden, device=DEVICE).to(dtype).requires_grad_(True)
         y = kernel.layers.GeGLUMLP.forward(mlp, x)
-        assert "_MLPTrainingBackward" in _nodes(y), "training should take the one-node path"
+        assert "_GeGLUDownBackward" in _nodes(y), "training should take the GeGLU+down node"
         dy = torch.randn_like(y)
         y.backward(dy)
         ref_y, ref = _float64_grads(mlp, x, dy, approximate)
@@ -96,7 +96,7 @@ def test_training_node_matches_the_modules_autograd(kernel, mlp_ops):
             p.requires_grad_(name not in frozen)
         x = torch.randn(5, 7, 48, device=DEVICE, dtype=dtype, requires_grad=True)
         y = kernel.layers.GeGLUMLP.forward(mlp, x)
-        assert "_MLPTrainingBackward" in _nodes(y)
+        assert "_GeGLUDownBackward" in _nodes(y)
         dy = torch.randn_like(y)
         y.backward(dy)
         got = {n: (None if p.grad is None else p.grad.clone()) for n, p in [("x", x), *mlp.named_parameters()]}
@@ -121,7 +121,7 @@ def test_frozen_weights_and_an_input_without_grad(kernel, mlp_ops):
     mlp.requires_grad_(False)
     x = torch.randn(6, 32, device=DEVICE, requires_grad=True)
     y = kernel.layers.GeGLUMLP.forward(mlp, x)
-    assert "_MLPTrainingBackward" in _nodes(y)
+    assert "_GeGLUDownBackward" in _nodes(y)
     y.sum().backward()  # an expanded gradient (stride 0)
     assert x.grad is not None and all(p.grad is None for p in mlp.parameters())
     expected = torch.autograd.grad(mlp(x).sum(), x)[0]
@@ -132,20 +132,28 @@ def test_frozen_weights_and_an_input_without_grad(kernel, mlp_ops):
     assert all(p.grad is not None for p in mlp.parameters())
 
 
-def test_a_second_backward_or_a_double_backward_raises(kernel, mlp_ops):
+def test_a_second_backward_raises_and_a_double_backward_matches_eager(kernel, mlp_ops):
     """The backward writes the gradients over its saved g and u: a second backward through the same
-    graph must fail loudly (autograd's version check), not compute with gradients as activations;
-    and the backward has no backward of its own."""
-    mlp = _fresh(32, 64, torch.float32)
+    graph must fail loudly (autograd's version check), not compute with gradients as activations.
+    A double backward (create_graph: a gradient penalty) goes through eager's ops and matches the
+    modules' second derivatives."""
+    mlp = _fresh(32, 64, torch.float32, bias=True)
     x = torch.randn(4, 32, device=DEVICE, requires_grad=True)
     y = kernel.layers.GeGLUMLP.forward(mlp, x)
+    assert "_GeGLUDownBackward" in _nodes(y)
     y.sum().backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
-    y = kernel.layers.GeGLUMLP.forward(mlp, x)
-    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad|twice"):
-        gx.sum().backward()
+    grads = {}
+    for name, forward in (("ours", lambda: kernel.layers.GeGLUMLP.forward(mlp, x)), ("eager", lambda: mlp(x))):
+        x.grad = None
+        mlp.zero_grad(set_to_none=True)
+        y = forward()
+        (gx,) = torch.autograd.grad((y * y).sum(), x, create_graph=True)
+        (gx * gx).sum().backward()
+        grads[name] = [x.grad.clone(), *(p.grad.clone() for p in mlp.parameters())]
+    for got, want in zip(grads["ours"], grads["eager"]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
 
 
 def test_training_node_saves_less_than_the_modules_path(kernel, mlp_ops, monkeypatch):
@@ -168,11 +176,11 @@ def test_training_node_saves_less_than_the_modules_path(kernel, mlp_ops, monkeyp
 
     x = torch.randn(t, hidden, device=DEVICE, requires_grad=True)
     ours, y = saved_bytes(lambda: kernel.layers.GeGLUMLP.forward(mlp, x))
-    assert "_MLPTrainingBackward" in _nodes(y)
+    assert "_GeGLUDownBackward" in _nodes(y)
     eager, _ = saved_bytes(lambda: mlp(x))
     monkeypatch.setattr(mlp_ops, "_mlp_training", lambda *args: None)
     modules, y = saved_bytes(lambda: kernel.layers.GeGLUMLP.forward(mlp, x))
-    assert "_MLPTrainingBackward" not in _nodes(y)
+    assert "_GeGLUDownBackward" not in _nodes(y)
     activation = t * inter * 4
     assert ours == t * hidden * 4 + 2 * activation, ours
     assert (modules, eager) == (ours + activation, ours + 2 * activation), (ours, modules, eager)
@@ -201,7 +209,7 @@ def test_training_keeps_the_modules_path_wherever_the_node_would_skip_something(
         prepare(mlp)
         y = kernel.layers.GeGLUMLP.forward(mlp, x) if name != "weight of another dtype" else None
         if y is not None:
-            assert "_MLPTrainingBackward" not in _nodes(y), f"{name}: the training node ran"
+            assert "_GeGLUDownBackward" not in _nodes(y), f"{name}: the training node ran"
             y.sum().backward()
         else:  # mixed dtypes: the node declines, the modules raise as nn.Linear does
             with pytest.raises(RuntimeError):
@@ -209,9 +217,9 @@ def test_training_keeps_the_modules_path_wherever_the_node_would_skip_something(
     assert sorted(seen) == ["backward", "backward pre", "forward"], "every hook must have run"
     handle = nn.modules.module.register_module_full_backward_hook(lambda mod, gi, go: None)
     try:
-        assert "_MLPTrainingBackward" not in _nodes(kernel.layers.GeGLUMLP.forward(fresh(), x))
+        assert "_GeGLUDownBackward" not in _nodes(kernel.layers.GeGLUMLP.forward(fresh(), x))
     finally:
         handle.remove()
     if HAS_CUDA:
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            assert "_MLPTrainingBackward" not in _nodes(kernel.layers.GeGLUMLP.forward(fresh(), x))
+            assert "_GeGLUDownBackward" not in _nodes(kernel.layers.GeGLUMLP.forward(fresh(), x))

@@ -6,8 +6,8 @@
       (what a layer traced by torch.compile calls: opaque, the path chosen on the real token count)
 
 None has autograd: they serve inference. Training (autograd recording, weights or input requiring
-grad) has its own path, `_MLPTraining`: the whole MLP as one autograd node over cuBLAS's products
-and the pointwise kernels, for the same untouched projections (no backward hooks either). The fused paths read the projections' weights
+grad) has its own path for the same untouched projections (no backward hooks either): F.linear for
+gate and up, then `_GeGLUDown`, one autograd node for the GeGLU and the down projection. The fused paths read the projections' weights
 directly, so `fused_mlp` takes them only where that changes nothing the user can observe: plain
 `nn.Linear` projections (not a subclass, a PEFT/LoRA wrapper, a quantized or parametrized linear)
 holding plain contiguous weights of the input's dtype and device, no forward hooks or pre-hooks
@@ -33,8 +33,6 @@ from torch.nn.modules import module as _nn_module
 
 from ._ops import add_op_namespace_prefix
 from .checks import check_approximate, check_mlp_decode, row_view
-from torch.autograd.function import once_differentiable
-
 from .dispatch import DIRECT, OP, geglu_backward_in_place_impl, geglu_forward_impl, route, use_triton
 from .kernel_src.launch import INTERPRET
 from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, _down_split_k_kernel, _gate_up_geglu_kernel,
@@ -275,44 +273,51 @@ def _fused_mlp_compiled(x, approximate, gate_proj, up_proj, down_proj, dropout) 
 
 # --- training: the whole MLP as one autograd node ---
 
-class _MLPTraining(torch.autograd.Function):
-    """y = down(gelu(gate(x)) * up(x)) as one autograd node: the products are cuBLAS's (F.linear and
-    matrix products, as nn.Linear's forward and backward), the GeGLU the pointwise kernels. One
-    Python node instead of four (three nn.Linear nodes around the GeGLU one): the host time that
-    bounds eager training steps. Saves x, g and u; h is recomputed in the backward for the down
-    projection's weight gradient (one [T, I] activation per layer less than the modules' path),
-    and the GeGLU gradients are written over g and u, which no one else holds."""
+class _GeGLUDown(torch.autograd.Function):
+    """y = down(gelu(g) * u) as one autograd node, for the layers' eager training: g and u come from
+    F.linear (autograd's own C++ nodes, as nn.Linear's), the GeGLU from the pointwise kernels, the
+    down projection from cuBLAS. One Python node where the modules' path records the GeGLU node and
+    three nn.Linear calls: the host time that bounds eager training steps. Saves g and u only: h is
+    recomputed in the backward for the down projection's weight gradient (one [T, I] activation
+    per layer less than the modules' path). dg and du are written over g and u, which no one else
+    holds, and leave the node as its gradients, so autograd frees each once its projection's
+    backward has used it."""
 
     @staticmethod
-    def forward(ctx, x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate):
-        x2 = x.reshape(-1, x.shape[-1])
-        g, u = F.linear(x2, w_gate, b_gate), F.linear(x2, w_up, b_up)
-        y = F.linear(geglu_forward_impl(g, u, approximate), w_down, b_down)
-        ctx.save_for_backward(x2, w_gate, w_up, w_down, g, u)
-        ctx.approximate, ctx.x_shape = approximate, x.shape
-        return y.view(*x.shape[:-1], w_down.shape[0])
+    def forward(ctx, g, u, w_down, b_down, approximate):
+        ctx.save_for_backward(g, u, w_down)
+        ctx.approximate = approximate
+        return F.linear(geglu_forward_impl(g, u, approximate), w_down, b_down)
 
     @staticmethod
-    @once_differentiable  # the backward's kernels have no backward: a double backward raises
     def backward(ctx, dy):
-        x2, w_gate, w_up, w_down, g, u = ctx.saved_tensors
-        need_x, need_wg, need_wu, need_wd, need_bg, need_bu, need_bd, _ = ctx.needs_input_grad
+        g, u, w_down = ctx.saved_tensors
+        need_g, need_u, need_wd, need_bd, _ = ctx.needs_input_grad
+        if torch.is_grad_enabled():
+            # create_graph=True (a gradient penalty, a Hessian-vector product): the kernels have no
+            # backward of their own, so the gradients come from eager's ops on the saved inputs,
+            # differentiable again.
+            with torch.enable_grad():
+                inputs = [t for t, need in ((g, need_g), (u, need_u), (w_down, need_wd)) if need]
+                h = F.gelu(g, approximate=ctx.approximate) * u
+                grads = iter(torch.autograd.grad(F.linear(h, w_down), inputs, dy, create_graph=True)) if inputs else None
+            return (next(grads) if need_g else None, next(grads) if need_u else None,
+                    next(grads) if need_wd else None, dy.reshape(-1, dy.shape[-1]).sum(0) if need_bd else None, None)
         dy2 = dy.reshape(-1, dy.shape[-1])
         d_w_down = d_b_down = None
         if need_wd:
             h = geglu_forward_impl(g, u, ctx.approximate)
-            d_w_down = dy2.t().mm(h)
-            del h  # before the [T, I] gradient below: the peak stays that of the modules' path
+            d_w_down = dy2.t().mm(h.view(-1, h.shape[-1]))
+            del h  # before the [T, I] gradient below
         if need_bd:
             d_b_down = dy2.sum(0)
-        dh = dy2.mm(w_down)
+        if not (need_g or need_u):
+            return None, None, d_w_down, d_b_down, None
+        dh = dy2.mm(w_down).view(g.shape)
         geglu_backward_in_place_impl(dh, g, u, ctx.approximate)  # g, u now hold dg, du
         for t in (g, u):  # as the dispatcher does for a mutating op: a second backward raises
             torch.autograd.graph.increment_version(t)
-        del dh
-        dx = torch.addmm(g.mm(w_gate), u, w_up).view(ctx.x_shape) if need_x else None
-        return (dx, g.t().mm(x2) if need_wg else None, u.t().mm(x2) if need_wu else None, d_w_down,
-                g.sum(0) if need_bg else None, u.sum(0) if need_bu else None, d_b_down, None)
+        return g if need_g else None, u if need_u else None, d_w_down, d_b_down, None
 
 
 _TRAINING_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -327,7 +332,8 @@ def _trainable_linear(p: nn.Module) -> tuple | None:
 
 def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
                   down_proj: nn.Module, dropout: nn.Module | None) -> torch.Tensor | None:
-    """The training node where it computes exactly what the modules would: separate plain
+    """F.linear for gate and up, then the `_GeGLUDown` node, where that computes exactly what the
+    modules would: separate plain
     projections (no hooks of any kind, module or global), no active dropout, no autocast, plain
     eager tensors of one dtype and device the pointwise kernels run on. None otherwise."""
     if up_proj is None or route(x) == OP or x.dtype not in _TRAINING_DTYPES or not use_triton(x):
@@ -347,7 +353,7 @@ def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_pr
             return None
     if not x.numel():
         return None
-    return _MLPTraining.apply(x, wg, wu, wd, bg, bu, bd, approximate)
+    return _GeGLUDown.apply(F.linear(x, wg, bg), F.linear(x, wu, bu), wd, bd, approximate)
 
 
 def _cublas_and_pointwise(x, approximate, wg, wu, bg, bu, down_proj, dropout, grad) -> torch.Tensor | None:
