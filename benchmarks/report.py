@@ -163,19 +163,87 @@ def floor_tables(rows) -> list[str]:
     return lines
 
 
+def middle_table(middle: dict, name: str) -> list[str]:
+    out = ["", f"### Middle T (`{name}`: best swept configs, graph replay, weights cycled past "
+           "the L2; roofline: the weight read or the FLOPs at ~790 TFLOP/s, whichever is longer)", "",
+           "| H, I | T | roofline | gate/up kernel | down: cuBLAS | down: split-K | gate/up + cuBLAS | "
+           "gate/up + split-K | eager | best / eager |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in middle["summary"]:
+        tot = p["totals"]
+        split = p.get("down_split_k_best", {}).get("us", float("nan"))
+        both = tot.get("gate_up+split_k", {}).get("us", float("nan"))
+        best = min(r["us"] for n, r in tot.items() if n != "eager")
+        out.append(f"| {p['H']}, {p['I']} | {p['T']} | {p['roofline_us']:.1f} | {p['gate_up_best']['us']:.1f} | "
+                   f"{p['down_cublas_us']:.1f} | {split:.1f} | {tot['gate_up+cublas']['us']:.1f} | {both:.1f} | "
+                   f"{tot['eager']['us']:.1f} | {tot['eager']['us'] / best:.2f}x |")
+    return out
+
+
+def unsplit_table(probe: dict) -> list[str]:
+    """The down kernel without a K split (each program writes its outputs) against the split-K one."""
+    out = ["", "### The down projection without a K split (`probe_mlp_decode_down_unsplit.json`: the table's "
+           "gate/up config, down configs swept, graph replay, weights cycled past the L2)", "",
+           "| H, I | T | floor | down: split-K (% of its read) | down: not split (% of its read) | "
+           "gate/up + split-K | gate/up + not split | eager |", "|---|---|---|---|---|---|---|---|"]
+    for p in probe["summary"]:
+        f3, tot = p["floor_us"] / 3, p["totals"]
+        split, unsplit = p["down_split_k_alone"]["us"], p["down_unsplit_alone"]["us"]
+        out.append(f"| {p['H']}, {p['I']} | {p['T']} | {p['floor_us']:.1f} | {split:.1f} ({f3 / split:.0%}) | "
+                   f"{unsplit:.1f} ({f3 / unsplit:.0%}) | {tot['gate_up+split_k']['us']:.1f} | "
+                   f"{tot['gate_up+down_unsplit']['us']:.1f} | {tot['eager']['us']:.1f} |")
+    return out
+
+
+def training_table(run: dict) -> list[str]:
+    """Training steps (forward + backward of x and the weights) of the layer's training path against
+    the layer before it (`ours_unfused`: the modules' path, as with GEGLU_FUSED_MLP=0) and the peers."""
+    out = ["### Whole MLP training step, bf16 (`compare_mlp_training.json`: `compare_peers.py --sections mlp "
+           "--tokens 512,2048 --dims 2048x16384`, two runs)", "",
+           "`ours`: the layer's training path as measured (the form in the `form` column); `ours unfused`: the "
+           "modules' path (three nn.Linear calls around the GeGLU node, the layer's training path before). "
+           "Peak: memory allocated during one step beyond what was allocated before it.", "",
+           "| form | H, I | T | ours graph | ours unfused graph | best peer graph | ratio | bar (>= 1.08x) | "
+           "ours plain | ours unfused plain | best peer plain | ratio | peak ours / unfused / best peer MiB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for form in dict.fromkeys(r["form"] for r in run["rows"]):
+        rows = [r for r in run["rows"] if r["form"] == form]
+        for h, inter, t in sorted({(r["H"], r["I"], r["T"]) for r in rows}):
+            by = {r["peer"]: r for r in rows if (r["H"], r["I"], r["T"]) == (h, inter, t)}
+            ours, unfused = by["ours"], by["ours_unfused"]
+            peers = [r for n, r in by.items() if not n.startswith("ours")]
+            best, best_plain = (min(peers, key=lambda r: r[k]) for k in ("train_us", "train_plain_us"))
+            ratio = best["train_us"] / ours["train_us"]
+            peak = "-"
+            if "train_peak_extra_mib" in ours:
+                peak = (f"{ours['train_peak_extra_mib']:.0f} / {unfused['train_peak_extra_mib']:.0f} / "
+                        f"{min(r['train_peak_extra_mib'] for r in peers):.0f}")
+            out.append(f"| {form} | {h}, {inter} | {t} | {ours['train_us']:.1f} | {unfused['train_us']:.1f} | "
+                       f"{best['peer']} {best['train_us']:.1f} | {ratio:.3f}x | {'met' if ratio >= 1.08 else 'NOT met'} | "
+                       f"{ours['train_plain_us']:.1f} | {unfused['train_plain_us']:.1f} | {best_plain['peer']} "
+                       f"{best_plain['train_plain_us']:.1f} | {best_plain['train_plain_us'] / ours['train_plain_us']:.3f}x | "
+                       f"{peak} |")
+    return out
+
+
 def decode_tables(folder: Path) -> list[str]:
     """The fused decode MLP (issue bars): `compare_mlp_decode.json` (the layer against the peers),
     `probe_mlp_decode.json` (each kernel alone against cuBLAS), `probe_mlp_first_call.json`."""
     run = load(folder, "compare_mlp_decode.json")
     tokens = ",".join(str(t) for t in sorted({r["T"] for r in run["rows"]}))
+    runs = sorted({r.get("run", "one run") for r in run["rows"]})
+    source = (f"One run ({run['date']}, copy bandwidth {run['copy_gbs']:.0f} GB/s; `compare_peers.py --sections mlp "
+              f"--tokens {tokens}`)." if len(runs) == 1 else
+              f"Two runs of `compare_peers.py --sections mlp` on {run['date']}: the `run` column says which; "
+              f"T = 1, 16, 128 at the three large shapes from the later one (copy bandwidth {run['copy_gbs']:.0f} "
+              f"GB/s; Liger and `ours_compiled`, the kernelized layer under torch.compile, among the peers), the "
+              f"other points from the earlier one ({run['earlier_run']['copy_gbs']:.0f} GB/s; no Liger).")
     out = ["### Whole MLP at decode and middle sizes, bf16: the GeGLUMLP layer with its fused kernels", "",
-           f"One run ({run['date']}, copy bandwidth {run['copy_gbs']:.0f} GB/s; `compare_peers.py --sections mlp "
-           f"--tokens {tokens}`). Floor: the three weight matrices read once at that bandwidth. `ours unfused`: "
+           f"{source} Floor: the three weight matrices read once at that bandwidth. `ours unfused`: "
            "the same layer with `GEGLU_FUSED_MLP=0` (cuBLAS projections and the pointwise kernel). The H200 "
            "table sends up to 64 tokens to both fused kernels, up to 128 to the gate/up kernel alone (cuBLAS "
-           "for the down projection). Training steps do not take the fused kernels (`compare_mlp.json`).", "",
-           "| H, I | T | floor | ours graph (% floor) | ours unfused | best peer graph (% floor) | ratio | bar | "
-           "ours plain | best peer plain | ratio | bar |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "for the down projection). Training steps: `compare_mlp_training.json`, below.", "",
+           "| run | H, I | T | floor | ours graph (% floor) | ours unfused | best peer graph (% floor) | ratio | bar | "
+           "ours plain | best peer plain | ratio | bar |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for h, inter, t in sorted({(r["H"], r["I"], r["T"]) for r in run["rows"]}):
         by = {r["peer"]: r for r in run["rows"] if (r["H"], r["I"], r["T"]) == (h, inter, t)}
         ours, unfused = by.pop("ours"), by.pop("ours_unfused", None)
@@ -193,7 +261,7 @@ def decode_tables(folder: Path) -> list[str]:
         else:
             bar = f"{'met' if ratio >= 1.08 else 'NOT met'} (>= 1.08x)"
             bar_plain = f"{'met' if ratio_plain >= 1 else 'NOT met'} (no slower)"
-        out.append(f"| {h}, {inter} | {t} | {floor:.1f} | {ours['fwd_us']:.1f} ({floor / ours['fwd_us']:.0%}) | "
+        out.append(f"| {ours.get('run', '')} | {h}, {inter} | {t} | {floor:.1f} | {ours['fwd_us']:.1f} ({floor / ours['fwd_us']:.0%}) | "
                    f"{unfused['fwd_us'] if unfused else float('nan'):.1f} | {best['peer']} {best['fwd_us']:.1f} "
                    f"({floor / best['fwd_us']:.0%}) | {ratio:.3f}x | {bar} | {ours['fwd_plain_us']:.1f} | "
                    f"{best_plain['peer']} {best_plain['fwd_plain_us']:.1f} | {ratio_plain:.3f}x | {bar_plain} |")
@@ -209,20 +277,11 @@ def decode_tables(folder: Path) -> list[str]:
                    f"({f3 / p['down_cublas_alone_us']:.0%}) | {p['down_split_k_alone']['us']:.1f} "
                    f"({f3 / p['down_split_k_alone']['us']:.0%}) | {tot['gate_up+cublas']['us']:.1f} | "
                    f"{tot['gate_up+split_k']['us']:.1f} | {tot['eager']['us']:.1f} |")
-    if (folder / "probe_mlp_middle.json").exists():
-        middle = load(folder, "probe_mlp_middle.json")
-        out += ["", "### Middle T (`probe_mlp_middle.json`: best swept configs, graph replay, weights cycled past "
-                "the L2; roofline: the weight read or the FLOPs at ~790 TFLOP/s, whichever is longer)", "",
-                "| H, I | T | roofline | gate/up kernel | down: cuBLAS | down: split-K | gate/up + cuBLAS | "
-                "gate/up + split-K | eager | best / eager |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for p in middle["summary"]:
-            tot = p["totals"]
-            split = p.get("down_split_k_best", {}).get("us", float("nan"))
-            both = tot.get("gate_up+split_k", {}).get("us", float("nan"))
-            best = min(r["us"] for n, r in tot.items() if n != "eager")
-            out.append(f"| {p['H']}, {p['I']} | {p['T']} | {p['roofline_us']:.1f} | {p['gate_up_best']['us']:.1f} | "
-                       f"{p['down_cublas_us']:.1f} | {split:.1f} | {tot['gate_up+cublas']['us']:.1f} | {both:.1f} | "
-                       f"{tot['eager']['us']:.1f} | {tot['eager']['us'] / best:.2f}x |")
+    for name in ("probe_mlp_middle.json", "probe_mlp_middle_t128.json"):
+        if (folder / name).exists():
+            out += middle_table(load(folder, name), name)
+    if (folder / "probe_mlp_decode_down_unsplit.json").exists():
+        out += unsplit_table(load(folder, "probe_mlp_decode_down_unsplit.json"))
     first = load(folder, "probe_mlp_first_call.json")["rows"]
     ours = [r for r in first if r.get("peer", "ours") == "ours"]
     eager = [r for r in first if r.get("peer") == "eager"]
@@ -253,25 +312,27 @@ def launch_report(folder: Path) -> None:
     eager_two, eager_ag = host["eager gelu*mul (2 aten ops)"], host["eager gelu*mul forward+backward, autograd"]
     parts = [
         f"# Benchmark results: {env['device']}", "",
-        f"Measured {model['date']} on the lent {env['device']} ({env['sms']} SMs, driver {env['driver']}), torch "
-        f"{env['torch']}, triton {env['triton']}, kernels {env['kernels']}; Liger is not installed there. Copy "
-        f"bandwidth in the same run: {pw['copy_gbs']:.0f} GB/s. One run of the final code, one process per file "
-        "(`compare_host.json`, `compare_model.json`, `compare_mlp.json`: `compare_peers.py --sections host`, "
-        "`compare_model.py`, `compare_peers.py --sections mlp`; `compare_pointwise.json`: `--sections pointwise "
-        "--inters 16384`); `sweep_launch_configs_bfloat16_separate_packed.json` is the sweep the H200 launch "
-        "table comes from (`sweep_launch_configs.py --refs none --inters 3072,16384`). Later runs, with the "
-        "fused MLP kernels on: `probe_mlp_decode.json` (the sweep the fused kernels' H200 rules for T <= 16 come "
-        "from: `probes/probe_mlp_decode.py`); then, "
-        "fused up to 64 tokens (gate/up alone up to 128), `probe_mlp_middle.json` (the sweep behind the rules "
-        f"for T 32-512), `compare_mlp_decode.json` and `compare_model.json` ({model['date']}); "
-        "`probe_mlp_pdl.json` timed programmatic dependent launch between the two fused kernels (not kept: "
-        "slower; `benchmarks/NOTES.md`). `compare_mlp.json` and `compare_host.json` are from the run before "
-        "the fused path. Later the same day: `probe_mlp_first_call.json` (plans start with the warmed "
-        "kernels), `probe_mlp_gemm.json` and `probe_mlp_gemm_forms.json` (a persistent TMA gate/up GEMM "
-        "against cuBLAS) and `probe_mlp_one_launch.json` (a one-launch decode MLP against the two launches), "
-        "neither of those two kernels kept (slower; NOTES has the numbers). Tables by "
+        f"Measured {model['date']} on lent {env['device']} machines ({env['sms']} SMs, driver {env['driver']}), torch "
+        f"{env['torch']}, triton {env['triton']}, kernels {env['kernels']}. Each file is one run (one process) "
+        "unless it says otherwise; compare rows of one run only (the lent machines' host CPUs differ). Tables by "
         "`benchmarks/report.py`. Device times are medians of CUDA-graph replays (`*_us`); plain-call times "
         "(`*_plain_us`) include whatever host time the GPU waits for.", "",
+        "- Before the fused MLP kernels: `compare_host.json` (`compare_peers.py --sections host`), "
+        "`compare_mlp.json` (`--sections mlp`), `compare_pointwise.json` (`--sections pointwise --inters 16384`, "
+        f"copy bandwidth {pw['copy_gbs']:.0f} GB/s), `sweep_launch_configs_bfloat16_separate_packed.json` (the "
+        "sweep the pointwise H200 table comes from: `sweep_launch_configs.py --refs none --inters 3072,16384`).",
+        "- The fused MLP kernels: `probe_mlp_decode.json` and `probe_mlp_middle.json` (the sweeps behind the H200 "
+        "rules for T <= 16 and T 32-512), `probe_mlp_pdl.json` (programmatic dependent launch between the two "
+        "kernels), `probe_mlp_first_call.json` (the first call at a new T), `probe_mlp_gemm.json` and "
+        "`probe_mlp_gemm_forms.json` (a persistent TMA gate/up GEMM against cuBLAS), `probe_mlp_one_launch.json` "
+        "(one launch for the decode MLP), `probe_mlp_decode_down_unsplit.json` (the down projection without a K "
+        "split), `probe_mlp_middle_t128.json` (the split-K down kernel's 128-row tile); PDL, the TMA GEMM, one "
+        "launch, the unsplit down kernel and the 128-row tile were not kept (slower; `benchmarks/NOTES.md`).",
+        "- The layer against its peers: `compare_mlp_decode.json` (inference, T <= 128), "
+        "`compare_mlp_training.json` (training steps), `compare_model.json` (the Gemma-shaped model, with the "
+        "training path of `compare_mlp_training.json`; `compare_model_four_nodes.json`: before it), "
+        "`probe_mlp_training.json` (one autograd node for the MLP against the modules' path).",
+        "- GPU test runs: `GPU_TESTS.md`, `pytest_gpu*.log`.", "",
         "### Host time per call, T=1 (no synchronisation; this machine's CPU)", "",
         "| call | host us | bar |", "|---|---|---|",
     ]
@@ -298,6 +359,13 @@ def launch_report(folder: Path) -> None:
                      f"{med['untouched'] / med['kernelized']:.3f}x | {best_ratio} | {verdict(ok)} ({bar}) | "
                      + " ".join(f"{v:.2f}" for v in rounds["kernelized"]) + " / "
                      + " ".join(f"{v:.2f}" for v in rounds["untouched"]) + " |")
+    if (folder / "compare_model_four_nodes.json").exists():
+        before = load(folder, "compare_model_four_nodes.json")
+        parts += ["", "The same model, earlier the same day on another lent machine (`compare_model_four_nodes.json`: "
+                  "the layers trained through three nn.Linear calls around the GeGLU node; 5 rounds): "
+                  + "; ".join(f"{case} {m['kernelized']:.3f} vs {m['untouched']:.3f} "
+                              f"({m['untouched'] / m['kernelized']:.3f}x)" for case, m in before["median"].items())
+                  + ". Host speed differs between lent machines: compare rows of one run only."]
     parts += ["", "### Whole MLP, bf16: the GeGLUMLP layer as kernelize installs it vs the fastest peer (run before "
               "the fused decode kernels)", "",
               "| H, I | T | ours plain | best peer plain | ratio | ours graph | best peer graph | ratio | "
@@ -317,6 +385,8 @@ def launch_report(folder: Path) -> None:
               + (f"; below it: {', '.join(losses)}." if losses else "."), ""]
     if (folder / "compare_mlp_decode.json").exists():
         parts += [*decode_tables(folder), ""]
+    if (folder / "compare_mlp_training.json").exists():
+        parts += [*training_table(load(folder, "compare_mlp_training.json")), ""]
     parts += [
               "![pointwise](pointwise.png)", "",
               pointwise_table(bf16, "fwd_us", "Pointwise forward, separate gate/up, bf16"), "",

@@ -58,8 +58,9 @@ class GeGLUMLP(nn.Module):
 
     Replaces the gate/up/down MLPs (GemmaMLP and relatives). gelu is tanh or exact as the
     module's own `act_fn` says; biases are those of the projections; `dropout`, where the
-    module has one (T5Gemma), applies between the product and down_proj. Decode-sized inference
-    with untouched projections runs the fused kernels (`mlp_ops.fused_mlp` says when).
+    module has one (T5Gemma), applies between the product and down_proj. With untouched
+    projections, decode-sized inference runs the fused kernels and training one autograd node for
+    the GeGLU and down_proj (`mlp_ops.fused_mlp` says when).
 
     Shapes: x [..., hidden] -> [..., hidden]; the intermediate is [..., intermediate].
     """
