@@ -112,3 +112,21 @@ def test_layer_activation_comes_from_the_module(kernel):
         module = TinyGeGLUMLP(approximate=approximate).to(DEVICE)
         x = 3 * torch.randn(64, 48, device=DEVICE)
         torch.testing.assert_close(kernel.layers.GeGLUMLP.forward(module, x), module(x))
+
+
+def test_a_float64_model_computes_as_before_kernelize(kernel):
+    """The kernels take fp32/fp16/bf16; a model run in float64 (gradient checks do this) gets
+    eager's math from every layer, forward and backward, instead of an error it never raised."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 48, device=DEVICE, dtype=torch.float64)
+    for approximate in ("tanh", "none"):
+        module = TinyGeGLUMLP(approximate=approximate, bias=True).to(DEVICE, torch.float64)
+        ours = copy.deepcopy(module)
+        ours.forward = lambda h, m=ours: kernel.layers.GeGLUMLP.forward(m, h)
+        _check_training_step(ours, module, x, rtol=1e-12, atol=1e-12)
+        packed = kernel.layers.GeluTanhAndMul if approximate == "tanh" else kernel.layers.GeluAndMul
+        xp = x.clone().requires_grad_()
+        y = packed.forward(nn.Module(), xp)
+        torch.testing.assert_close(y, PackedGeGLU(approximate)(x), rtol=1e-12, atol=1e-12)
+        y.sum().backward()
+        assert xp.grad is not None and xp.grad.dtype == torch.float64

@@ -7,9 +7,11 @@ Kernels rules: no __init__, no methods besides forward, no class variables besid
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.modules import module as _nn_module
 
 from . import mlp_ops, pointwise_ops
+from .checks import SUPPORTED_DTYPES
 from .layer_mapping import approximate_of
 
 
@@ -44,11 +46,18 @@ def _geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, projections: 
            ) -> torch.Tensor:
     # projections: the modules that made gate and up inside this layer (none: never write over them).
     # len(), not bool(): Dynamo of torch 2.11 cannot trace bool() of a tuple.
+    if gate.dtype not in SUPPORTED_DTYPES or up.dtype != gate.dtype:
+        # A float64 model (gradient checks) or mixed dtypes, which the kernels do not take: eager's
+        # math, as the replaced module computed it, instead of an error the model never raised.
+        return F.gelu(gate, approximate=approximate) * up
     in_place = len(projections) > 0 and torch.is_grad_enabled() and _nobody_else_holds(projections)
     return pointwise_ops.geglu(gate, up, approximate, backward_in_place=in_place)
 
 
 def _geglu_packed(x: torch.Tensor, approximate: str, projection: nn.Module | None = None) -> torch.Tensor:
+    if x.dtype not in SUPPORTED_DTYPES:  # as in _geglu
+        gate, up = x.chunk(2, dim=-1)
+        return F.gelu(gate, approximate=approximate) * up
     in_place = projection is not None and torch.is_grad_enabled() and _nobody_else_holds((projection,))
     return pointwise_ops.geglu_packed(x, approximate, backward_in_place=in_place)
 
