@@ -7,22 +7,14 @@ import torch
 import torch.nn as nn
 
 from conftest import CONFIG, HAS_CUDA, REPO_ID
+from tiny_models import GatedGeluMLP
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 
 
-class TinyGeGLUMLP(nn.Module):
-    """A GemmaMLP-shaped module, tagged for kernelize like a transformers class would be."""
-
-    def __init__(self, hidden=48, inter=136, approximate="tanh", bias=False):
-        super().__init__()
-        self.gate_proj = nn.Linear(hidden, inter, bias=bias)
-        self.up_proj = nn.Linear(hidden, inter, bias=bias)
-        self.down_proj = nn.Linear(inter, hidden, bias=bias)
-        self.act_fn = nn.GELU(approximate=approximate)
-
-    def forward(self, x):
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+class TinyGeGLUMLP(GatedGeluMLP):
+    """A GemmaMLP-shaped module, tagged for kernelize like a transformers class would be (a
+    subclass: the tags stay off the shared module)."""
 
 
 class PackedGeGLU(nn.Module):

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conftest import HAS_CUDA, TOLERANCES, assert_close_to_reference
+from tiny_models import GatedGeluMLP
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"  # CPU: the kernel runs in the Triton interpreter
 
@@ -103,16 +104,8 @@ def test_mlp_decode_matches_float64(mlp_ops, mlp_kernels, dtype, shape):
             assert rel < 2 * TOLERANCES[dtype][0], f"{what}: relative error {rel}"
 
 
-class _MLP(nn.Module):
-    def __init__(self, hidden=64, inter=160, bias=False):
-        super().__init__()
-        self.gate_proj = nn.Linear(hidden, inter, bias=bias)
-        self.up_proj = nn.Linear(hidden, inter, bias=bias)
-        self.down_proj = nn.Linear(inter, hidden, bias=bias)
-        self.act_fn = nn.GELU(approximate="tanh")
-
-    def forward(self, x):
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+def _MLP(hidden=64, inter=160, bias=False):
+    return GatedGeluMLP(hidden, inter, "tanh", bias)
 
 
 class _LoRALikeLinear(nn.Linear):

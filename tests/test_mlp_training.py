@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conftest import HAS_CUDA, TOLERANCES
+from tiny_models import GatedGeluMLP
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"  # CPU: the pointwise kernels run in the Triton interpreter
 
@@ -20,20 +21,8 @@ def mlp_ops(kernel):
     return importlib.import_module(kernel.__name__ + ".mlp_ops")
 
 
-class _MLP(nn.Module):
-    def __init__(self, hidden, inter, bias=False, approximate="tanh"):
-        super().__init__()
-        self.gate_proj = nn.Linear(hidden, inter, bias=bias)
-        self.up_proj = nn.Linear(hidden, inter, bias=bias)
-        self.down_proj = nn.Linear(inter, hidden, bias=bias)
-        self.act_fn = nn.GELU(approximate=approximate)
-
-    def forward(self, x):
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
-
-
 def _fresh(hidden, inter, dtype, bias=False, approximate="tanh"):
-    mlp = _MLP(hidden, inter, bias, approximate).to(DEVICE)
+    mlp = GatedGeluMLP(hidden, inter, approximate, bias).to(DEVICE)
     with torch.no_grad():  # biases of the size of the products' terms, not nn.Linear's tiny default
         for p in mlp.parameters():
             if p.ndim == 1:

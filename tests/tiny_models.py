@@ -1,4 +1,5 @@
-"""Tiny transformers models of every GeGLU family, built from configs (offline, CPU).
+"""Tiny transformers models of every GeGLU family, built from configs (offline, CPU), and a
+GemmaMLP-shaped module without transformers for the layer tests.
 
 Each entry: name -> (builder() -> model, inputs(model) -> kwargs for forward, output getter).
 """
@@ -6,6 +7,21 @@ Each entry: name -> (builder() -> model, inputs(model) -> kwargs for forward, ou
 import importlib
 
 import torch
+import torch.nn as nn
+
+
+class GatedGeluMLP(nn.Module):
+    """down_proj(gelu(gate_proj(x)) * up_proj(x)), GemmaMLP's attributes and math."""
+
+    def __init__(self, hidden=48, inter=136, approximate="tanh", bias=False):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, inter, bias=bias)
+        self.up_proj = nn.Linear(hidden, inter, bias=bias)
+        self.down_proj = nn.Linear(inter, hidden, bias=bias)
+        self.act_fn = nn.GELU(approximate=approximate)
+
+    def forward(self, x):
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 VOCAB = 128
 SEQ = 7
