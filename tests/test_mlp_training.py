@@ -212,3 +212,26 @@ def test_training_keeps_the_modules_path_wherever_the_node_would_skip_something(
     if HAS_CUDA:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             assert "_GeGLUDownBackward" not in _nodes(kernel.layers.GeGLUMLP.forward(fresh(), x))
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_activation_checkpointing_gives_the_modules_gradients(kernel, mlp_ops, reentrant, monkeypatch):
+    """torch.utils.checkpoint around the layer (transformers' gradient checkpointing): the node's
+    saved tensors are recomputed (non-reentrant: through saved-tensor hooks; reentrant: a forward
+    without grad, then one with) and the gradients equal the modules' path's."""
+    from torch.utils.checkpoint import checkpoint
+
+    taken = []
+    original = mlp_ops._mlp_training
+    monkeypatch.setattr(mlp_ops, "_mlp_training", lambda *a: (lambda y: taken.append(y is not None) or y)(original(*a)))
+    mlp = _fresh(32, 72, torch.float32, bias=True)
+    x = torch.randn(2, 5, 32, device=DEVICE, requires_grad=True)
+    grads = {}
+    for name, forward in (("ours", lambda h: kernel.layers.GeGLUMLP.forward(mlp, h)), ("modules", mlp)):
+        x.grad = None
+        mlp.zero_grad(set_to_none=True)
+        checkpoint(forward, x, use_reentrant=reentrant).square().sum().backward()
+        grads[name] = [x.grad.clone(), *(p.grad.clone() for p in mlp.parameters())]
+    assert any(taken), "the recomputed forward should take the training node"
+    for got, want in zip(grads["ours"], grads["modules"]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
