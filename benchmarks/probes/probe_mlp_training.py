@@ -8,7 +8,9 @@ The whole-MLP node runs the same cuBLAS products and the package's pointwise ker
 backward writes dg and du over g and u (no one else holds them) and, with `recompute_h`, saves
 g and u only and recomputes h for the down projection's weight gradient (one [T, I] activation
 less per layer, one pointwise pass more). What it should show: whether one node instead of four
-cuts the host time that bounds small training steps, and what the recompute costs.
+cuts the host time that bounds small training steps, and what the recompute costs. It did
+(NOTES, session 10): the layer now trains through F.linear and one node for the GeGLU and the down
+projection (`mlp_ops._GeGLUDown`), which is what "ours layer" times since.
 """
 
 import argparse
