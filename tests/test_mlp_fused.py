@@ -223,6 +223,38 @@ def test_past_the_fused_token_range_plain_projections_skip_the_module_calls(kern
     assert seen == [(n_rows, 160)], "a hooked down projection must run as a module"
 
 
+def test_training_keeps_the_modules_path_for_what_the_node_would_skip(kernel, mlp_ops, fused_on, monkeypatch):
+    """The training node reads the weights directly too: every case the inference rule refuses
+    refuses it as well, and the training step runs through the modules (hooks run, the subclass's
+    and the parametrization's forwards apply)."""
+    taken = []
+    original = mlp_ops._mlp_training
+    monkeypatch.setattr(mlp_ops, "_mlp_training", lambda *a: (lambda y: taken.append(y is not None) or y)(original(*a)))
+    x = torch.randn(3, 64, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+
+    def fresh():
+        return _MLP().to(DEVICE, torch.bfloat16)
+
+    seen = []
+    cases = {
+        "forward hook": lambda: _hooked(fresh(), "register_forward_hook", lambda m, i, o: seen.append(1)),
+        "forward pre-hook": lambda: _hooked(fresh(), "register_forward_pre_hook", lambda m, i: seen.append(1)),
+        "forward patched on the instance": lambda: _patched_forward(fresh()),
+        "Linear subclass": lambda: _with_subclass(fresh()),
+        "parametrized weight": lambda: _parametrized(fresh()),
+        "tensor-subclass weight (as DTensor shards are)": lambda: _subclass_weight(fresh()),
+    }
+    for name, make in cases.items():
+        mlp = make()
+        kernel.layers.GeGLUMLP.forward(mlp, x).float().sum().backward()
+        assert taken and not any(taken), f"{name}: the training node ran"
+        assert all(p.grad is not None for p in mlp.parameters() if p.requires_grad), name
+    assert len(seen) == 2, "each hook must have been called by the projection it sits on"
+    taken.clear()
+    kernel.layers.GeGLUMLP.forward(fresh(), x).float().sum().backward()
+    assert taken == [True], "an untouched MLP in training should take the node"
+
+
 def _switched_off(mlp_ops, monkeypatch, fn):
     monkeypatch.setattr(mlp_ops, "FUSED_OFF", True)  # GEGLU_FUSED_MLP=0
     try:
