@@ -1,6 +1,7 @@
 """The layers' training path: F.linear for gate and up, then the GeGLU and the down projection as
-one autograd node (`mlp_ops._GeGLUDown`), taken only where it computes what the modules would, with gradients checked against float64 and
-against the modules' own autograd, and no more memory held than the modules' path."""
+one autograd node (`mlp_ops._GeGLUDown`), taken only where it computes what the modules would; its
+gradients against float64 and against the modules' own autograd, and what it saves for the backward
+against the modules' path."""
 
 import importlib
 import itertools
@@ -69,7 +70,8 @@ def test_layer_trains_as_one_node_matching_float64(kernel, mlp_ops, dtype, shape
         # As a whole (a gradient sums T or I terms whose signs cancel, so single elements can sit
         # far below the terms' sizes): the rounding of g, u, h and dh to the dtype, as eager's.
         bound = 4 * TOLERANCES[dtype][0]
-        for name, got, want in [("y", y, ref_y), *[(n, p.grad, ref[n]) for n, p in [("x", x), *mlp.named_parameters()]]]:
+        leaves = [("x", x), *mlp.named_parameters()]
+        for name, got, want in [("y", y, ref_y), *[(n, p.grad, ref[n]) for n, p in leaves]]:
             assert got is not None, f"{name}: no gradient"
             rel = ((got.double() - want).norm() / want.norm()).item()
             assert rel < bound, f"{name} {what}: relative error {rel:.2e} (bound {bound:.2e})"
@@ -155,7 +157,7 @@ def test_training_node_saves_less_than_the_modules_path(kernel, mlp_ops, monkeyp
         total = []
 
         def pack(tensor):
-            if not isinstance(tensor, nn.Parameter) and tensor.data_ptr() not in {p.data_ptr() for p in mlp.parameters()}:
+            if tensor.data_ptr() not in {p.data_ptr() for p in mlp.parameters()}:  # weights are not activations
                 total.append((tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes()))
             return tensor
 

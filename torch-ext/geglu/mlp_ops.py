@@ -7,8 +7,9 @@
 
 None has autograd: they serve inference. Training (autograd recording, weights or input requiring
 grad) has its own path for the same untouched projections (no backward hooks either): F.linear for
-gate and up, then `_GeGLUDown`, one autograd node for the GeGLU and the down projection. The fused paths read the projections' weights
-directly, so `fused_mlp` takes them only where that changes nothing the user can observe: plain
+gate and up, then `_GeGLUDown`, one autograd node for the GeGLU and the down projection.
+
+The fused paths read the projections' weights directly, so `fused_mlp` takes them only where that changes nothing the user can observe: plain
 `nn.Linear` projections (not a subclass, a PEFT/LoRA wrapper, a quantized or parametrized linear)
 holding plain contiguous weights of the input's dtype and device, no forward hooks or pre-hooks
 (module or global), no autograd needed, no autocast, an eager call (or torch.compile tracing the
@@ -271,7 +272,7 @@ def _fused_mlp_compiled(x, approximate, gate_proj, up_proj, down_proj, dropout) 
     return y.view(*x.shape[:-1], wd.shape[0])
 
 
-# --- training: the whole MLP as one autograd node ---
+# --- training: F.linear for gate and up, then one autograd node for the GeGLU and down ---
 
 class _GeGLUDown(torch.autograd.Function):
     """y = down(gelu(g) * u) as one autograd node, for the layers' eager training: g and u come from
@@ -297,12 +298,14 @@ class _GeGLUDown(torch.autograd.Function):
             # create_graph=True (a gradient penalty, a Hessian-vector product): the kernels have no
             # backward of their own, so the gradients come from eager's ops on the saved inputs,
             # differentiable again.
-            with torch.enable_grad():
-                inputs = [t for t, need in ((g, need_g), (u, need_u), (w_down, need_wd)) if need]
-                h = F.gelu(g, approximate=ctx.approximate) * u
-                grads = iter(torch.autograd.grad(F.linear(h, w_down), inputs, dy, create_graph=True)) if inputs else None
+            inputs = [t for t, need in ((g, need_g), (u, need_u), (w_down, need_wd)) if need]
+            grads = iter(())
+            if inputs:
+                y = F.linear(F.gelu(g, approximate=ctx.approximate) * u, w_down)
+                grads = iter(torch.autograd.grad(y, inputs, dy, create_graph=True))
+            d_b_down = dy.reshape(-1, dy.shape[-1]).sum(0) if need_bd else None
             return (next(grads) if need_g else None, next(grads) if need_u else None,
-                    next(grads) if need_wd else None, dy.reshape(-1, dy.shape[-1]).sum(0) if need_bd else None, None)
+                    next(grads) if need_wd else None, d_b_down, None)
         dy2 = dy.reshape(-1, dy.shape[-1])
         d_w_down = d_b_down = None
         if need_wd:
@@ -333,9 +336,9 @@ def _trainable_linear(p: nn.Module) -> tuple | None:
 def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
                   down_proj: nn.Module, dropout: nn.Module | None) -> torch.Tensor | None:
     """F.linear for gate and up, then the `_GeGLUDown` node, where that computes exactly what the
-    modules would: separate plain
-    projections (no hooks of any kind, module or global), no active dropout, no autocast, plain
-    eager tensors of one dtype and device the pointwise kernels run on. None otherwise."""
+    modules would: separate plain projections (no hooks of any kind, module or global), no active
+    dropout, no autocast, plain eager tensors of one dtype and device the pointwise kernels run on.
+    None otherwise."""
     if up_proj is None or route(x) == OP or x.dtype not in _TRAINING_DTYPES or not use_triton(x):
         return None
     if (global_forward_hooks() or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks
@@ -346,7 +349,9 @@ def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_pr
         return None
     (wg, bg), (wu, bu), (wd, bd) = gate, up, down
     hidden = x.shape[-1]
-    if (bg is None) != (bu is None) or wg.shape != wu.shape or wg.shape[1] != hidden or wd.shape != (hidden, wg.shape[0]):
+    if (bg is None) != (bu is None) or wg.shape != wu.shape or wg.shape[1] != hidden:
+        return None
+    if wd.shape != (hidden, wg.shape[0]):
         return None
     for t in (wg, wu, wd, bg, bu, bd):
         if t is not None and (t.dtype != x.dtype or t.device != x.device):
