@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
-# job named by $1 (gemma | final | sweep | compare | floor | reliability | launch | mlp | one_launch | gemm | training | none). Logs and results go to $OUT.
+# job named by $1 (gemma | final | sweep | compare | floor | reliability | launch | mlp | one_launch | gemm | training |
+# training_step | decode_middle | none). PYTEST_ARGS="-n 14 --dist load" runs the suite in about 140 s on an H200 host. Logs and results go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -74,6 +75,12 @@ case "${1:-none}" in
       --tokens "${TOKENS_DECODE:-1,16}" --dims "${DIMS:-2048x16384,2560x10240,3584x14336}"; \
       timeout ${MIDDLE_S:-100} python3 probes/probe_mlp_middle.py --out "$OUT" --tokens "${TOKENS_MIDDLE:-128}" \
       --dims "${DIMS:-2048x16384,2560x10240,3584x14336}") 2>&1 | grep -v dirty | tee "$OUT/decode_middle.log" | tail -40 ;;
+  training_step)
+    # The layers' training path (F.linear, then the GeGLU + down node): the MLP's training step with
+    # its peak memory against the peers, then the Gemma-shaped model.
+    (cd benchmarks && timeout 150 python3 compare_peers.py --out "$OUT" --sections mlp --tokens 512,2048 \
+      --dims 2048x16384 && timeout 150 python3 compare_model.py --out "$OUT" --rounds 5) 2>&1 | grep -v dirty \
+      | tee "$OUT/training_step.log" | tail -20 ;;
   training)
     # One autograd node for the whole MLP against the layer's training path and eager.
     (cd benchmarks && python3 probes/probe_mlp_training.py --out "$OUT") 2>&1 | grep -v dirty \
