@@ -9,17 +9,19 @@ None has autograd: they serve inference. Training (autograd recording, weights o
 grad) has its own path for the same untouched projections (no backward hooks either): F.linear for
 gate and up, then `_GeGLUDown`, one autograd node for the GeGLU and the down projection.
 
-The fused paths read the projections' weights directly, so `fused_mlp` takes them only where that changes nothing the user can observe: plain
-`nn.Linear` projections (not a subclass, a PEFT/LoRA wrapper, a quantized or parametrized linear)
-holding plain contiguous weights of the input's dtype and device, no forward hooks or pre-hooks
-(module or global), no autograd needed, no autocast, an eager call (or torch.compile tracing the
-layer: then `mlp_inference` for every token count, so nothing guards on T), 1 to the table's
-`max_rows` tokens (`gate_up_max_rows` for the gate/up kernel alone), a 16-bit dtype (fp32 follows
-cuBLAS's TF32 setting, which these kernels do not), and a GPU whose launch table is measured (or
-`GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The split-K down kernel also
-needs an untouched down projection, no active dropout and non-deterministic algorithms allowed (its
-atomics sum in arrival order); otherwise gate/up is fused and the down projection runs as a module.
-Everywhere else the layer calls its projections as modules, as before.
+The fused paths read the projections' weights directly, so `fused_mlp` takes them only where that
+changes nothing the user can observe: plain `nn.Linear` projections (not a subclass, a PEFT/LoRA
+wrapper, a quantized or parametrized linear) holding plain contiguous weights of the input's dtype
+and device, no forward hooks or pre-hooks (module or global), no autograd needed, no autocast, an
+eager call (or torch.compile tracing the layer: then `mlp_inference` for every token count, so
+nothing guards on T), 1 to the table's `max_rows` tokens (`gate_up_max_rows` for the gate/up kernel
+alone), a 16-bit dtype (fp32 follows cuBLAS's TF32 setting, which these kernels do not), and a GPU
+whose launch table is measured (or `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off
+everywhere). The split-K down kernel also needs an untouched down projection, no active dropout and
+non-deterministic algorithms allowed (its atomics sum in arrival order); otherwise gate/up is fused
+and the down projection runs as a module. Past the fused token counts, the same untouched
+projections are called directly (F.linear and the pointwise kernel, `_cublas_and_pointwise`).
+Everywhere else the layer calls its projections as modules.
 """
 
 import os
