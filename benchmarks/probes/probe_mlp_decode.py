@@ -38,10 +38,6 @@ from common import (MATMUL_FLOPS, copy_bandwidth_gbs, cycling, environment, grap
 TILE_CONFIGS = [c for c in itertools.product((16, 32, 64, 128), (64, 128), (2, 4, 8), (3, 4, 5))
                 if c[0] * c[1] <= 16384 and not (c[0] == 128 and c[2] == 2)]
 DOWN_CONFIGS = list(itertools.product((32, 64, 128), (128, 256), (4, 8, 16), (4,), (3, 4)))
-# K not split: one program per BLOCK_N outputs writes them directly (no workspace, no counter).
-# One program per SM streams its Wd rows alone: BLOCK_K large enough for 32-48 KB in flight.
-DOWN_UNSPLIT_CONFIGS = [(16, 128, 1, 4, 4), (16, 256, 1, 4, 3), (16, 256, 1, 4, 4), (16, 512, 1, 4, 2),
-                        (16, 512, 1, 4, 3), (16, 512, 1, 8, 3), (16, 1024, 1, 8, 2), (32, 256, 1, 4, 3)]
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
@@ -87,8 +83,6 @@ def main():
             if t <= mlp.MAX_ROWS:  # the split-K down kernel takes one tile of rows
                 parts.append(("down", down_configs, lambda i, c: mlp.launch_down_split_k(
                     hs[i], ws[i][2], None, y_out, torch.zeros(t * hidden + hidden, device="cuda"), config=c)))
-                parts.append(("down_unsplit", DOWN_UNSPLIT_CONFIGS, lambda i, c: mlp.launch_down_split_k(
-                    hs[i], ws[i][2], None, y_out, hs[i].new_empty(0, dtype=torch.float32), config=c)))
             for kind, configs, part in parts:
                 for cfg in configs:
                     row = dict(point, variant=kind, config=list(cfg))
@@ -106,9 +100,6 @@ def main():
                 point["down_split_k_alone"] = dict(config=best["down"]["config"], us=best["down"]["us"])
             point["down_cublas_alone_us"] = timed(lambda i: F.linear(hs[i], ws[i][2]))
             gu, dn = tuple(best["gate_up"]["config"]), tuple(best["down"]["config"]) if "down" in best else None
-            dn1 = tuple(best["down_unsplit"]["config"]) if "down_unsplit" in best else None
-            if dn1 is not None:
-                point["down_unsplit_alone"] = dict(config=list(dn1), us=best["down_unsplit"]["us"])
 
             def gate_up_cublas(x, w):
                 h = torch.empty(t, inter, device="cuda", dtype=dt)
@@ -123,21 +114,12 @@ def main():
                 mlp.launch_down_split_k(h, w[2], None, y, workspace, config=dn)
                 return y
 
-            def gate_up_unsplit(x, w):
-                h = torch.empty(t, inter, device="cuda", dtype=dt)
-                mlp.launch_gate_up_geglu(x, w[0], w[1], None, None, h, True, config=gu)
-                y = torch.empty(t, hidden, device="cuda", dtype=dt)
-                mlp.launch_down_split_k(h, w[2], None, y, h.new_empty(0, dtype=torch.float32), config=dn1)
-                return y
-
             def layer_entry(x, w):
                 return mlp.run_mlp_decode(x, hidden, w[0], w[1], w[2], None, None, None, True, 0)
 
             variants = {"eager": eager, "gate_up+cublas": gate_up_cublas}
             if dn is not None:
                 variants.update({"gate_up+split_k": gate_up_split_k, "layer entry (table configs)": layer_entry})
-            if dn1 is not None:
-                variants["gate_up+down_unsplit"] = gate_up_unsplit
             point["totals"] = {}
             for name, fn in variants.items():
                 out = fn(*pairs[0])

@@ -1,5 +1,5 @@
-"""The fused GeGLU MLP kernels for decode-sized inputs (a row tile of 16, 32, 64 or 128 tokens,
-the smallest that holds T; the gate/up kernel also runs several row tiles, for middle T).
+"""The fused GeGLU MLP kernels for decode-sized inputs (a row tile of 16, 32 or 64 tokens, the
+smallest that holds T; the gate/up kernel also runs several row tiles, for middle T).
 
 - `_gate_up_geglu_kernel`: h = gelu(x Wg^T + bg) * (x Wu^T + bu). Program (r, p) owns BLOCK_I
   columns of h for the r-th tile of rows; it reads those rows of Wg and Wu once (two fp32
@@ -33,7 +33,7 @@ from .gelu_math import gelu
 from . import pointwise
 from .launch import USE_LIBDEVICE, LaunchPlan, launch, warm_up, with_handle
 
-MAX_ROWS = 128  # the split-K down kernel takes one tile of rows (BLOCK_T 16, 32, 64 or 128): at most this many
+MAX_ROWS = 64  # the split-K down kernel takes one tile of rows (BLOCK_T 16, 32 or 64): at most this many
 
 _INF = 1 << 62
 # Per GPU, per kernel: (min hidden, max intermediate, max tokens, config) rules; the first that fits
@@ -67,9 +67,7 @@ MLP_LAUNCH_TABLES = {
         "max_rows": 16,
         "gate_up_max_rows": 16,
         "gate_up": ((0, _INF, 16, (16, 32, 128, 4, 3)), (0, _INF, _INF, (64, 64, 64, 4, 3))),
-        # 128-row tiles (65-128 tokens, and traced calls) with BLOCK_K 64: 72 KB of shared memory, which
-        # GPUs with ~100 KB per SM hold too.
-        "down": ((0, _INF, 64, (64, 128, 8, 4, 3)), (0, _INF, _INF, (64, 64, 8, 4, 3))),
+        "down": ((0, _INF, _INF, (64, 128, 8, 4, 3)),),
     },
 }
 MEASURED_DEVICES = {name: table for name, table in MLP_LAUNCH_TABLES.items() if name != "default"}
@@ -147,8 +145,7 @@ def _down_split_k_kernel(
     """y [T, H] = h [T, I] Wd^T + bd, Wd [H, I]: program (n, s) sums the s-th of SPLIT_K slices of I
     for BLOCK_N outputs and adds it into the fp32 workspace; the last slice to arrive at a block
     (a counter per block) writes that block of y. The workspace (zeroed) holds the partial sums
-    [T, H], then one fp32 arrival counter per block of outputs (exact: counts stay below 2^24).
-    SPLIT_K 1: each program owns its outputs and writes them; no workspace is read or written."""
+    [T, H], then one fp32 arrival counter per block of outputs (exact: counts stay below 2^24)."""
     dtype = y_ptr.dtype.element_ty
     IS_FP32: tl.constexpr = dtype == tl.float32
     acc_ptr = ws_ptr
@@ -172,22 +169,17 @@ def _down_split_k_kernel(
             h, wd = h.to(tl.float32), wd.to(tl.float32)
         acc = tl.dot(h, tl.trans(wd), acc, input_precision="ieee" if IS_FP32 else "tf32")
     mask = row_ok[:, None] & n_ok[None, :]
-    if SPLIT_K == 1:
-        if HAS_DOWN_BIAS:
-            acc += tl.load(bd_ptr + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-        tl.store(y_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], acc.to(dtype), mask=mask)
-    else:
-        offs = rows[:, None] * H + ns[None, :]
-        tl.atomic_add(acc_ptr + offs, acc, mask=mask, sem="relaxed")
-        # Every thread's atomics are issued before the counter moves; the acq_rel counter orders
-        # them before the last arrival's reads.
+    offs = rows[:, None] * H + ns[None, :]
+    tl.atomic_add(acc_ptr + offs, acc, mask=mask, sem="relaxed")
+    # Every thread's atomics are issued before the counter moves; the acq_rel counter orders them
+    # before the last arrival's reads.
+    tl.debug_barrier()
+    if tl.atomic_add(count_ptr + pid_n, 1.0, sem="acq_rel") == SPLIT_K - 1:
         tl.debug_barrier()
-        if tl.atomic_add(count_ptr + pid_n, 1.0, sem="acq_rel") == SPLIT_K - 1:
-            tl.debug_barrier()
-            y = tl.load(acc_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
-            if HAS_DOWN_BIAS:
-                y += tl.load(bd_ptr + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-            tl.store(y_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], y.to(dtype), mask=mask)
+        y = tl.load(acc_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
+        if HAS_DOWN_BIAS:
+            y += tl.load(bd_ptr + ns, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(y_ptr + rows[:, None].to(tl.int64) * stride_y + ns[None, :], y.to(dtype), mask=mask)
 
 
 @lru_cache(maxsize=None)
@@ -207,11 +199,11 @@ def max_rows(device_index: int) -> tuple[int, int]:
 
 
 def row_tile(n_rows) -> int:
-    """The down kernel's BLOCK_T for n_rows tokens: 16, 32, 64 or 128 (MAX_ROWS, also for a
-    symbolic row count)."""
+    """The down kernel's BLOCK_T for n_rows tokens: 16, 32 or 64 (MAX_ROWS, also for a symbolic
+    row count)."""
     if not isinstance(n_rows, int):
         return MAX_ROWS
-    return 16 if n_rows <= 16 else 32 if n_rows <= 32 else 64 if n_rows <= 64 else MAX_ROWS
+    return 16 if n_rows <= 16 else 32 if n_rows <= 32 else MAX_ROWS
 
 
 def _rows_bucket(n_rows) -> int:
@@ -381,10 +373,8 @@ def launch_gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tens
 
 
 def workspace_numel(n_rows, hidden: int, inter: int, device_index: int) -> int:
-    """fp32 elements of the split-K down kernel's workspace: the partial sums, then the counters
-    (none where the config does not split K)."""
-    block_n, _, split_k, _, _ = launch_config(device_index, "down", hidden, inter, n_rows)
-    return 0 if split_k == 1 else n_rows * hidden + triton.cdiv(hidden, block_n)
+    """fp32 elements of the split-K down kernel's workspace: the partial sums, then the counters."""
+    return n_rows * hidden + triton.cdiv(hidden, launch_config(device_index, "down", hidden, inter, n_rows)[0])
 
 
 @lru_cache(maxsize=1024)
