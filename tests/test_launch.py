@@ -179,10 +179,10 @@ def test_launches_guard_the_tensors_gpu_when_it_is_not_the_current_one(launch, m
 def test_a_layer_on_the_second_gpu_runs_there_while_the_first_is_current(kernel):
     """What `device_map="auto"` does: the layer's tensors on cuda:1, the current device cuda:0; the
     pointwise kernel, the fused decode MLP and the training path all give eager's answer."""
-    from test_mlp_fused import _MLP
+    from tiny_models import GatedGeluMLP
 
     assert torch.cuda.current_device() == 0
-    mlp = _MLP(bias=True).to("cuda:1", torch.bfloat16)
+    mlp = GatedGeluMLP(64, 160, bias=True).to("cuda:1", torch.bfloat16)
     for t in (1, 40, 300):
         x = torch.randn(2, t, 64, device="cuda:1", dtype=torch.bfloat16)
         with torch.no_grad():

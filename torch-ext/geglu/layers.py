@@ -8,7 +8,6 @@ Kernels rules: no __init__, no methods besides forward, no class variables besid
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.modules import module as _nn_module
 
 from . import mlp_ops, pointwise_ops
 from .checks import SUPPORTED_DTYPES
@@ -30,9 +29,8 @@ def _activation_hooked(act: nn.Module) -> bool:
     global ones, forward or backward (activation capture, patching and attribution hook exactly
     this module), or a forward replaced on the instance. Then the layer calls it as eager does,
     on eager's composition."""
-    return bool(not mlp_ops.untouched(act) or act._backward_hooks or act._backward_pre_hooks
-                or mlp_ops.global_forward_hooks() or _nn_module._global_backward_hooks
-                or _nn_module._global_backward_pre_hooks)
+    return (not mlp_ops.untouched(act, backward=True) or mlp_ops.global_forward_hooks()
+            or mlp_ops.global_backward_hooks())
 
 
 def _attributes(module: nn.Module, *names: str) -> tuple:

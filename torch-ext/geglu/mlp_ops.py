@@ -35,7 +35,7 @@ from torch.library import triton_op
 from torch.nn.modules import module as _nn_module
 
 from ._ops import add_op_namespace_prefix
-from .checks import check_approximate, check_mlp_decode, row_view
+from .checks import SUPPORTED_DTYPES, check_approximate, check_mlp_decode, row_view
 from .dispatch import DIRECT, OP, geglu_backward_in_place_impl, geglu_forward_impl, route, use_triton
 from .kernel_src.launch import INTERPRET
 from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, _down_split_k_kernel, _gate_up_geglu_kernel,
@@ -144,6 +144,11 @@ def mlp_inference_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximat
                 return F.linear(gate_up_geglu_impl(x, w_gate, w_up, b_gate, b_up, approximate), w_down, b_down)
         except Exception as exc:  # noqa: BLE001 (any failure: the unfused path below still gives the answer)
             _give_up(exc)
+    return _unfused_mlp(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate)
+
+
+def _unfused_mlp(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate):
+    """cuBLAS's three projections around the pointwise kernel."""
     h = geglu_forward_impl(F.linear(x, w_gate, b_gate), F.linear(x, w_up, b_up), approximate)
     return F.linear(h, w_down, b_down)
 
@@ -170,15 +175,23 @@ _declare_kernels(mlp_decode, _gate_up_geglu_kernel, _down_split_k_kernel)
 
 # --- the rule ---
 
-def untouched(m: nn.Module) -> bool:
+def untouched(m: nn.Module, backward: bool = False) -> bool:
     """Calling m runs exactly its class's forward: no forward hooks or pre-hooks of its own and no
-    forward replaced on the instance (accelerate's hooks and hand patches do that)."""
-    return not (m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__)
+    forward replaced on the instance (accelerate's hooks and hand patches do that); with
+    `backward`, no backward hooks or pre-hooks of its own either."""
+    if m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__:
+        return False
+    return not (backward and (m._backward_hooks or m._backward_pre_hooks))
 
 
 def global_forward_hooks() -> bool:
     """Whether forward hooks or pre-hooks are registered for every module."""
     return bool(_nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks)
+
+
+def global_backward_hooks() -> bool:
+    """Whether backward hooks or pre-hooks are registered for every module."""
+    return bool(_nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks)
 
 
 def _plain_linear(p: nn.Module | None) -> tuple | None:
@@ -325,14 +338,9 @@ class _GeGLUDown(torch.autograd.Function):
         return g if need_g else None, u if need_u else None, d_w_down, d_b_down, None
 
 
-_TRAINING_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
 def _trainable_linear(p: nn.Module) -> tuple | None:
     """(weight, bias) of a plain untouched nn.Linear (`_plain_linear`) without backward hooks."""
-    if p._backward_hooks or p._backward_pre_hooks:
-        return None
-    return _plain_linear(p)
+    return _plain_linear(p) if untouched(p, backward=True) else None
 
 
 def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
@@ -341,10 +349,10 @@ def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_pr
     modules would: separate plain projections (no hooks of any kind, module or global), no active
     dropout, no autocast, plain eager tensors of one dtype and device the pointwise kernels run on.
     None otherwise."""
-    if up_proj is None or route(x) == OP or x.dtype not in _TRAINING_DTYPES or not use_triton(x):
+    if up_proj is None or route(x) == OP or x.dtype not in SUPPORTED_DTYPES or not use_triton(x):
         return None
-    if (global_forward_hooks() or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks
-            or not _inactive_dropout(dropout) or torch.is_autocast_enabled(x.device.type)):
+    if (global_forward_hooks() or global_backward_hooks() or not _inactive_dropout(dropout)
+            or torch.is_autocast_enabled(x.device.type)):
         return None
     gate, up, down = _trainable_linear(gate_proj), _trainable_linear(up_proj), _trainable_linear(down_proj)
     if gate is None or up is None or down is None:
@@ -373,7 +381,7 @@ def _cublas_and_pointwise(x, approximate, wg, wu, bg, bu, down_proj, dropout, gr
     wd, bd = down
     if wd.shape != (x.shape[-1], wg.shape[0]) or not _usable(down if bd is not None else (wd,), x, grad):
         return None
-    return F.linear(geglu_forward_impl(F.linear(x, wg, bg), F.linear(x, wu, bu), approximate), wd, bd)
+    return _unfused_mlp(x, wg, wu, wd, bg, bu, bd, approximate)
 
 
 def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
