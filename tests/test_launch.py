@@ -81,6 +81,37 @@ def test_kernel_parameters_are_in_the_order_plans_pass_them(pointwise):
     assert pointwise.plan(False, 7, 96, (96, 96, 96), torch.float32, True, -1) is plan  # resolved once
 
 
+def test_every_pointwise_plan_of_a_warmed_width_starts_with_its_compiled_handle(pointwise, launch, monkeypatch):
+    """The warm-up at a width's first plan keeps each compiled kernel under the key its plans
+    look up: a plan at any later token count (any regime) then launches directly from its first
+    call, not through Triton's JIT call (the first call at a new T). A 64-bit row count compiles
+    apart, and gets no handle."""
+    kept = {}
+    monkeypatch.setattr(launch, "_warm_handles", kept)
+    monkeypatch.setattr(pointwise, "USE_LIBDEVICE", True)
+    monkeypatch.setattr(pointwise, "_warmed", set())
+    monkeypatch.setattr(pointwise, "table_for_device", lambda device_index: "H200")
+    monkeypatch.setattr(pointwise, "_warm_pointers", lambda *args: (None,))
+    monkeypatch.setattr(pointwise, "warm_up",
+                        lambda kernel, pointers, tail, options, key: kept.setdefault(key, f"compiled {len(kept)}"))
+    device_index = 7
+    for backward in (False, True):
+        for n_cols in (100, 3000, 16384):
+            strides = (n_cols,) * (5 if backward else 3)
+            handles = set()
+            for n_rows in (1, 2, 17, 300, 5000, 100000):
+                plan = pointwise.plan.__wrapped__(backward, n_rows, n_cols, strides, torch.bfloat16, True,
+                                                  device_index, False)
+                assert plan.handles[0] is None and plan.handles[1] is not None, (backward, n_cols, n_rows)
+                assert plan.handles[1][1] == device_index
+                handles.add(plan.handles[1][0])
+            assert len(handles) > 1  # the regimes' tile shapes are different kernels
+            fp16 = pointwise.plan.__wrapped__(backward, 17, n_cols, strides, torch.float16, True, device_index, False)
+            assert fp16.handles[1][0] not in handles  # warmed for its own dtype, not given bf16's kernel
+    huge = pointwise.plan.__wrapped__(False, 2**31, 1, (1, 1, 1), torch.bfloat16, True, device_index, False)
+    assert huge.handles == [None, None]
+
+
 def test_launch_tables_are_keyed_by_device(pointwise):
     assert pointwise.nearest_table("NVIDIA H200", (9, 0), 132) == "H200"
     assert pointwise.nearest_table("NVIDIA H100 80GB HBM3", (9, 0), 132) == "H100"
@@ -132,6 +163,30 @@ def test_direct_launch_matches_the_jit_launch_bit_for_bit(kernel, pointwise, lau
     out.zero_()
     graph.replay()
     torch.testing.assert_close(out, h, rtol=0, atol=0)
+
+
+@gpu
+def test_a_new_token_count_of_a_warmed_width_never_enters_tritons_jit(kernel, launch, monkeypatch):
+    """After the first call of a width (which compiles every regime's kernel), the first call at
+    any other token count launches the kept handle directly: forward and backward, and the right
+    answer."""
+    dispatch = importlib.import_module(kernel.__name__ + ".dispatch")
+    n_cols = 2 * 1000 + 72  # a width no other test uses: its warm-up happens here
+    g, u, dh = (torch.randn(1, n_cols, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    dispatch.geglu_forward_impl(g, u, "tanh"), dispatch.geglu_backward_impl(dh, g, u, "tanh")
+    jit_calls = []
+    original = launch._launch_jit
+    monkeypatch.setattr(launch, "_launch_jit", lambda *a: jit_calls.append(a) or original(*a))
+    for n_rows in (3, 65, 700, 9000):
+        g, u, dh = (torch.randn(n_rows, n_cols, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        h = dispatch.geglu_forward_impl(g, u, "tanh")
+        dg, du = dispatch.geglu_backward_impl(dh, g, u, "tanh")
+        gf, uf = g.double().requires_grad_(), u.double().requires_grad_()
+        ref = torch.nn.functional.gelu(gf, approximate="tanh") * uf
+        ref.backward(dh.double())
+        torch.testing.assert_close(h.double(), ref, rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close((dg.double(), du.double()), (gf.grad, uf.grad), rtol=2e-2, atol=2e-2)
+    assert not jit_calls, f"{len(jit_calls)} first calls at a new token count went through Triton's JIT launch"
 
 
 class _OnGpu:

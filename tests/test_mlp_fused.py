@@ -342,6 +342,29 @@ def _patched_forward(mlp):
     return mlp
 
 
+def test_only_the_class_forward_bound_to_the_module_counts_as_untouched(mlp_ops):
+    """kernelize sets `module.forward = MethodType(type(module).forward, module)` on every layer
+    it has no kernel for: untouched. Anything else set as the instance's forward is a patch: a
+    lambda, accelerate's `functools.partial` wrapper (which copies the name and docstring of the
+    forward it wraps), another class's forward, or the class's forward bound to another module."""
+    import functools
+    from types import MethodType
+
+    act, other = nn.GELU(approximate="tanh"), nn.GELU(approximate="tanh")
+    assert mlp_ops.untouched(act)
+    act.forward = MethodType(nn.GELU.forward, act)
+    assert mlp_ops.untouched(act, backward=True)
+    patches = {
+        "lambda": lambda x: 2 * x,
+        "accelerate's wrapper": functools.update_wrapper(functools.partial(lambda m, x: m(x), act), act.forward),
+        "another class's forward": MethodType(nn.SiLU.forward, act),
+        "bound to another module": MethodType(nn.GELU.forward, other),
+    }
+    for what, forward in patches.items():
+        act.forward = forward
+        assert not mlp_ops.untouched(act), what
+
+
 def _hooked(mlp, method, hook):
     getattr(mlp.gate_proj, method)(hook)
     return mlp
@@ -644,11 +667,12 @@ def test_warmed_kernels_are_found_by_dtype(mlp_kernels, monkeypatch):
     """The cache of warmed kernels answers a plan only with a kernel compiled for its dtype: a
     plan's launch arguments hold no pointer, so fp16 and bf16 plans of one shape look alike (a bf16
     plan once got the fp32 kernel of its shape on the GPU, and computed garbage)."""
+    launch = importlib.import_module(mlp_kernels.__name__.rsplit(".", 1)[0] + ".launch")
     plan_ = mlp_kernels.gate_up_launch(16, 64, 96, 64, 96, 0, False, True, (16, 32, 32, 4, 3), torch.bfloat16)
-    key = mlp_kernels.specialisation(plan_)
-    monkeypatch.setattr(mlp_kernels, "_compiled", {(key, torch.float16, 0): "fp16 kernel"})
+    monkeypatch.setattr(launch, "_warm_handles",
+                        {mlp_kernels.specialisation(plan_, torch.float16, 0): "fp16 kernel"})
     assert mlp_kernels._warm_handle(plan_, torch.bfloat16, 0).handles == [None, None]
-    mlp_kernels._compiled[key, torch.bfloat16, 0] = "bf16 kernel"
+    launch._warm_handles[mlp_kernels.specialisation(plan_, torch.bfloat16, 0)] = "bf16 kernel"
     assert mlp_kernels._warm_handle(plan_, torch.bfloat16, 0).handles[1] == ("bf16 kernel", 0)
 
 

@@ -94,6 +94,45 @@ def test_family_kernelized_matches_eager(kernel, family):
             assert rel < 1e-4, f"{family}: grad of {name} differs from eager by {rel:.2e} (relative norm)"
 
 
+@pytest.mark.parametrize("family", ["gemma", "gemma2", "t5_v1_1", "modernbert"])
+def test_kernelized_models_take_the_fast_paths(kernel, monkeypatch, family):
+    """kernelize sets every kernelizable layer it has no kernel for to its class's own forward,
+    bound on the instance (transformers' activation modules are such layers): that is no patch, and
+    the layers must not fall back to eager's composition for it. They did, in every kernelized
+    model, while the same module called by hand took the fused paths: inference runs the fused
+    kernels, training (where no dropout is active) the GeGLU + down node, and both match eager."""
+    from kernels import Mode
+
+    mlp_ops = sys.modules[kernel.__name__ + ".mlp_ops"]
+    monkeypatch.setattr(mlp_ops, "FUSED_OPT_IN", True)  # GEGLU_FUSED_MLP=1: a table for any device
+    monkeypatch.setattr(sys.modules[kernel.__name__ + ".kernel_src.mlp"], "warm_up_shape", lambda *args: None)
+    fused, trained = [], []
+    for name, log in (("run_mlp_decode", fused), ("gate_up_geglu_impl", fused), ("_mlp_training", trained)):
+        original = getattr(mlp_ops, name)
+        monkeypatch.setattr(mlp_ops, name, lambda *a, _f=original, _log=log, **k: _log.append(_f(*a, **k)) or _log[-1])
+    build, make_inputs, out_getter = FAMILIES[family]
+    torch.manual_seed(int.from_bytes(os.urandom(2), "little"))
+    eager = build().to(DEVICE, torch.bfloat16).eval()
+    model = copy.deepcopy(eager)
+    _kernelize(kernel, model, Mode.INFERENCE)
+    replaced = _replaced(model)
+    assert replaced
+    for m in replaced:
+        act = next(c for c in m.children() if c not in (getattr(m, n, None) for n in ("dropout", "drop")) and
+                   not isinstance(c, torch.nn.Linear))
+        assert "forward" in act.__dict__ and mlp_ops.untouched(act, backward=True), type(act)
+    inputs = {k: v.to(DEVICE) for k, v in make_inputs(model).items()}
+    with torch.no_grad():
+        ours, ref = out_getter(model(**inputs)).float(), out_getter(eager(**inputs)).float()
+    assert len(fused) >= len(replaced), f"{family}: {len(fused)} fused calls for {len(replaced)} layers"
+    torch.testing.assert_close(ours, ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item())
+    if family in ("gemma", "gemma2"):  # no dropout in their MLPs: the training node applies
+        _kernelize(kernel, model, Mode.TRAINING)
+        model.train()
+        model.float()(**{k: v for k, v in inputs.items()})
+        assert sum(y is not None for y in trained) >= len(replaced), f"{family}: the training node was not taken"
+
+
 def test_bf16_gemma_within_tolerance(kernel):
     from kernels import Mode
 

@@ -175,11 +175,20 @@ _declare_kernels(mlp_decode, _gate_up_geglu_kernel, _down_split_k_kernel)
 
 # --- the rule ---
 
+def _own_forward(m: nn.Module) -> bool:
+    """Whether m's forward is its class's: none set on the instance, or the class's own forward
+    bound to m, which is what `kernels.kernelize` sets on every layer it has no kernel for (the
+    activation modules of transformers' models among them)."""
+    forward = m.__dict__.get("forward")
+    return forward is None or (getattr(forward, "__func__", None) is type(m).forward
+                               and getattr(forward, "__self__", None) is m)
+
+
 def untouched(m: nn.Module, backward: bool = False) -> bool:
     """Calling m runs exactly its class's forward: no forward hooks or pre-hooks of its own and no
-    forward replaced on the instance (accelerate's hooks and hand patches do that); with
+    other forward set on the instance (accelerate's hooks and hand patches do that); with
     `backward`, no backward hooks or pre-hooks of its own either."""
-    if m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__:
+    if m._forward_hooks or m._forward_pre_hooks or not _own_forward(m):
         return False
     return not (backward and (m._backward_hooks or m._backward_pre_hooks))
 

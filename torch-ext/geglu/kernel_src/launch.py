@@ -129,10 +129,25 @@ def _launch_jit(plan: LaunchPlan, pointers):
     return plan.kernel[plan.grid](*pointers, *plan.tail, **plan.options)
 
 
-def warm_up(kernel, pointers, tail, options):
+# (specialisation key, dtype, device index) -> the kernel `warm_up` compiled for it. A kernel
+# module says what its key is (`handle_key`): the plan's arguments but those not specialised
+# (row counts), and its options; the dtype is part of the key because a plan's tail holds no
+# pointer.
+_warm_handles: dict = {}
+
+
+def handle_key(plan: LaunchPlan, dynamic: tuple[int, ...], dtype: torch.dtype, device_index: int) -> tuple:
+    """What Triton compiles `plan`'s kernel for besides pointer alignment: its tail but the
+    positions in `dynamic` (arguments it does not specialise on), its options, the dtype, the GPU."""
+    static = tuple(v for i, v in enumerate(plan.tail) if i not in dynamic)
+    return plan.kernel, static, tuple(plan.options.items()), dtype, device_index
+
+
+def warm_up(kernel, pointers, tail, options, key: tuple | None = None):
     """Compile `kernel` for this specialisation and load it onto the device now, so that a first
     launch in another size regime does not compile; returns the compiled kernel (None in the
-    interpreter, which compiles nothing)."""
+    interpreter, which compiles nothing). With `key` (`handle_key` of the plans it serves), the
+    compiled kernel is kept for `with_warm_handle`."""
     if INTERPRET:
         return None
     with _on_device(pointers[0]):  # compiled for, and loaded onto, the pointers' GPU
@@ -140,12 +155,16 @@ def warm_up(kernel, pointers, tail, options):
         init = getattr(compiled, "_init_handles", None)  # Triton loads modules lazily at the first launch
         if init is not None:
             init()
+    if key is not None:
+        _warm_handles[key] = compiled
     return compiled
 
 
-def with_handle(plan: LaunchPlan, compiled, device_index: int) -> LaunchPlan:
-    """`plan` with `compiled` (from `warm_up` with 16-byte aligned pointers and the plan's
-    specialisation) as its aligned handle: its first launch is then a direct one too."""
+def with_warm_handle(plan: LaunchPlan, key: tuple) -> LaunchPlan:
+    """`plan` with the kernel `warm_up` compiled for its `key` (16-byte aligned pointers) as its
+    aligned handle, where there is one: the plan's first launch is then a direct one too, not
+    Triton's JIT call (its binding and cache lookup cost about as much as a launch)."""
+    compiled = _warm_handles.get(key)
     if compiled is not None and plan.handles[1] is None:
-        plan.handles[1] = (compiled, device_index)
+        plan.handles[1] = (compiled, key[-1])
     return plan

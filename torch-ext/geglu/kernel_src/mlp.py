@@ -31,7 +31,7 @@ from torch.library import wrap_triton
 
 from .gelu_math import gelu
 from . import pointwise
-from .launch import USE_LIBDEVICE, LaunchPlan, launch, warm_up, with_handle
+from .launch import USE_LIBDEVICE, LaunchPlan, handle_key, launch, warm_up, with_warm_handle
 
 MAX_ROWS = 64  # the split-K down kernel takes one tile of rows (BLOCK_T 16, 32 or 64): at most this many
 
@@ -258,12 +258,10 @@ gate_up_plan = lru_cache(maxsize=1024)(gate_up_launch)
 down_plan = lru_cache(maxsize=1024)(down_launch)
 
 
-def specialisation(plan_: LaunchPlan) -> tuple:
-    """What Triton compiles a plan's kernel for (besides pointer dtypes and alignment): its
-    arguments but the row count and workspace size (not specialised), and its launch options."""
-    dynamic = (0, 3) if plan_.kernel is _gate_up_geglu_kernel else (0,)
-    return (plan_.kernel, tuple(v for i, v in enumerate(plan_.tail) if i not in dynamic),
-            tuple(plan_.options.items()))
+def specialisation(plan_: LaunchPlan, dtype: torch.dtype = torch.bfloat16, device_index: int = 0) -> tuple:
+    """What Triton compiles a plan's kernel for (besides pointer alignment): its arguments but the
+    row count and workspace size (not specialised), its launch options, the dtype and the GPU."""
+    return handle_key(plan_, (0, 3) if plan_.kernel is _gate_up_geglu_kernel else (0,), dtype, device_index)
 
 
 def shape_plans(hidden: int, inter: int, stride_x: int, has_bias: bool, has_down_bias: bool, approx_tanh: bool,
@@ -302,18 +300,13 @@ def warm_up_shape(hidden: int, inter: int, stride_x: int, has_bias: bool, has_do
             pointers = (dummy,) * 6 + (workspace,)
         else:  # h, wd, bd, workspace, y
             pointers = (dummy,) * 3 + (workspace, dummy)
-        compiled = warm_up(plan_.kernel, pointers, plan_.tail, plan_.options)
-        _compiled[specialisation(plan_), dtype, device_index] = compiled
+        warm_up(plan_.kernel, pointers, plan_.tail, plan_.options, key=specialisation(plan_, dtype, device_index))
     pointwise.warm_up_family(False, inter, (inter,) * 3, dtype, approx_tanh, device_index)
 
 
-# (specialisation, dtype, device index) -> the kernel `warm_up_shape` compiled for it. The dtype is
-# part of the key: a plan's tail holds no pointer, so its specialisation does not name the dtype.
-_compiled: dict = {}
-
-
 def _warm_handle(plan_: LaunchPlan, dtype: torch.dtype, device_index: int) -> LaunchPlan:
-    return with_handle(plan_, _compiled.get((specialisation(plan_), dtype, device_index)), device_index)
+    # The dtype is part of the key: a plan's tail holds no pointer, so fp16 and bf16 plans look alike.
+    return with_warm_handle(plan_, specialisation(plan_, dtype, device_index))
 
 
 @lru_cache(maxsize=None)

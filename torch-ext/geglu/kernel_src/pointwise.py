@@ -33,8 +33,8 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .gelu_math import gelu, gelu_and_grad
-from .launch import PDL_AVAILABLE, USE_LIBDEVICE, LaunchPlan, gdc_launch_dependents, gdc_wait, launch, \
-    pdl_supported, warm_up
+from .launch import PDL_AVAILABLE, USE_LIBDEVICE, LaunchPlan, gdc_launch_dependents, gdc_wait, handle_key, \
+    launch, pdl_supported, warm_up, with_warm_handle
 
 # How a program finds its elements (the kernels' INDEXING constexpr):
 TILES = 0  # [block_rows, block_cols] tiles over strided rows, int64 row offsets: any size
@@ -315,7 +315,9 @@ def plan(backward: bool, n_rows: int, n_cols: int, strides: tuple[int, ...], dty
     tail = (n_rows, *strides, *_constexprs(n_cols, approx_tanh, cfg, pdl))
     plan_ = LaunchPlan(kernel, _grid(n_rows, n_cols, cfg), tail, _options(cfg, pdl))
     warm_up_family(backward, n_cols, strides, dtype, approx_tanh, device_index, pdl, contiguous)
-    return plan_
+    if n_rows >= 2**31:  # a 64-bit row count compiles apart from the 32-bit one warmed up
+        return plan_
+    return with_warm_handle(plan_, handle_key(plan_, (0,), dtype, device_index))
 
 
 def warm_up_family(backward: bool, n_cols: int, strides: tuple[int, ...], dtype: torch.dtype, approx_tanh: bool,
@@ -335,8 +337,9 @@ def warm_up_family(backward: bool, n_cols: int, strides: tuple[int, ...], dtype:
     for shape in dict.fromkeys(regime_configs(n_cols, contiguous, backward, dtype.itemsize,
                                               table_for_device(device_index))):
         # Strides specialise as these (==1, %16), pointers as 16-byte aligned ones.
-        warm_up(kernel, _warm_pointers(backward, dtype, device_index), (2, *strides,
-                *_constexprs(n_cols, approx_tanh, shape, pdl)), _options(shape, pdl))
+        tail = (2, *strides, *_constexprs(n_cols, approx_tanh, shape, pdl))
+        key = handle_key(LaunchPlan(kernel, (1, 1, 1), tail, _options(shape, pdl)), (0,), dtype, device_index)
+        warm_up(kernel, _warm_pointers(backward, dtype, device_index), tail, _options(shape, pdl), key=key)
 
 
 def _warm_pointers(backward: bool, dtype: torch.dtype, device_index: int) -> tuple[torch.Tensor, ...]:

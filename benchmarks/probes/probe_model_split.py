@@ -1,0 +1,141 @@
+"""Where a plain (no CUDA graph) call of the kernelized Gemma-shaped model spends its time, against
+the same model untouched, in interleaved rounds: the host's submission time (until the call
+returns, no synchronisation), the synchronised wall time, the GPU's busy time (kernel durations
+from torch.profiler, and the kernel count), and the host time of the MLP modules alone as the
+model calls them (forward pre/post hooks on the MLP module: the layer's rule looks at the
+projections' hooks, not at the MLP's own, so the fused paths still run). Answers whether the
+model's plain-call gap is host time, device time, or waiting.
+
+    python benchmarks/probes/probe_model_split.py --out DIR [--layers 8 --rounds 5]
+"""
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import environment, load_local_build, write_json  # noqa: E402
+
+
+class MlpClock:
+    """Host microseconds spent inside the model's MLP modules (pre-hook to post-hook)."""
+
+    def __init__(self, model):
+        self.total = 0.0
+        self.calls = 0
+        self.handles = []
+        for layer in model.model.layers:
+            self.handles.append(layer.mlp.register_forward_pre_hook(self._enter))
+            self.handles.append(layer.mlp.register_forward_hook(self._leave))
+
+    def _enter(self, module, args):
+        self._start = time.perf_counter()
+
+    def _leave(self, module, args, out):
+        self.total += time.perf_counter() - self._start
+        self.calls += 1
+
+    def reset(self):
+        self.total, self.calls = 0.0, 0
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def device_busy_us(fn) -> tuple[float, int]:
+    """Sum of the CUDA kernels' durations of one fn() call (microseconds) and their count."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return sum(e.device_time for e in kernels), len(kernels)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    from kernels import Mode, kernelize, use_kernel_mapping
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    k = load_local_build()
+    torch.manual_seed(0)
+    config = GemmaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=16384, num_hidden_layers=args.layers,
+                         num_attention_heads=8, num_key_value_heads=1, head_dim=256,
+                         hidden_activation="gelu_pytorch_tanh")
+    untouched = GemmaForCausalLM(config).to("cuda", torch.bfloat16)
+    ours = copy.deepcopy(untouched)
+    with use_kernel_mapping(k.layer_mapping.register(ours)):
+        kernelize(ours, mode=Mode.TRAINING, device="cuda")
+    models = {"kernelized": ours, "untouched": untouched}
+    train_ids = torch.randint(0, 32000, (2, 1024), device="cuda")
+    prefill_ids = torch.randint(0, 32000, (1, 512), device="cuda")
+    prompt = torch.randint(0, 32000, (1, 16), device="cuda")
+
+    def train_step(m):
+        m.train()
+        m.zero_grad(set_to_none=True)
+        m(input_ids=train_ids, labels=train_ids).loss.backward()
+
+    def prefill(m):
+        m.eval()
+        with torch.no_grad():
+            m(input_ids=prefill_ids, use_cache=False)
+
+    def decode(m):
+        m.eval()
+        m.generate(prompt, max_new_tokens=32, min_new_tokens=32, do_sample=False)
+
+    cases = {"prefill_512": prefill, "decode_32_tokens": decode, "train_step_2x1024": train_step}
+    clocks = {name: MlpClock(m) for name, m in models.items()}
+    for fn in cases.values():  # warm-up
+        for m in models.values():
+            fn(m)
+            fn(m)
+    rows = []
+    samples = {(c, n): {"host_ms": [], "wall_ms": [], "mlp_host_us_per_call": []} for c in cases for n in models}
+    for _ in range(args.rounds):
+        for case, fn in cases.items():
+            for name, m in models.items():
+                torch.cuda.synchronize()
+                clocks[name].reset()
+                start = time.perf_counter()
+                fn(m)
+                host = time.perf_counter() - start
+                torch.cuda.synchronize()
+                wall = time.perf_counter() - start
+                s = samples[case, name]
+                s["host_ms"].append(host * 1e3)
+                s["wall_ms"].append(wall * 1e3)
+                s["mlp_host_us_per_call"].append(clocks[name].total / max(clocks[name].calls, 1) * 1e6)
+    for clock in clocks.values():
+        clock.remove()
+    for case, fn in cases.items():
+        for name, m in models.items():
+            busy, count = device_busy_us(lambda: fn(m))
+            s = samples[case, name]
+            row = dict(case=case, model=name, host_ms=statistics.median(s["host_ms"]),
+                       wall_ms=statistics.median(s["wall_ms"]),
+                       mlp_host_us_per_call=statistics.median(s["mlp_host_us_per_call"]),
+                       device_busy_ms=busy / 1e3, kernels=count, rounds=s)
+            rows.append(row)
+            print(f"{case:18s} {name:10s} wall {row['wall_ms']:7.2f} ms  host {row['host_ms']:7.2f} ms  "
+                  f"device busy {row['device_busy_ms']:7.2f} ms ({count} kernels)  "
+                  f"MLP host {row['mlp_host_us_per_call']:6.1f} us/call", flush=True)
+    write_json(args.out / "probe_model_split.json", {"env": environment(), "date": time.strftime("%Y-%m-%d"),
+                                                     "layers": args.layers, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
