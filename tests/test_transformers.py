@@ -294,6 +294,10 @@ def test_transformers_use_kernels_path(kernel, build_dir, tmp_path):
         model = AutoModelForCausalLM.from_pretrained(saved, use_kernels=True)
     model.eval()
     assert len(_replaced(model)) == model.config.num_hidden_layers
+    # The activation modules, which from_pretrained's kernelize binds to their own forward, still
+    # count as untouched: the layers' fast paths stay open (they were closed in every such model).
+    mlp_ops = sys.modules[kernel.__name__ + ".mlp_ops"]
+    assert all(mlp_ops.untouched(m.act_fn, backward=True) for m in _replaced(model))
     inputs = {k: v.to(DEVICE) for k, v in make_inputs(model).items()}
     with torch.no_grad():
         torch.testing.assert_close(out_getter(model(**inputs)), out_getter(eager(**inputs)), rtol=1e-4, atol=1e-4)
