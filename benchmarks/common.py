@@ -39,9 +39,10 @@ def median_us(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
     return 1e3 * triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
 
 
-def host_us(fn, calls: int = 2000) -> float:
-    """Host microseconds per call of fn() (no synchronisation inside the loop)."""
-    for _ in range(200):
+def host_us(fn, calls: int = 2000, warmup: int = 200, with_device: bool = False):
+    """Host microseconds per call of fn() (no synchronisation inside the loop); with_device: also
+    the time per call until the GPU has finished them too."""
+    for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
     start = time.perf_counter()
@@ -49,7 +50,8 @@ def host_us(fn, calls: int = 2000) -> float:
         fn()
     host = (time.perf_counter() - start) / calls * 1e6
     torch.cuda.synchronize()
-    return host
+    total = (time.perf_counter() - start) / calls * 1e6
+    return (host, total) if with_device else host
 
 
 def cycling(calls):

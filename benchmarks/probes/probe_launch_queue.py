@@ -9,26 +9,13 @@ same with our pointwise op body instead of gelu * up, our unfused path, and the 
 import importlib
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import load_local_build  # noqa: E402
-
-
-def per_call_us(fn, calls=200):
-    for _ in range(20):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    host = (time.perf_counter() - start) / calls * 1e6
-    torch.cuda.synchronize()
-    return host, (time.perf_counter() - start) / calls * 1e6
+from common import host_us, load_local_build  # noqa: E402
 
 
 def main():
@@ -55,7 +42,7 @@ def main():
     with torch.no_grad():
         for _ in range(3):
             for name, fn in calls.items():
-                times[name].append(per_call_us(fn))
+                times[name].append(host_us(fn, calls=200, warmup=20, with_device=True))
     for name, ts in times.items():
         host = statistics.median(t[0] for t in ts)
         total = statistics.median(t[1] for t in ts)

@@ -51,12 +51,7 @@ def _ladder(dispatch):
             g, u = ctx.saved_tensors
             return grad, grad
 
-    class BothKernels(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, g, u):
-            ctx.save_for_backward(g, u)
-            return dispatch.geglu_forward_impl(g, u, "tanh")
-
+    class BothKernels(ForwardKernel):
         @staticmethod
         def backward(ctx, grad):
             g, u = ctx.saved_tensors
