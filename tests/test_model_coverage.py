@@ -6,6 +6,7 @@ import copy
 import importlib
 import inspect
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,7 @@ def test_every_served_class_kernelized_matches_its_own_forward(kernel, activatio
     weight gradients equal the class's own forward in fp32, for tanh and exact GELU."""
     from kernels import Mode, kernelize, use_kernel_mapping
 
+    layers = sys.modules[kernel.__name__ + ".layers"]
     failures, served = [], kernel.layer_mapping.served_classes()
     assert len(served) > 40
     for layer, module_path, class_name in served:
@@ -147,6 +149,12 @@ def test_every_served_class_kernelized_matches_its_own_forward(kernel, activatio
         if forward is None or forward.__module__.rsplit(".", 1)[-1] != "layers":
             failures.append(f"{class_name}: not replaced by {layer} although its activation is {activation}")
             continue
+        # kernelize binds the activation module (a kernelizable layer it has no kernel for here) to
+        # its own forward: the layer must still compute the GELU itself, not fall back to eager's
+        # composition as if the activation were patched.
+        act = getattr(model, kernel.layer_mapping._METADATA["layers"][layer]["activation_attribute"])
+        if layers._activation_hooked(act):
+            failures.append(f"{class_name}: its activation {type(act).__name__} counts as hooked after kernelize")
         x = torch.randn(3, 5, _input_width(eager), device=DEVICE, requires_grad=True)
         x_ref = x.detach().clone().requires_grad_(True)
         out, ref = model(x), eager(x_ref)
