@@ -203,13 +203,13 @@ def global_backward_hooks() -> bool:
     return bool(_nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks)
 
 
-def _plain_linear(p: nn.Module | None) -> tuple | None:
+def _plain_linear(p: nn.Module | None, backward: bool = False) -> tuple | None:
     """(weight, bias) of a plain nn.Linear whose forward would be exactly F.linear(x, weight, bias):
     not a subclass (PEFT, quantized and parametrized linears are), no hooks, no forward of its own
     (accelerate's offload hooks and patched forwards replace the instance's `forward`), plain
-    Parameters. None otherwise. Reads `_parameters` directly: nn.Module.__getattr__ costs a call
-    per lookup."""
-    if type(p) is not nn.Linear or not untouched(p):
+    Parameters; with `backward` (training), no backward hooks either. None otherwise. Reads
+    `_parameters` directly: nn.Module.__getattr__ costs a call per lookup."""
+    if type(p) is not nn.Linear or not untouched(p, backward):
         return None
     params = p._parameters
     w, b = params.get("weight"), params.get("bias")
@@ -347,11 +347,6 @@ class _GeGLUDown(torch.autograd.Function):
         return g if need_g else None, u if need_u else None, d_w_down, d_b_down, None
 
 
-def _trainable_linear(p: nn.Module) -> tuple | None:
-    """(weight, bias) of a plain untouched nn.Linear (`_plain_linear`) without backward hooks."""
-    return _plain_linear(p) if untouched(p, backward=True) else None
-
-
 def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
                   down_proj: nn.Module, dropout: nn.Module | None) -> torch.Tensor | None:
     """F.linear for gate and up, then the `_GeGLUDown` node, where that computes exactly what the
@@ -363,7 +358,7 @@ def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_pr
     if (global_forward_hooks() or global_backward_hooks() or not _inactive_dropout(dropout)
             or torch.is_autocast_enabled(x.device.type)):
         return None
-    gate, up, down = _trainable_linear(gate_proj), _trainable_linear(up_proj), _trainable_linear(down_proj)
+    gate, up, down = [_plain_linear(p, backward=True) for p in (gate_proj, up_proj, down_proj)]
     if gate is None or up is None or down is None:
         return None
     (wg, bg), (wu, bu), (wd, bd) = gate, up, down

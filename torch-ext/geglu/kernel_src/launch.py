@@ -136,11 +136,13 @@ def _launch_jit(plan: LaunchPlan, pointers):
 _warm_handles: dict = {}
 
 
-def handle_key(plan: LaunchPlan, dynamic: tuple[int, ...], dtype: torch.dtype, device_index: int) -> tuple:
-    """What Triton compiles `plan`'s kernel for besides pointer alignment: its tail but the
-    positions in `dynamic` (arguments it does not specialise on), its options, the dtype, the GPU."""
-    static = tuple(v for i, v in enumerate(plan.tail) if i not in dynamic)
-    return plan.kernel, static, tuple(plan.options.items()), dtype, device_index
+def handle_key(kernel, tail: tuple, options: dict, dynamic: tuple[int, ...], dtype: torch.dtype,
+               device_index: int) -> tuple:
+    """What Triton compiles `kernel` for besides pointer alignment: its argument tail (a plan's
+    `tail`) but the positions in `dynamic` (arguments it does not specialise on), its options, the
+    dtype, and last the GPU."""
+    static = tuple(v for i, v in enumerate(tail) if i not in dynamic)
+    return kernel, static, tuple(options.items()), dtype, device_index
 
 
 def warm_up(kernel, pointers, tail, options, key: tuple | None = None):
@@ -166,5 +168,5 @@ def with_warm_handle(plan: LaunchPlan, key: tuple) -> LaunchPlan:
     Triton's JIT call (its binding and cache lookup cost about as much as a launch)."""
     compiled = _warm_handles.get(key)
     if compiled is not None and plan.handles[1] is None:
-        plan.handles[1] = (compiled, key[-1])
+        plan.handles[1] = (compiled, key[-1])  # the key ends with the device index
     return plan

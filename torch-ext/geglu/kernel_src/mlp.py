@@ -261,7 +261,8 @@ down_plan = lru_cache(maxsize=1024)(down_launch)
 def specialisation(plan_: LaunchPlan, dtype: torch.dtype = torch.bfloat16, device_index: int = 0) -> tuple:
     """What Triton compiles a plan's kernel for (besides pointer alignment): its arguments but the
     row count and workspace size (not specialised), its launch options, the dtype and the GPU."""
-    return handle_key(plan_, (0, 3) if plan_.kernel is _gate_up_geglu_kernel else (0,), dtype, device_index)
+    dynamic = (0, 3) if plan_.kernel is _gate_up_geglu_kernel else (0,)
+    return handle_key(plan_.kernel, plan_.tail, plan_.options, dynamic, dtype, device_index)
 
 
 def shape_plans(hidden: int, inter: int, stride_x: int, has_bias: bool, has_down_bias: bool, approx_tanh: bool,

@@ -317,7 +317,7 @@ def plan(backward: bool, n_rows: int, n_cols: int, strides: tuple[int, ...], dty
     warm_up_family(backward, n_cols, strides, dtype, approx_tanh, device_index, pdl, contiguous)
     if n_rows >= 2**31:  # a 64-bit row count compiles apart from the 32-bit one warmed up
         return plan_
-    return with_warm_handle(plan_, handle_key(plan_, (0,), dtype, device_index))
+    return with_warm_handle(plan_, handle_key(kernel, tail, plan_.options, (0,), dtype, device_index))
 
 
 def warm_up_family(backward: bool, n_cols: int, strides: tuple[int, ...], dtype: torch.dtype, approx_tanh: bool,
@@ -337,9 +337,9 @@ def warm_up_family(backward: bool, n_cols: int, strides: tuple[int, ...], dtype:
     for shape in dict.fromkeys(regime_configs(n_cols, contiguous, backward, dtype.itemsize,
                                               table_for_device(device_index))):
         # Strides specialise as these (==1, %16), pointers as 16-byte aligned ones.
-        tail = (2, *strides, *_constexprs(n_cols, approx_tanh, shape, pdl))
-        key = handle_key(LaunchPlan(kernel, (1, 1, 1), tail, _options(shape, pdl)), (0,), dtype, device_index)
-        warm_up(kernel, _warm_pointers(backward, dtype, device_index), tail, _options(shape, pdl), key=key)
+        tail, options = (2, *strides, *_constexprs(n_cols, approx_tanh, shape, pdl)), _options(shape, pdl)
+        warm_up(kernel, _warm_pointers(backward, dtype, device_index), tail, options,
+                key=handle_key(kernel, tail, options, (0,), dtype, device_index))
 
 
 def _warm_pointers(backward: bool, dtype: torch.dtype, device_index: int) -> tuple[torch.Tensor, ...]:
