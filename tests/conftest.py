@@ -63,6 +63,12 @@ def committed_copy(dest: Path) -> Path:
 gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (run on the GPU machine)")
 
 
+def compiled_binaries(*kernels) -> int:
+    """How many binaries Triton holds for these JIT kernels over all devices (the first entry of
+    each per-device cache: the compiled kernels by specialisation, in Triton 3.6 to 3.9)."""
+    return sum(len(caches[0]) for kernel in kernels for caches in kernel.device_caches.values())
+
+
 @pytest.fixture(scope="session")
 def build_dir(tmp_path_factory) -> Path:
     """A fresh noarch build of the working tree: build/torch-<backend>/ for every backend."""

@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import gpu
+from conftest import compiled_binaries, gpu
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +69,18 @@ def test_launch_hooks_take_tritons_own_launch(launch, monkeypatch):
 
 
 def test_kernel_parameters_are_in_the_order_plans_pass_them(pointwise):
-    """A plan passes pointers, the row count, the row strides, then the constexprs by position."""
+    """A plan passes pointers, the row count, the width, the row strides, then the constexprs by
+    position."""
     constexprs = list(pointwise._CONSTEXPR_NAMES)
     forward = pointwise._geglu_forward_kernel.arg_names
     backward = pointwise._geglu_backward_kernel.arg_names
-    assert forward == ["gate_ptr", "up_ptr", "out_ptr", "n_rows", "stride_gate", "stride_up", "stride_out", *constexprs]
-    assert backward == ["grad_ptr", "gate_ptr", "up_ptr", "grad_gate_ptr", "grad_up_ptr", "n_rows", "stride_grad",
-                        "stride_gate", "stride_up", "stride_grad_gate", "stride_grad_up", *constexprs]
-    plan = pointwise.plan(False, 7, 96, (96, 96, 96), torch.float32, True, -1)
-    assert len(plan.tail) == len(forward) - 3 and plan.tail[0] == 7 and plan.tail[4] == 96
-    assert pointwise.plan(False, 7, 96, (96, 96, 96), torch.float32, True, -1) is plan  # resolved once
+    assert forward == ["gate_ptr", "up_ptr", "out_ptr", "n_rows", "n_cols", "stride_gate", "stride_up", "stride_out",
+                       *constexprs]
+    assert backward == ["grad_ptr", "gate_ptr", "up_ptr", "grad_gate_ptr", "grad_up_ptr", "n_rows", "n_cols",
+                        "stride_grad", "stride_gate", "stride_up", "stride_grad_gate", "stride_grad_up", *constexprs]
+    plan = pointwise.plan(False, 7, 96, (96, 96, 160), torch.float32, True, -1)
+    assert len(plan.tail) == len(forward) - 3 and plan.tail[:5] == (7, 96, 96, 96, 160)
+    assert pointwise.plan(False, 7, 96, (96, 96, 160), torch.float32, True, -1) is plan  # resolved once
 
 
 def test_every_pointwise_plan_of_a_warmed_width_starts_with_its_compiled_handle(pointwise, launch, monkeypatch):
@@ -187,6 +189,34 @@ def test_a_new_token_count_of_a_warmed_width_never_enters_tritons_jit(kernel, la
         torch.testing.assert_close(h.double(), ref, rtol=2e-2, atol=2e-2)
         torch.testing.assert_close((dg.double(), du.double()), (gf.grad, uf.grad), rtol=2e-2, atol=2e-2)
     assert not jit_calls, f"{len(jit_calls)} first calls at a new token count went through Triton's JIT launch"
+
+
+@gpu
+def test_a_new_width_compiles_nothing(kernel, pointwise):
+    """The width is a runtime argument: after one width's first calls (separate and packed
+    operands, forward and backward), other widths of the same tile shapes (multiples of 512 from
+    2048 columns) at any token count run the binaries already compiled, and answer right."""
+    dispatch = importlib.import_module(kernel.__name__ + ".dispatch")
+    kernels = (pointwise._geglu_forward_kernel, pointwise._geglu_backward_kernel)
+
+    def check(n_rows, n_cols):
+        x = torch.randn(n_rows, 2 * n_cols, device="cuda", dtype=torch.bfloat16)
+        dh = torch.randn(n_rows, n_cols, device="cuda", dtype=torch.bfloat16)
+        for g, u in ((x[:, :n_cols], x[:, n_cols:]), (x[:, :n_cols].contiguous(), x[:, n_cols:].contiguous())):
+            h = dispatch.geglu_forward_impl(g, u, "tanh")
+            dg, du = dispatch.geglu_backward_impl(dh, g, u, "tanh")
+            gf, uf = g.double().requires_grad_(), u.double().requires_grad_()
+            ref = torch.nn.functional.gelu(gf, approximate="tanh") * uf
+            ref.backward(dh.double())
+            torch.testing.assert_close(h.double(), ref, rtol=2e-2, atol=2e-2)
+            torch.testing.assert_close((dg.double(), du.double()), (gf.grad, uf.grad), rtol=2e-2, atol=2e-2)
+
+    check(3, 2560)
+    before = compiled_binaries(*kernels)
+    for n_cols in (2048, 3072, 5120 + 512, 16384):
+        for n_rows in (1, 40, 700):
+            check(n_rows, n_cols)
+    assert compiled_binaries(*kernels) == before
 
 
 class _OnGpu:

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import HAS_CUDA, TOLERANCES, assert_close_to_reference
+from conftest import HAS_CUDA, TOLERANCES, assert_close_to_reference, compiled_binaries
 from tiny_models import GatedGeluMLP
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"  # CPU: the kernel runs in the Triton interpreter
@@ -661,6 +661,37 @@ def test_plans_after_a_shapes_first_call_launch_directly(mlp_kernels):
         if n_rows <= gate_up_rows:
             assert mlp_kernels.table_gate_up_plan(n_rows, hidden, inter, hidden, inter, False, True, torch.bfloat16,
                                                   device_index).handles[1] is not None
+
+
+@pytest.mark.warms_up
+@pytest.mark.skipif(not HAS_CUDA, reason="the interpreter compiles nothing")
+def test_a_new_shape_of_the_same_launch_rules_compiles_nothing(mlp_kernels):
+    """The widths H and I are runtime arguments: after one shape's first call, shapes whose launch
+    rules pick the same configs (on the H200 table: H below 3072, I above 10240, multiples of
+    512) run the binaries already compiled at every token count, fused and gate/up alone."""
+    pointwise = importlib.import_module(mlp_kernels.__name__.rsplit(".", 1)[0] + ".pointwise")
+    kernels = (mlp_kernels._gate_up_geglu_kernel, mlp_kernels._down_split_k_kernel, pointwise._geglu_forward_kernel)
+    device_index = torch.cuda.current_device()
+    both_rows, gate_up_rows = mlp_kernels.max_rows(device_index)
+
+    def check(hidden, inter, n_rows):
+        x = torch.randn(n_rows, hidden, device="cuda", dtype=torch.bfloat16)
+        w = [(torch.randn(*s, device="cuda") / s[1] ** 0.5).to(torch.bfloat16) for s in
+             ((inter, hidden), (inter, hidden), (hidden, inter))]
+        h = F.gelu(F.linear(x, w[0]), approximate="tanh") * F.linear(x, w[1])
+        if n_rows <= both_rows:
+            got, ref = mlp_kernels.run_mlp_decode(x, hidden, *w, None, None, None, True, device_index), F.linear(h, w[2])
+        else:
+            got, ref = torch.empty_like(h), h
+            mlp_kernels.launch_gate_up_geglu(x, w[0], w[1], None, None, got, True)
+        torch.testing.assert_close(got, ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item())
+
+    check(256, 10752, 1)
+    before = compiled_binaries(*kernels)
+    for hidden, inter in ((512, 12288), (384, 16384)):
+        for n_rows in (1, 20, 50, gate_up_rows):
+            check(hidden, inter, n_rows)
+    assert compiled_binaries(*kernels) == before
 
 
 def test_warmed_kernels_are_found_by_dtype(mlp_kernels, monkeypatch):

@@ -39,13 +39,12 @@ def _trace_events(prof):
 
 
 def lean_forward(pw, g, u, block, warps):
-    """Our flat forward (one row, or contiguous operands) with only the three pointers as runtime
-    arguments (row count and strides passed as None: compile-time constants the flat form never
-    reads)."""
+    """Our flat forward (one row, or contiguous operands) with only the pointers and the sizes as
+    runtime arguments (strides passed as None: compile-time constants the flat form never reads)."""
     out = torch.empty_like(g)
     pw._geglu_forward_kernel[(g.numel() // block,)](
-        g, u, out, None, None, None, None, N_COLS=g.shape[1], APPROX_TANH=True, USE_LIBDEVICE=True,
-        INDEXING=pw.FLAT, BLOCK_ROWS=1, BLOCK_COLS=block, USE_PDL=False, num_warps=warps)
+        g, u, out, g.shape[0], g.shape[1], None, None, None, APPROX_TANH=True, USE_LIBDEVICE=True,
+        INDEXING=pw.FLAT, BLOCK_ROWS=1, BLOCK_COLS=block, WIDE_ROWS=False, USE_PDL=False, num_warps=warps)
     return out
 
 

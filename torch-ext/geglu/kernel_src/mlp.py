@@ -72,16 +72,14 @@ MLP_LAUNCH_TABLES = {
 }
 MEASURED_DEVICES = {name: table for name, table in MLP_LAUNCH_TABLES.items() if name != "default"}
 
-_GATE_UP_CONSTEXPRS = ("H", "I", "HAS_BIAS", "APPROX_TANH", "USE_LIBDEVICE", "BLOCK_T", "BLOCK_I", "BLOCK_K")
-_DOWN_CONSTEXPRS = ("H", "I", "HAS_DOWN_BIAS", "USE_LIBDEVICE", "BLOCK_T", "BLOCK_N", "BLOCK_K", "SPLIT_K")
+_GATE_UP_CONSTEXPRS = ("HAS_BIAS", "APPROX_TANH", "USE_LIBDEVICE", "BLOCK_T", "BLOCK_I", "BLOCK_K")
+_DOWN_CONSTEXPRS = ("HAS_DOWN_BIAS", "USE_LIBDEVICE", "BLOCK_T", "BLOCK_N", "BLOCK_K", "SPLIT_K")
 
 
 @triton.jit(do_not_specialize=["n_rows", "ws_numel"])
 def _gate_up_geglu_kernel(
     x_ptr, wg_ptr, wu_ptr, bg_ptr, bu_ptr, h_ptr, ws_ptr,
-    n_rows, stride_x, stride_h, ws_numel,
-    H: tl.constexpr,
-    I: tl.constexpr,
+    n_rows, stride_x, stride_h, ws_numel, H, I,
     HAS_BIAS: tl.constexpr,
     APPROX_TANH: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
@@ -132,9 +130,7 @@ def _gate_up_geglu_kernel(
 @triton.jit(do_not_specialize=["n_rows"])
 def _down_split_k_kernel(
     h_ptr, wd_ptr, bd_ptr, ws_ptr, y_ptr,
-    n_rows, stride_h, stride_y,
-    H: tl.constexpr,
-    I: tl.constexpr,
+    n_rows, stride_h, stride_y, H, I,
     HAS_DOWN_BIAS: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -150,15 +146,15 @@ def _down_split_k_kernel(
     IS_FP32: tl.constexpr = dtype == tl.float32
     acc_ptr = ws_ptr
     count_ptr = ws_ptr + n_rows * H
-    K_PER_SPLIT: tl.constexpr = tl.cdiv(tl.cdiv(I, SPLIT_K), BLOCK_K) * BLOCK_K
+    k_per_split = tl.cdiv(tl.cdiv(I, SPLIT_K), BLOCK_K) * BLOCK_K
     pid_n = tl.program_id(0)
     ns = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rows = tl.arange(0, BLOCK_T)
     row_ok = rows < n_rows
     n_ok = ns < H
     acc = tl.zeros([BLOCK_T, BLOCK_N], dtype=tl.float32)
-    k_start = tl.program_id(1) * K_PER_SPLIT
-    for k0 in range(0, K_PER_SPLIT, BLOCK_K):
+    k_start = tl.program_id(1) * k_per_split
+    for k0 in range(0, k_per_split, BLOCK_K):
         ks = k_start + k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < I
         h = tl.load(h_ptr + rows[:, None].to(tl.int64) * stride_h + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],

@@ -10,10 +10,12 @@ For fp32 those roundings are exact no-ops.
 Launch parameters come from the launch table of the device (`LAUNCH_TABLES`): five
 problem-size regimes, each with its tile shape and indexing form, chosen from sweeps on each
 measured GPU (benchmarks/NOTES.md); an unmeasured GPU takes the table of the nearest measured one.
-The width is a compile-time constant (fixed per model); every regime's shape is compiled at its
-width's first launch, so a new token count never triggers tuning or a recompile below 2^31
-elements (the row count is also excluded from Triton's integer specialization). Launches go
-through the shared launch layer (`launch.py`): one plan per shape, its compiled handle kept.
+The width is a runtime argument: one binary per tile shape serves every width that Triton
+specialises alike (divisible by 16 or not), so a model's second width, or a second model, compiles
+nothing. Every regime's shape is compiled at the first launch of a width class, so a new token
+count never triggers tuning or a recompile below 2^31 elements (the row count is also excluded
+from Triton's integer specialization). Launches go through the shared launch layer (`launch.py`):
+one plan per shape, its compiled handle kept.
 
 Programmatic dependent launch (PDL, Hopper on) is opt-in (`GEGLU_PDL=1`, or `pdl=True` in the
 launch functions): an untraced launch may then be scheduled while the previous kernel in the
@@ -64,8 +66,8 @@ REGIME_LIMITS = (3 << 18, 3 << 20, 3 << 22, 3 << 24)
 # problems first, keyed by (operands contiguous, backward). Tiny problems want many small programs
 # (1-2 elements per thread) spread over every SM; larger ones 4 to 8 elements per thread. Strided
 # rows (halves of a packed projection) take row-grid programs while launch latency dominates,
-# then the flat form with a row division (a multiply and shift: the width is a compile-time
-# constant), which keeps consecutive programs on consecutive addresses.
+# then the flat form with a row division (one per program where rows are wider than its block),
+# which keeps consecutive programs on consecutive addresses.
 _H100 = {
     (True, False): ((256, 8, FLAT), (512, 8, FLAT), (1024, 4, FLAT), (512, 4, FLAT), (512, 4, FLAT)),
     (True, True): ((256, 8, FLAT), (512, 8, FLAT), (1024, 8, FLAT), (1024, 8, FLAT), (512, 4, FLAT)),
@@ -170,41 +172,40 @@ def choose_config(
 
 
 @triton.jit
-def _tile(n_rows, stride, N_COLS: tl.constexpr, INDEXING: tl.constexpr, BLOCK_ROWS: tl.constexpr,
-          BLOCK_COLS: tl.constexpr):
+def _tile(n_rows, n_cols, stride, INDEXING: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
+          WIDE_ROWS: tl.constexpr):
     """This program's element offsets in a tensor of row stride `stride`, and their mask.
     INDEXING (the forms named at the top of this file): 1 FLAT, 2 FLAT_ROW_DIV, 3 ROW_GRID,
-    0 TILES. The width is a compile-time constant (fixed per model): the row division becomes a
-    multiply and shift, and row segments that tile the width exactly need no column mask."""
-    # A block size that divides the width also divides the element count: no mask needed.
-    EVEN_COLS: tl.constexpr = N_COLS % BLOCK_COLS == 0
+    0 TILES. The width is a runtime argument (one binary serves every width; Triton specialises it,
+    like the strides, on divisibility by 16, which keeps the accesses vectorised). WIDE_ROWS: rows
+    at least BLOCK_COLS wide, so that a flat block of elements spans at most two rows."""
     if INDEXING == 1 or INDEXING == 2:
-        idx = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-        if EVEN_COLS:
-            mask = tl.full([BLOCK_COLS], True, tl.int1)
-        else:
-            mask = idx < n_rows * N_COLS
+        start = tl.program_id(0) * BLOCK_COLS
+        idx = start + tl.arange(0, BLOCK_COLS)
+        mask = idx < n_rows * n_cols
         if INDEXING == 2:
-            rows = idx // N_COLS
-            idx = rows * stride + (idx - rows * N_COLS)
+            if WIDE_ROWS:
+                # One scalar division per program: its block starts in row0 and ends in row0 or row0 + 1.
+                row0 = start // n_cols
+                cols = idx - row0 * n_cols
+                wrapped = cols >= n_cols
+                rows = row0 + wrapped.to(tl.int32)
+                cols = tl.where(wrapped, cols - n_cols, cols)
+            else:
+                rows = idx // n_cols
+                cols = idx - rows * n_cols
+            idx = rows * stride + cols
         return idx, mask
     elif INDEXING == 3:
         # The row offset is one scalar per program, not a per-lane product.
         cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-        if EVEN_COLS:
-            mask = tl.full([BLOCK_COLS], True, tl.int1)
-        else:
-            mask = cols < N_COLS
-        return tl.program_id(0).to(tl.int64) * stride + cols, mask
+        return tl.program_id(0).to(tl.int64) * stride + cols, cols < n_cols
     else:
         pid = tl.program_id(0)
-        col_blocks: tl.constexpr = (N_COLS + BLOCK_COLS - 1) // BLOCK_COLS
+        col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
         rows = (pid // col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         cols = (pid % col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-        if EVEN_COLS:
-            mask = (rows < n_rows)[:, None] & tl.full([1, BLOCK_COLS], True, tl.int1)
-        else:
-            mask = (rows < n_rows)[:, None] & (cols < N_COLS)[None, :]
+        mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
         return rows.to(tl.int64)[:, None] * stride + cols[None, :], mask
 
 
@@ -222,20 +223,20 @@ def _await_previous_kernel(USE_PDL: tl.constexpr):
 @triton.jit(do_not_specialize=["n_rows"])
 def _geglu_forward_kernel(
     gate_ptr, up_ptr, out_ptr,
-    n_rows,
+    n_rows, n_cols,
     stride_gate, stride_up, stride_out,
-    N_COLS: tl.constexpr,
     APPROX_TANH: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
     INDEXING: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
+    WIDE_ROWS: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
     _await_previous_kernel(USE_PDL)
-    g_offs, mask = _tile(n_rows, stride_gate, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
-    u_offs, _ = _tile(n_rows, stride_up, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
-    h_offs, _ = _tile(n_rows, stride_out, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    g_offs, mask = _tile(n_rows, n_cols, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
+    u_offs, _ = _tile(n_rows, n_cols, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
+    h_offs, _ = _tile(n_rows, n_cols, stride_out, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
     g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
     out_dtype = out_ptr.dtype.element_ty
@@ -246,20 +247,20 @@ def _geglu_forward_kernel(
 @triton.jit(do_not_specialize=["n_rows"])
 def _geglu_backward_kernel(
     grad_ptr, gate_ptr, up_ptr, grad_gate_ptr, grad_up_ptr,
-    n_rows,
+    n_rows, n_cols,
     stride_grad, stride_gate, stride_up, stride_grad_gate, stride_grad_up,
-    N_COLS: tl.constexpr,
     APPROX_TANH: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
     INDEXING: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
+    WIDE_ROWS: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
     _await_previous_kernel(USE_PDL)
-    dh_offs, mask = _tile(n_rows, stride_grad, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
-    g_offs, _ = _tile(n_rows, stride_gate, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
-    u_offs, _ = _tile(n_rows, stride_up, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    dh_offs, mask = _tile(n_rows, n_cols, stride_grad, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
+    g_offs, _ = _tile(n_rows, n_cols, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
+    u_offs, _ = _tile(n_rows, n_cols, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
     dh = tl.load(grad_ptr + dh_offs, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
@@ -267,8 +268,8 @@ def _geglu_backward_kernel(
     act, act_grad = gelu_and_grad(g, APPROX_TANH, USE_LIBDEVICE)
     act = act.to(dtype).to(tl.float32)
     dh_u = (dh * u).to(dtype).to(tl.float32)
-    du_offs, _ = _tile(n_rows, stride_grad_up, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
-    dg_offs, _ = _tile(n_rows, stride_grad_gate, N_COLS, INDEXING, BLOCK_ROWS, BLOCK_COLS)
+    du_offs, _ = _tile(n_rows, n_cols, stride_grad_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
+    dg_offs, _ = _tile(n_rows, n_cols, stride_grad_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
     tl.store(grad_up_ptr + du_offs, (dh * act).to(dtype), mask=mask)
     tl.store(grad_gate_ptr + dg_offs, (dh_u * act_grad).to(dtype), mask=mask)
 
@@ -281,12 +282,14 @@ def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int, int, int
     return (triton.cdiv(n_rows, cfg.block_rows) * triton.cdiv(n_cols, cfg.block_cols), 1, 1)
 
 
-_CONSTEXPR_NAMES = ("N_COLS", "APPROX_TANH", "USE_LIBDEVICE", "INDEXING", "BLOCK_ROWS", "BLOCK_COLS", "USE_PDL")
+_CONSTEXPR_NAMES = ("APPROX_TANH", "USE_LIBDEVICE", "INDEXING", "BLOCK_ROWS", "BLOCK_COLS", "WIDE_ROWS", "USE_PDL")
 
 
 def _constexprs(n_cols: int, approx_tanh: bool, cfg: PointwiseConfig, pdl: bool) -> tuple:
-    # The values of _CONSTEXPR_NAMES, the kernels' last parameters in this order.
-    return (n_cols, approx_tanh, USE_LIBDEVICE, cfg.indexing, cfg.block_rows, cfg.block_cols, pdl)
+    # The values of _CONSTEXPR_NAMES, the kernels' last parameters in this order. Only the
+    # row-division form looks at WIDE_ROWS: the others keep one binary for every width.
+    wide = cfg.indexing == FLAT_ROW_DIV and n_cols >= cfg.block_cols
+    return (approx_tanh, USE_LIBDEVICE, cfg.indexing, cfg.block_rows, cfg.block_cols, wide, pdl)
 
 
 def _options(cfg: PointwiseConfig, pdl: bool) -> dict:
@@ -312,7 +315,7 @@ def plan(backward: bool, n_rows: int, n_cols: int, strides: tuple[int, ...], dty
     max_offset = (n_rows - 1) * max(strides) + n_cols
     table = table_for_device(device_index)
     cfg = config or choose_config(n_rows, n_cols, backward, contiguous, max_offset, itemsize, table)
-    tail = (n_rows, *strides, *_constexprs(n_cols, approx_tanh, cfg, pdl))
+    tail = (n_rows, n_cols, *strides, *_constexprs(n_cols, approx_tanh, cfg, pdl))
     plan_ = LaunchPlan(kernel, _grid(n_rows, n_cols, cfg), tail, _options(cfg, pdl))
     warm_up_family(backward, n_cols, strides, dtype, approx_tanh, device_index, pdl, contiguous)
     if n_rows >= 2**31:  # a 64-bit row count compiles apart from the 32-bit one warmed up
@@ -337,7 +340,7 @@ def warm_up_family(backward: bool, n_cols: int, strides: tuple[int, ...], dtype:
     for shape in dict.fromkeys(regime_configs(n_cols, contiguous, backward, dtype.itemsize,
                                               table_for_device(device_index))):
         # Strides specialise as these (==1, %16), pointers as 16-byte aligned ones.
-        tail, options = (2, *strides, *_constexprs(n_cols, approx_tanh, shape, pdl)), _options(shape, pdl)
+        tail, options = (2, n_cols, *strides, *_constexprs(n_cols, approx_tanh, shape, pdl)), _options(shape, pdl)
         warm_up(kernel, _warm_pointers(backward, dtype, device_index), tail, options,
                 key=handle_key(kernel, tail, options, (0,), dtype, device_index))
 
@@ -351,13 +354,13 @@ def _warm_pointers(backward: bool, dtype: torch.dtype, device_index: int) -> tup
 def _launch(backward: bool, tensors, n_rows: int, n_cols: int, approx_tanh: bool, config: PointwiseConfig | None,
             traceable: bool, pdl: bool | None) -> None:
     strides = tuple(t.stride(0) for t in tensors)
-    n_cols = int(n_cols)  # a compile-time constant of the kernels; traced widths specialise the graph
+    n_cols = int(n_cols)  # the tile shape depends on it: traced widths specialise the graph
     if traceable:
         # wrap_triton lets torch.compile / make_fx see the launch (Inductor launches it its way: no PDL).
         kernel = _geglu_backward_kernel if backward else _geglu_forward_kernel
         cfg = config or tiles_config(n_cols)
         constexprs = dict(zip(_CONSTEXPR_NAMES, _constexprs(n_cols, approx_tanh, cfg, False)))
-        wrap_triton(kernel)[_grid(n_rows, n_cols, cfg)](*tensors, n_rows, *strides, **constexprs,
+        wrap_triton(kernel)[_grid(n_rows, n_cols, cfg)](*tensors, n_rows, n_cols, *strides, **constexprs,
                                                         num_warps=cfg.num_warps)
         return
     t = tensors[0]
