@@ -6,11 +6,12 @@ model calls them (forward pre/post hooks on the MLP module: the layer's rule loo
 projections' hooks, not at the MLP's own, so the fused paths still run). Answers whether the
 model's plain-call gap is host time, device time, or waiting.
 
-    python benchmarks/probes/probe_model_split.py --out DIR [--layers 8 --rounds 5]
+    python benchmarks/probes/probe_model_split.py --out DIR [--layers 8 --rounds 5 --host-steps]
 """
 
 import argparse
 import copy
+import importlib
 import statistics
 import sys
 import time
@@ -48,6 +49,52 @@ class MlpClock:
             h.remove()
 
 
+class StepClock:
+    """Host microseconds inside named functions of the kernel's `mlp_ops` module (each wrapped by a
+    timer for the clock's life): where the kernelized MLP's host time goes, step by step. Also the
+    untouched model's act_fn and projection modules (hooks: those modules are not the layer's)."""
+
+    STEPS = ("fused_mlp", "_unfused_mlp", "geglu_forward_impl", "run_mlp_decode", "gate_up_geglu_impl")
+
+    def __init__(self, mlp_ops, untouched_model):
+        self.mlp_ops = mlp_ops
+        self.totals = {name: 0.0 for name in self.STEPS}
+        self.originals = {name: getattr(mlp_ops, name) for name in self.STEPS}
+        for name, fn in self.originals.items():
+            setattr(mlp_ops, name, self._timed(name, fn))
+        self.handles = []
+        for layer in untouched_model.model.layers:
+            for part in ("act_fn", "gate_proj", "up_proj", "down_proj"):
+                module = getattr(layer.mlp, part)
+                self.totals[f"untouched {part}"] = 0.0
+                self.handles.append(module.register_forward_pre_hook(self._enter))
+                self.handles.append(module.register_forward_hook(lambda m, a, o, part=part: self._leave(part)))
+
+    def _timed(self, name, fn):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.totals[name] += time.perf_counter() - start
+        return timed
+
+    def _enter(self, module, args):
+        self._start = time.perf_counter()
+
+    def _leave(self, part):
+        self.totals[f"untouched {part}"] += time.perf_counter() - self._start
+
+    def reset(self):
+        self.totals = dict.fromkeys(self.totals, 0.0)
+
+    def remove(self):
+        for name, fn in self.originals.items():
+            setattr(self.mlp_ops, name, fn)
+        for h in self.handles:
+            h.remove()
+
+
 def device_busy_us(fn) -> tuple[float, int]:
     """Sum of the CUDA kernels' durations of one fn() call (microseconds) and their count."""
     from torch.profiler import ProfilerActivity, profile
@@ -65,6 +112,8 @@ def main():
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--host-steps", action="store_true",
+                        help="also time the layer's steps on the host (the rounds then carry the timers' cost)")
     args = parser.parse_args()
     from kernels import Mode, kernelize, use_kernel_mapping
     from transformers import GemmaConfig, GemmaForCausalLM
@@ -105,11 +154,15 @@ def main():
             fn(m)
     rows = []
     samples = {(c, n): {"host_ms": [], "wall_ms": [], "mlp_host_us_per_call": []} for c in cases for n in models}
+    steps = StepClock(importlib.import_module(k.__name__ + ".mlp_ops"), untouched) if args.host_steps else None
+    step_samples = {case: [] for case in cases}
     for _ in range(args.rounds):
         for case, fn in cases.items():
             for name, m in models.items():
                 torch.cuda.synchronize()
                 clocks[name].reset()
+                if steps is not None:
+                    steps.reset()
                 start = time.perf_counter()
                 fn(m)
                 host = time.perf_counter() - start
@@ -119,8 +172,22 @@ def main():
                 s["host_ms"].append(host * 1e3)
                 s["wall_ms"].append(wall * 1e3)
                 s["mlp_host_us_per_call"].append(clocks[name].total / max(clocks[name].calls, 1) * 1e6)
+                if steps is not None:
+                    calls = max(clocks[name].calls, 1)
+                    mine = (lambda step: not step.startswith("untouched")) if name == "kernelized" else \
+                        (lambda step: step.startswith("untouched"))
+                    step_samples[case].append({step: t / calls * 1e6 for step, t in steps.totals.items()
+                                               if mine(step) and t})
     for clock in clocks.values():
         clock.remove()
+    if steps is not None:
+        steps.remove()
+        for case, found in step_samples.items():
+            keys = sorted({key for sample in found for key in sample})
+            medians = {key: statistics.median(sample.get(key, 0.0) for sample in found) for key in keys}
+            print(f"{case:18s} host us per MLP call, by step (medians of {args.rounds} rounds): "
+                  + ", ".join(f"{key} {value:.1f}" for key, value in medians.items()), flush=True)
+            rows.append(dict(case=case, model="host steps", steps_us_per_mlp_call=medians, rounds=found))
     for case, fn in cases.items():
         for name, m in models.items():
             busy, count = device_busy_us(lambda: fn(m))
