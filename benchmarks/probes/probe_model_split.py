@@ -95,6 +95,32 @@ class StepClock:
             h.remove()
 
 
+def python_profile_diff(case: str, calls: dict, top: int = 25) -> None:
+    """cProfile one call of each (after a synchronise), then print the functions whose own time
+    (tottime) differs most between the first and the second, with their call counts."""
+    import cProfile
+    import pstats
+
+    stats = {}
+    for name, fn in calls.items():
+        torch.cuda.synchronize()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        fn()
+        profiler.disable()
+        torch.cuda.synchronize()
+        stats[name] = {f"{Path(file).name}:{line}({func})": (calls_, tottime)
+                       for (file, line, func), (_, calls_, tottime, _, _) in pstats.Stats(profiler).stats.items()}
+    (a, sa), (b, sb) = stats.items()
+    keys = set(sa) | set(sb)
+    diff = sorted(keys, key=lambda k: abs(sa.get(k, (0, 0.0))[1] - sb.get(k, (0, 0.0))[1]), reverse=True)[:top]
+    total = {name: sum(t for _, t in st.values()) * 1e3 for name, st in stats.items()}
+    print(f"{case}: cProfile own time, {a} {total[a]:.1f} ms vs {b} {total[b]:.1f} ms; largest differences:")
+    for k in diff:
+        (ca, ta), (cb, tb) = sa.get(k, (0, 0.0)), sb.get(k, (0, 0.0))
+        print(f"  {k[:90]:90s} {a} {ta * 1e3:8.2f} ms ({ca:6d} calls)  {b} {tb * 1e3:8.2f} ms ({cb:6d} calls)")
+
+
 def device_busy_us(fn) -> tuple[float, int]:
     """Sum of the CUDA kernels' durations of one fn() call (microseconds) and their count."""
     from torch.profiler import ProfilerActivity, profile
@@ -112,6 +138,9 @@ def main():
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--python-profile", action="store_true",
+                        help="also profile one call of each case with cProfile, both models, and print the "
+                             "functions whose own time differs most between them")
     parser.add_argument("--host-steps", action="store_true",
                         help="also time the layer's steps on the host (the rounds then carry the timers' cost)")
     args = parser.parse_args()
@@ -188,6 +217,9 @@ def main():
             print(f"{case:18s} host us per MLP call, by step (medians of {args.rounds} rounds): "
                   + ", ".join(f"{key} {value:.1f}" for key, value in medians.items()), flush=True)
             rows.append(dict(case=case, model="host steps", steps_us_per_mlp_call=medians, rounds=found))
+    if args.python_profile:
+        for case, fn in cases.items():
+            python_profile_diff(case, {name: (lambda m=m, fn=fn: fn(m)) for name, m in models.items()})
     for case, fn in cases.items():
         for name, m in models.items():
             busy, count = device_busy_us(lambda: fn(m))

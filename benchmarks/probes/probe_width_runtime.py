@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import ROOT, cycling, environment, graph_replay, interleaved_rounds, mlp_reference, rel_err, write_json  # noqa: E402
+from common import (ROOT, cycling, environment, graph_replay, int_list, interleaved_rounds, mlp_reference,  # noqa: E402
+                    rel_err, write_json)
 
 WORKING = ROOT / "torch-ext" / "geglu" / "kernel_src"
 POINTWISE_WIDTHS = (16384, 2560)
@@ -49,24 +50,41 @@ def load_copy(path: Path, name: str):
 
 
 def pointwise_calls(pw, backward: bool, packed: bool, n_rows: int, n_cols: int, sets: int):
+    """A function cycling over `sets` input sets; each set's first call is checked (synchronised)
+    against a float64 reference on a sample of rows, so a bad launch is caught at its point."""
     calls = []
     for _ in range(sets):
         x = torch.randn(n_rows, 2 * n_cols, device="cuda", dtype=torch.bfloat16)
         g, u = (x[:, :n_cols], x[:, n_cols:]) if packed else (x[:, :n_cols].contiguous(), x[:, n_cols:].contiguous())
         if backward:
             dh, dg, du = (torch.empty_like(g, memory_format=torch.contiguous_format).normal_() for _ in range(3))
-            calls.append(lambda g=g, u=u, dh=dh, dg=dg, du=du: pw.launch_geglu_backward(dh, g, u, dg, du, True,
-                                                                                       traceable=False))
+            call = lambda g=g, u=u, dh=dh, dg=dg, du=du: pw.launch_geglu_backward(dh, g, u, dg, du, True,
+                                                                                  traceable=False)
+            outs = (dg, du)
         else:
             out = torch.empty(n_rows, n_cols, device="cuda", dtype=torch.bfloat16)
-            calls.append(lambda g=g, u=u, out=out: pw.launch_geglu_forward(g, u, out, True, traceable=False))
+            call = lambda g=g, u=u, out=out: pw.launch_geglu_forward(g, u, out, True, traceable=False)
+            outs = (out,)
+        call()
+        torch.cuda.synchronize()
+        rows = torch.unique(torch.tensor([0, n_rows // 2, n_rows - 1], device="cuda"))
+        gd, ud = g[rows].double().requires_grad_(), u[rows].double().requires_grad_()
+        ref = torch.nn.functional.gelu(gd, approximate="tanh") * ud
+        if backward:
+            ref.backward(dh[rows].double())
+            refs = (gd.grad, ud.grad)
+        else:
+            refs = (ref.detach(),)
+        for got, want in zip(outs, refs):
+            torch.testing.assert_close(got[rows].double(), want, rtol=2e-2, atol=2e-2)
+        calls.append(call)
     return cycling(calls)
 
 
-def device_times(copies: dict, rounds: int) -> list[dict]:
+def device_times(copies: dict, rounds: int, widths, tokens, mlp: bool) -> list[dict]:
     rows = []
-    for n_cols in POINTWISE_WIDTHS:
-        for n_rows in POINTWISE_TOKENS:
+    for n_cols in widths:
+        for n_rows in tokens:
             sets = max(2, min(8, (1 << 29) // (n_rows * n_cols * 2 * 5)))
             for backward in (False, True):
                 for packed in (False, True):
@@ -83,7 +101,7 @@ def device_times(copies: dict, rounds: int) -> list[dict]:
                           f"{row['runtime_width_us']:8.2f} constexpr {row['constexpr_width_us']:8.2f} us "
                           f"({row['ratio']:.3f})", flush=True)
     device_index = torch.cuda.current_device()
-    for hidden, inter, tokens in MLP_POINTS:
+    for hidden, inter, tokens in MLP_POINTS if mlp else ():
         weights = [tuple((torch.randn(*s, device="cuda") / s[1] ** 0.5).to(torch.bfloat16)
                          for s in ((inter, hidden), (inter, hidden), (hidden, inter)))
                    for _ in range(max(1, min(8, (200 << 20) // (3 * hidden * inter * 2) + 1)))]
@@ -170,15 +188,19 @@ def main():
     parser.add_argument("--out", type=Path)
     parser.add_argument("--baseline", type=Path, help="a kernel_src folder with the width as a constexpr")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--widths", type=int_list, default=POINTWISE_WIDTHS)
+    parser.add_argument("--tokens", type=int_list, default=POINTWISE_TOKENS)
+    parser.add_argument("--no-mlp", action="store_true", help="pointwise kernels only")
+    parser.add_argument("--no-first-calls", action="store_true", help="device times only")
     parser.add_argument("--first-calls", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.first_calls:
         first_calls(args.first_calls)
         return
     paths = {"runtime_width": WORKING, "constexpr_width": args.baseline.resolve()}
-    first = first_call_rows(paths)
+    first = [] if args.no_first_calls else first_call_rows(paths)
     copies = {name: load_copy(path, f"kernel_src_{name}") for name, path in paths.items()}
-    rows = device_times(copies, args.rounds)
+    rows = device_times(copies, args.rounds, args.widths, args.tokens, not args.no_mlp)
     write_json(args.out / "probe_width_runtime.json", {"env": environment(), "date": time.strftime("%Y-%m-%d"),
                                                        "device_rows": rows, "first_call_rows": first})
 
