@@ -66,7 +66,8 @@ def cycling(calls):
 
 
 def graph_replay(fn, calls: int = 10):
-    """`calls` back-to-back calls of fn() captured in one CUDA graph; returns its replay."""
+    """`calls` back-to-back calls of fn() captured in one CUDA graph; returns its replay, which
+    keeps fn (and the tensors it holds, which the graph reads) alive."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -77,7 +78,11 @@ def graph_replay(fn, calls: int = 10):
     with torch.cuda.graph(graph):
         for _ in range(calls):
             fn()
-    return graph.replay
+
+    def replay(fn=fn):  # fn bound so that the inputs the graph reads outlive the capture
+        graph.replay()
+
+    return replay
 
 
 def graph_us(fn, calls: int = 10, rep_ms: int = 100) -> float:

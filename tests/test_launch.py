@@ -69,17 +69,18 @@ def test_launch_hooks_take_tritons_own_launch(launch, monkeypatch):
 
 
 def test_kernel_parameters_are_in_the_order_plans_pass_them(pointwise):
-    """A plan passes pointers, the row count, the width, the row strides, then the constexprs by
-    position."""
+    """A plan passes pointers, the row count, the width and its row divisor, the row strides, then
+    the constexprs by position."""
     constexprs = list(pointwise._CONSTEXPR_NAMES)
     forward = pointwise._geglu_forward_kernel.arg_names
     backward = pointwise._geglu_backward_kernel.arg_names
-    assert forward == ["gate_ptr", "up_ptr", "out_ptr", "n_rows", "n_cols", "stride_gate", "stride_up", "stride_out",
+    assert forward == ["gate_ptr", "up_ptr", "out_ptr", "n_rows", "n_cols", "row_magic", "row_shift",
+                       "stride_gate", "stride_up", "stride_out",
                        *constexprs]
     assert backward == ["grad_ptr", "gate_ptr", "up_ptr", "grad_gate_ptr", "grad_up_ptr", "n_rows", "n_cols",
-                        "stride_grad", "stride_gate", "stride_up", "stride_grad_gate", "stride_grad_up", *constexprs]
+                        "row_magic", "row_shift", "stride_grad", "stride_gate", "stride_up", "stride_grad_gate", "stride_grad_up", *constexprs]
     plan = pointwise.plan(False, 7, 96, (96, 96, 160), torch.float32, True, -1)
-    assert len(plan.tail) == len(forward) - 3 and plan.tail[:5] == (7, 96, 96, 96, 160)
+    assert len(plan.tail) == len(forward) - 3 and plan.tail[:7] == (7, 96, *pointwise.row_divisor(96), 96, 96, 160)
     assert pointwise.plan(False, 7, 96, (96, 96, 160), torch.float32, True, -1) is plan  # resolved once
 
 

@@ -191,7 +191,9 @@ def _launch_configs(pointwise, n_cols):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 # Ragged widths take the column mask; 64 and 512 are whole multiples of the row segments, so
 # those launches compile without one (the row mask stays for 2-D tiles of several rows).
-@pytest.mark.parametrize("shape", [(9, 100), (5, 300), (3, 1100), (11, 64), (7, 512)], ids=str)
+# A width of 1 (no row divisor) and 17 (row groups of one element) check the row-division form's
+# edges.
+@pytest.mark.parametrize("shape", [(9, 100), (5, 300), (3, 1100), (11, 64), (7, 512), (13, 1), (6, 17)], ids=str)
 def test_every_launch_form(pointwise, shape, dtype, packed):
     """Each tile shape and indexing form (2-D tiles, flat, flat with a row division) forced on
     contiguous and strided rows, forward and backward; the heuristic only reaches some of them

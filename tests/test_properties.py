@@ -114,6 +114,19 @@ def test_packed_any_layout(kernel, device, p, use_out):
     CASES["count"] += 1
 
 
+@settings(max_examples=2000, deadline=None)
+@given(n_cols=st.one_of(st.integers(2, 70000), st.integers(2, 2**31 - 1)), data=st.data())
+def test_row_divisor_divides_every_32_bit_offset(pointwise, n_cols, data):
+    """The flat row-division form finds an element's row as umulhi(x, magic) >> shift: equal to
+    x // n_cols for every offset a 32-bit form reaches (x < 2^31), edges first."""
+    magic, shift = pointwise.row_divisor(n_cols)
+    assert 2**31 <= magic < 2**32 and shift >= 0
+    top = 2**31 - 1
+    edges = [0, 1, n_cols - 1, n_cols, n_cols + 1, top, top - top % n_cols, top - top % n_cols - 1]
+    for x in edges + data.draw(st.lists(st.integers(0, top), min_size=20, max_size=20)):
+        assert ((x * magic) >> 32) >> shift == x // n_cols, (x, n_cols)
+
+
 def test_zz_report_cases():
     print(f"property cases run in this process: {CASES['count']}")
     if CASES["count"]:

@@ -43,8 +43,8 @@ def lean_forward(pw, g, u, block, warps):
     runtime arguments (strides passed as None: compile-time constants the flat form never reads)."""
     out = torch.empty_like(g)
     pw._geglu_forward_kernel[(g.numel() // block,)](
-        g, u, out, g.shape[0], g.shape[1], None, None, None, APPROX_TANH=True, USE_LIBDEVICE=True,
-        INDEXING=pw.FLAT, BLOCK_ROWS=1, BLOCK_COLS=block, WIDE_ROWS=False, USE_PDL=False, num_warps=warps)
+        g, u, out, *pw._sizes(*g.shape), None, None, None, APPROX_TANH=True, USE_LIBDEVICE=True,
+        INDEXING=pw.FLAT, BLOCK_ROWS=1, BLOCK_COLS=block, ROW_GROUP=1, USE_PDL=False, num_warps=warps)
     return out
 
 

@@ -6,7 +6,7 @@ model calls them (forward pre/post hooks on the MLP module: the layer's rule loo
 projections' hooks, not at the MLP's own, so the fused paths still run). Answers whether the
 model's plain-call gap is host time, device time, or waiting.
 
-    python benchmarks/probes/probe_model_split.py --out DIR [--layers 8 --rounds 5 --host-steps]
+    python benchmarks/probes/probe_model_split.py --out DIR [--layers 8 --rounds 5 --control --host-steps]
 """
 
 import argparse
@@ -141,6 +141,9 @@ def main():
     parser.add_argument("--python-profile", action="store_true",
                         help="also profile one call of each case with cProfile, both models, and print the "
                              "functions whose own time differs most between them")
+    parser.add_argument("--control", action="store_true",
+                        help="also time a second untouched copy (an A/A control: what the order and the copy alone "
+                             "make of the comparison); the models' order rotates every round")
     parser.add_argument("--host-steps", action="store_true",
                         help="also time the layer's steps on the host (the rounds then carry the timers' cost)")
     args = parser.parse_args()
@@ -157,6 +160,8 @@ def main():
     with use_kernel_mapping(k.layer_mapping.register(ours)):
         kernelize(ours, mode=Mode.TRAINING, device="cuda")
     models = {"kernelized": ours, "untouched": untouched}
+    if args.control:
+        models["untouched_copy"] = copy.deepcopy(untouched)
     train_ids = torch.randint(0, 32000, (2, 1024), device="cuda")
     prefill_ids = torch.randint(0, 32000, (1, 512), device="cuda")
     prompt = torch.randint(0, 32000, (1, 16), device="cuda")
@@ -185,9 +190,12 @@ def main():
     samples = {(c, n): {"host_ms": [], "wall_ms": [], "mlp_host_us_per_call": []} for c in cases for n in models}
     steps = StepClock(importlib.import_module(k.__name__ + ".mlp_ops"), untouched) if args.host_steps else None
     step_samples = {case: [] for case in cases}
-    for _ in range(args.rounds):
+    names = list(models)
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]  # nobody always goes first
         for case, fn in cases.items():
-            for name, m in models.items():
+            for name in order:
+                m = models[name]
                 torch.cuda.synchronize()
                 clocks[name].reset()
                 if steps is not None:
@@ -203,6 +211,8 @@ def main():
                 s["mlp_host_us_per_call"].append(clocks[name].total / max(clocks[name].calls, 1) * 1e6)
                 if steps is not None:
                     calls = max(clocks[name].calls, 1)
+                    if name == "untouched_copy":  # its modules carry no step timers
+                        continue
                     mine = (lambda step: not step.startswith("untouched")) if name == "kernelized" else \
                         (lambda step: step.startswith("untouched"))
                     step_samples[case].append({step: t / calls * 1e6 for step, t in steps.totals.items()
@@ -229,7 +239,7 @@ def main():
                        mlp_host_us_per_call=statistics.median(s["mlp_host_us_per_call"]),
                        device_busy_ms=busy / 1e3, kernels=count, rounds=s)
             rows.append(row)
-            print(f"{case:18s} {name:10s} wall {row['wall_ms']:7.2f} ms  host {row['host_ms']:7.2f} ms  "
+            print(f"{case:18s} {name:14s} wall {row['wall_ms']:7.2f} ms  host {row['host_ms']:7.2f} ms  "
                   f"device busy {row['device_busy_ms']:7.2f} ms ({count} kernels)  "
                   f"MLP host {row['mlp_host_us_per_call']:6.1f} us/call", flush=True)
     write_json(args.out / "probe_model_split.json", {"env": environment(), "date": time.strftime("%Y-%m-%d"),

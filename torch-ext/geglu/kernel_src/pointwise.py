@@ -66,7 +66,7 @@ REGIME_LIMITS = (3 << 18, 3 << 20, 3 << 22, 3 << 24)
 # problems first, keyed by (operands contiguous, backward). Tiny problems want many small programs
 # (1-2 elements per thread) spread over every SM; larger ones 4 to 8 elements per thread. Strided
 # rows (halves of a packed projection) take row-grid programs while launch latency dominates,
-# then the flat form with a row division (one per program where rows are wider than its block),
+# then the flat form with a row division (a multiply-high per group of 16 elements),
 # which keeps consecutive programs on consecutive addresses.
 _H100 = {
     (True, False): ((256, 8, FLAT), (512, 8, FLAT), (1024, 4, FLAT), (512, 4, FLAT), (512, 4, FLAT)),
@@ -152,8 +152,14 @@ def regime_configs(
         # Row segments that leave many lanes idle (narrow or ragged rows) go flat instead.
         if indexing == ROW_GRID and (_waste(n_cols, block) > 1 / 8 or triton.cdiv(n_cols, block) > _MAX_GRID_Y):
             indexing = FLAT_ROW_DIV
-        configs.append(PointwiseConfig(1, block, warps, indexing))
+        configs.append(usable_config(PointwiseConfig(1, block, warps, indexing), n_cols))
     return tuple(configs)
+
+
+def usable_config(cfg: PointwiseConfig, n_cols: int) -> PointwiseConfig:
+    """cfg, or 2-D tiles where it cannot serve this width: a width of 1 has no row divisor
+    (`row_divisor`), so the row-division form becomes tiles of one column."""
+    return tiles_config(n_cols) if cfg.indexing == FLAT_ROW_DIV and n_cols < 2 else cfg
 
 
 def choose_config(
@@ -172,30 +178,26 @@ def choose_config(
 
 
 @triton.jit
-def _tile(n_rows, n_cols, stride, INDEXING: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
-          WIDE_ROWS: tl.constexpr):
+def _tile(n_rows, n_cols, row_magic, row_shift, stride, INDEXING: tl.constexpr, BLOCK_ROWS: tl.constexpr,
+          BLOCK_COLS: tl.constexpr, ROW_GROUP: tl.constexpr):
     """This program's element offsets in a tensor of row stride `stride`, and their mask.
     INDEXING (the forms named at the top of this file): 1 FLAT, 2 FLAT_ROW_DIV, 3 ROW_GRID,
     0 TILES. The width is a runtime argument (one binary serves every width; Triton specialises it,
-    like the strides, on divisibility by 16, which keeps the accesses vectorised). WIDE_ROWS: rows
-    at least BLOCK_COLS wide, so that a flat block of elements spans at most two rows."""
-    if INDEXING == 1 or INDEXING == 2:
-        start = tl.program_id(0) * BLOCK_COLS
-        idx = start + tl.arange(0, BLOCK_COLS)
-        mask = idx < n_rows * n_cols
-        if INDEXING == 2:
-            if WIDE_ROWS:
-                # One scalar division per program: its block starts in row0 and ends in row0 or row0 + 1.
-                row0 = start // n_cols
-                cols = idx - row0 * n_cols
-                wrapped = cols >= n_cols
-                rows = row0 + wrapped.to(tl.int32)
-                cols = tl.where(wrapped, cols - n_cols, cols)
-            else:
-                rows = idx // n_cols
-                cols = idx - rows * n_cols
-            idx = rows * stride + cols
-        return idx, mask
+    like the strides, on divisibility by 16, which keeps the accesses vectorised)."""
+    if INDEXING == 1:
+        idx = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+        return idx, idx < n_rows * n_cols
+    elif INDEXING == 2:
+        # Groups of ROW_GROUP consecutive elements (16 where the width is a multiple of 16, so that
+        # no group crosses a row, else 1), one row division per group: idx // n_cols as a
+        # multiply-high and a shift (`row_divisor`), what a compiler makes of a division by a
+        # constant. The [groups, ROW_GROUP] shape keeps each group's addresses provably
+        # consecutive, so its loads stay vectorised.
+        first = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS // ROW_GROUP) * ROW_GROUP
+        rows = (tl.umulhi(first.to(tl.uint32), row_magic.to(tl.uint32)) >> row_shift).to(tl.int32)
+        lane = tl.arange(0, ROW_GROUP)
+        start = rows * stride + (first - rows * n_cols)
+        return start[:, None] + lane[None, :], (first[:, None] + lane[None, :]) < n_rows * n_cols
     elif INDEXING == 3:
         # The row offset is one scalar per program, not a per-lane product.
         cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
@@ -220,23 +222,23 @@ def _await_previous_kernel(USE_PDL: tl.constexpr):
         gdc_launch_dependents()
 
 
-@triton.jit(do_not_specialize=["n_rows"])
+@triton.jit(do_not_specialize=["n_rows", "row_magic", "row_shift"])
 def _geglu_forward_kernel(
     gate_ptr, up_ptr, out_ptr,
-    n_rows, n_cols,
+    n_rows, n_cols, row_magic, row_shift,
     stride_gate, stride_up, stride_out,
     APPROX_TANH: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
     INDEXING: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
-    WIDE_ROWS: tl.constexpr,
+    ROW_GROUP: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
     _await_previous_kernel(USE_PDL)
-    g_offs, mask = _tile(n_rows, n_cols, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
-    u_offs, _ = _tile(n_rows, n_cols, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
-    h_offs, _ = _tile(n_rows, n_cols, stride_out, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
+    g_offs, mask = _tile(n_rows, n_cols, row_magic, row_shift, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    u_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    h_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_out, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
     g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
     out_dtype = out_ptr.dtype.element_ty
@@ -244,23 +246,23 @@ def _geglu_forward_kernel(
     tl.store(out_ptr + h_offs, (act * u).to(out_dtype), mask=mask)
 
 
-@triton.jit(do_not_specialize=["n_rows"])
+@triton.jit(do_not_specialize=["n_rows", "row_magic", "row_shift"])
 def _geglu_backward_kernel(
     grad_ptr, gate_ptr, up_ptr, grad_gate_ptr, grad_up_ptr,
-    n_rows, n_cols,
+    n_rows, n_cols, row_magic, row_shift,
     stride_grad, stride_gate, stride_up, stride_grad_gate, stride_grad_up,
     APPROX_TANH: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
     INDEXING: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
-    WIDE_ROWS: tl.constexpr,
+    ROW_GROUP: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
     _await_previous_kernel(USE_PDL)
-    dh_offs, mask = _tile(n_rows, n_cols, stride_grad, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
-    g_offs, _ = _tile(n_rows, n_cols, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
-    u_offs, _ = _tile(n_rows, n_cols, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
+    dh_offs, mask = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    g_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    u_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
     dh = tl.load(grad_ptr + dh_offs, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
@@ -268,8 +270,8 @@ def _geglu_backward_kernel(
     act, act_grad = gelu_and_grad(g, APPROX_TANH, USE_LIBDEVICE)
     act = act.to(dtype).to(tl.float32)
     dh_u = (dh * u).to(dtype).to(tl.float32)
-    du_offs, _ = _tile(n_rows, n_cols, stride_grad_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
-    dg_offs, _ = _tile(n_rows, n_cols, stride_grad_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, WIDE_ROWS)
+    du_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    dg_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
     tl.store(grad_up_ptr + du_offs, (dh * act).to(dtype), mask=mask)
     tl.store(grad_gate_ptr + dg_offs, (dh_u * act_grad).to(dtype), mask=mask)
 
@@ -282,14 +284,31 @@ def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int, int, int
     return (triton.cdiv(n_rows, cfg.block_rows) * triton.cdiv(n_cols, cfg.block_cols), 1, 1)
 
 
-_CONSTEXPR_NAMES = ("APPROX_TANH", "USE_LIBDEVICE", "INDEXING", "BLOCK_ROWS", "BLOCK_COLS", "WIDE_ROWS", "USE_PDL")
+_CONSTEXPR_NAMES = ("APPROX_TANH", "USE_LIBDEVICE", "INDEXING", "BLOCK_ROWS", "BLOCK_COLS", "ROW_GROUP", "USE_PDL")
 
 
 def _constexprs(n_cols: int, approx_tanh: bool, cfg: PointwiseConfig, pdl: bool) -> tuple:
-    # The values of _CONSTEXPR_NAMES, the kernels' last parameters in this order. Only the
-    # row-division form looks at WIDE_ROWS: the others keep one binary for every width.
-    wide = cfg.indexing == FLAT_ROW_DIV and n_cols >= cfg.block_cols
-    return (approx_tanh, USE_LIBDEVICE, cfg.indexing, cfg.block_rows, cfg.block_cols, wide, pdl)
+    # The values of _CONSTEXPR_NAMES, the kernels' last parameters in this order. ROW_GROUP only
+    # matters to the row-division form (16 or 1, as Triton specialises the width anyway).
+    row_group = 16 if cfg.indexing == FLAT_ROW_DIV and n_cols % 16 == 0 and cfg.block_cols % 16 == 0 else 1
+    return (approx_tanh, USE_LIBDEVICE, cfg.indexing, cfg.block_rows, cfg.block_cols, row_group, pdl)
+
+
+@lru_cache(maxsize=None)
+def row_divisor(n_cols: int) -> tuple[int, int]:
+    """(magic, shift) with x // n_cols == umulhi(x, magic) >> shift for every 0 <= x < 2^31, the
+    row division of the flat forms (Granlund and Montgomery's round-up method for 31-bit
+    dividends: l = ceil(log2 n_cols), magic = ceil(2^(31 + l) / n_cols), which lies in
+    [2^31, 2^32)). A width of 1 has none (l = 0); its rows are never divided (`usable_config`)."""
+    if n_cols < 2:
+        return 1 << 31, 0  # never used (`usable_config`)
+    log2 = (n_cols - 1).bit_length()
+    return -(-(1 << (31 + log2)) // n_cols), log2 - 1
+
+
+def _sizes(n_rows, n_cols) -> tuple:
+    # The kernels' runtime size arguments: rows, width, and the width's row divisor.
+    return (n_rows, n_cols, *row_divisor(n_cols))
 
 
 def _options(cfg: PointwiseConfig, pdl: bool) -> dict:
@@ -314,8 +333,9 @@ def plan(backward: bool, n_rows: int, n_cols: int, strides: tuple[int, ...], dty
     contiguous = n_rows == 1 or all(stride == n_cols for stride in strides)
     max_offset = (n_rows - 1) * max(strides) + n_cols
     table = table_for_device(device_index)
-    cfg = config or choose_config(n_rows, n_cols, backward, contiguous, max_offset, itemsize, table)
-    tail = (n_rows, n_cols, *strides, *_constexprs(n_cols, approx_tanh, cfg, pdl))
+    cfg = usable_config(config, n_cols) if config else \
+        choose_config(n_rows, n_cols, backward, contiguous, max_offset, itemsize, table)
+    tail = (*_sizes(n_rows, n_cols), *strides, *_constexprs(n_cols, approx_tanh, cfg, pdl))
     plan_ = LaunchPlan(kernel, _grid(n_rows, n_cols, cfg), tail, _options(cfg, pdl))
     warm_up_family(backward, n_cols, strides, dtype, approx_tanh, device_index, pdl, contiguous)
     if n_rows >= 2**31:  # a 64-bit row count compiles apart from the 32-bit one warmed up
@@ -340,7 +360,7 @@ def warm_up_family(backward: bool, n_cols: int, strides: tuple[int, ...], dtype:
     for shape in dict.fromkeys(regime_configs(n_cols, contiguous, backward, dtype.itemsize,
                                               table_for_device(device_index))):
         # Strides specialise as these (==1, %16), pointers as 16-byte aligned ones.
-        tail, options = (2, n_cols, *strides, *_constexprs(n_cols, approx_tanh, shape, pdl)), _options(shape, pdl)
+        tail, options = (*_sizes(2, n_cols), *strides, *_constexprs(n_cols, approx_tanh, shape, pdl)), _options(shape, pdl)
         warm_up(kernel, _warm_pointers(backward, dtype, device_index), tail, options,
                 key=handle_key(kernel, tail, options, (0,), dtype, device_index))
 
@@ -358,9 +378,9 @@ def _launch(backward: bool, tensors, n_rows: int, n_cols: int, approx_tanh: bool
     if traceable:
         # wrap_triton lets torch.compile / make_fx see the launch (Inductor launches it its way: no PDL).
         kernel = _geglu_backward_kernel if backward else _geglu_forward_kernel
-        cfg = config or tiles_config(n_cols)
+        cfg = usable_config(config, n_cols) if config else tiles_config(n_cols)
         constexprs = dict(zip(_CONSTEXPR_NAMES, _constexprs(n_cols, approx_tanh, cfg, False)))
-        wrap_triton(kernel)[_grid(n_rows, n_cols, cfg)](*tensors, n_rows, n_cols, *strides, **constexprs,
+        wrap_triton(kernel)[_grid(n_rows, n_cols, cfg)](*tensors, *_sizes(n_rows, n_cols), *strides, **constexprs,
                                                         num_warps=cfg.num_warps)
         return
     t = tensors[0]
