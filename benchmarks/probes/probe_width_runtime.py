@@ -13,7 +13,7 @@ the width was a constexpr). Measured:
    other shapes (host time of the synchronised call, against the median of the next 10), and once
    more with the disk cache those calls filled (a later process's first call).
 
-    python benchmarks/probes/probe_width_runtime.py --out DIR --baseline DIR
+    python benchmarks/probes/probe_width_runtime.py --out DIR --baseline DIR [--extra NAME=DIR]
 """
 
 import argparse
@@ -96,10 +96,13 @@ def device_times(copies: dict, rounds: int, widths, tokens, mlp: bool) -> list[d
                                **{f"{name}_us": statistics.median(t) for name, t in times.items()},
                                **{f"{name}_rounds": t for name, t in times.items()})
                     row["ratio"] = row["runtime_width_us"] / row["constexpr_width_us"]
+                    for name in times.keys() - {"runtime_width", "constexpr_width"}:
+                        row[f"ratio_{name}"] = row[f"{name}_us"] / row["constexpr_width_us"]
                     rows.append(row)
                     print(f"{row['kernel']:18s} {row['layout']:8s} I={n_cols:5d} T={n_rows:5d}: runtime "
                           f"{row['runtime_width_us']:8.2f} constexpr {row['constexpr_width_us']:8.2f} us "
-                          f"({row['ratio']:.3f})", flush=True)
+                          f"({row['ratio']:.3f})" + "".join(f" {k[6:]} {v:.3f}" for k, v in row.items()
+                                                            if k.startswith("ratio_")), flush=True)
     device_index = torch.cuda.current_device()
     for hidden, inter, tokens in MLP_POINTS if mlp else ():
         weights = [tuple((torch.randn(*s, device="cuda") / s[1] ** 0.5).to(torch.bfloat16)
@@ -187,6 +190,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path)
     parser.add_argument("--baseline", type=Path, help="a kernel_src folder with the width as a constexpr")
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME=DIR",
+                        help="another kernel_src folder timed beside the two (device times only)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--widths", type=int_list, default=POINTWISE_WIDTHS)
     parser.add_argument("--tokens", type=int_list, default=POINTWISE_TOKENS)
@@ -199,6 +204,7 @@ def main():
         return
     paths = {"runtime_width": WORKING, "constexpr_width": args.baseline.resolve()}
     first = [] if args.no_first_calls else first_call_rows(paths)
+    paths.update((name, Path(path).resolve()) for name, path in (extra.split("=", 1) for extra in args.extra))
     copies = {name: load_copy(path, f"kernel_src_{name}") for name, path in paths.items()}
     rows = device_times(copies, args.rounds, args.widths, args.tokens, not args.no_mlp)
     write_json(args.out / "probe_width_runtime.json", {"env": environment(), "date": time.strftime("%Y-%m-%d"),

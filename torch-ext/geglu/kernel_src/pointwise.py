@@ -179,13 +179,17 @@ def choose_config(
 
 @triton.jit
 def _tile(n_rows, n_cols, row_magic, row_shift, stride, INDEXING: tl.constexpr, BLOCK_ROWS: tl.constexpr,
-          BLOCK_COLS: tl.constexpr, ROW_GROUP: tl.constexpr):
+          BLOCK_COLS: tl.constexpr, ROW_GROUP: tl.constexpr, EVEN_COLS: tl.constexpr):
     """This program's element offsets in a tensor of row stride `stride`, and their mask.
     INDEXING (the forms named at the top of this file): 1 FLAT, 2 FLAT_ROW_DIV, 3 ROW_GRID,
     0 TILES. The width is a runtime argument (one binary serves every width; Triton specialises it,
-    like the strides, on divisibility by 16, which keeps the accesses vectorised)."""
+    like the strides, on divisibility by 16, which keeps the accesses vectorised). EVEN_COLS: the
+    block divides the width (so also the element count), and no column or element mask is needed:
+    unmasked accesses read 3-6% faster at the copy limit (benchmarks/NOTES.md)."""
     if INDEXING == 1:
         idx = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+        if EVEN_COLS:
+            return idx, tl.full([BLOCK_COLS], True, tl.int1)
         return idx, idx < n_rows * n_cols
     elif INDEXING == 2:
         # Groups of ROW_GROUP consecutive elements (16 where the width is a multiple of 16, so that
@@ -197,17 +201,24 @@ def _tile(n_rows, n_cols, row_magic, row_shift, stride, INDEXING: tl.constexpr, 
         rows = (tl.umulhi(first.to(tl.uint32), row_magic.to(tl.uint32)) >> row_shift).to(tl.int32)
         lane = tl.arange(0, ROW_GROUP)
         start = rows * stride + (first - rows * n_cols)
+        if EVEN_COLS:
+            return start[:, None] + lane[None, :], tl.full([BLOCK_COLS // ROW_GROUP, ROW_GROUP], True, tl.int1)
         return start[:, None] + lane[None, :], (first[:, None] + lane[None, :]) < n_rows * n_cols
     elif INDEXING == 3:
         # The row offset is one scalar per program, not a per-lane product.
         cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+        if EVEN_COLS:
+            return tl.program_id(0).to(tl.int64) * stride + cols, tl.full([BLOCK_COLS], True, tl.int1)
         return tl.program_id(0).to(tl.int64) * stride + cols, cols < n_cols
     else:
         pid = tl.program_id(0)
         col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
         rows = (pid // col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         cols = (pid % col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-        mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+        if EVEN_COLS:
+            mask = (rows < n_rows)[:, None] & tl.full([1, BLOCK_COLS], True, tl.int1)
+        else:
+            mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
         return rows.to(tl.int64)[:, None] * stride + cols[None, :], mask
 
 
@@ -233,12 +244,16 @@ def _geglu_forward_kernel(
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
     ROW_GROUP: tl.constexpr,
+    EVEN_COLS: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
     _await_previous_kernel(USE_PDL)
-    g_offs, mask = _tile(n_rows, n_cols, row_magic, row_shift, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
-    u_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
-    h_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_out, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    g_offs, mask = _tile(n_rows, n_cols, row_magic, row_shift, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
+                       EVEN_COLS)
+    u_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
+                       EVEN_COLS)
+    h_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_out, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
+                       EVEN_COLS)
     g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
     out_dtype = out_ptr.dtype.element_ty
@@ -257,12 +272,16 @@ def _geglu_backward_kernel(
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
     ROW_GROUP: tl.constexpr,
+    EVEN_COLS: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
     _await_previous_kernel(USE_PDL)
-    dh_offs, mask = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
-    g_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
-    u_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    dh_offs, mask = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
+                       EVEN_COLS)
+    g_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
+                       EVEN_COLS)
+    u_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
+                       EVEN_COLS)
     dh = tl.load(grad_ptr + dh_offs, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
@@ -270,8 +289,10 @@ def _geglu_backward_kernel(
     act, act_grad = gelu_and_grad(g, APPROX_TANH, USE_LIBDEVICE)
     act = act.to(dtype).to(tl.float32)
     dh_u = (dh * u).to(dtype).to(tl.float32)
-    du_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
-    dg_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    du_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
+                       EVEN_COLS)
+    dg_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
+                       EVEN_COLS)
     tl.store(grad_up_ptr + du_offs, (dh * act).to(dtype), mask=mask)
     tl.store(grad_gate_ptr + dg_offs, (dh_u * act_grad).to(dtype), mask=mask)
 
@@ -284,14 +305,17 @@ def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int, int, int
     return (triton.cdiv(n_rows, cfg.block_rows) * triton.cdiv(n_cols, cfg.block_cols), 1, 1)
 
 
-_CONSTEXPR_NAMES = ("APPROX_TANH", "USE_LIBDEVICE", "INDEXING", "BLOCK_ROWS", "BLOCK_COLS", "ROW_GROUP", "USE_PDL")
+_CONSTEXPR_NAMES = ("APPROX_TANH", "USE_LIBDEVICE", "INDEXING", "BLOCK_ROWS", "BLOCK_COLS", "ROW_GROUP", "EVEN_COLS",
+                    "USE_PDL")
 
 
 def _constexprs(n_cols: int, approx_tanh: bool, cfg: PointwiseConfig, pdl: bool) -> tuple:
     # The values of _CONSTEXPR_NAMES, the kernels' last parameters in this order. ROW_GROUP only
-    # matters to the row-division form (16 or 1, as Triton specialises the width anyway).
+    # matters to the row-division form (16 or 1, as Triton specialises the width anyway). A tile
+    # shape compiles once for widths its block divides and once for the others.
     row_group = 16 if cfg.indexing == FLAT_ROW_DIV and n_cols % 16 == 0 and cfg.block_cols % 16 == 0 else 1
-    return (approx_tanh, USE_LIBDEVICE, cfg.indexing, cfg.block_rows, cfg.block_cols, row_group, pdl)
+    even = n_cols % cfg.block_cols == 0
+    return (approx_tanh, USE_LIBDEVICE, cfg.indexing, cfg.block_rows, cfg.block_cols, row_group, even, pdl)
 
 
 @lru_cache(maxsize=None)
