@@ -277,7 +277,7 @@ def test_programmatic_dependent_launch_waits_for_its_input(pointwise, shape):
             cfg = pointwise.choose_config(*shape, contiguous=True)
             pointwise._geglu_forward_kernel[(triton.cdiv(src.numel(), cfg.block_cols),)](
                 gate, up, out, *pointwise._sizes(*shape), shape[1], shape[1], shape[1], APPROX_TANH=True,
-                USE_LIBDEVICE=True, INDEXING=cfg.indexing, BLOCK_ROWS=1, BLOCK_COLS=cfg.block_cols, ROW_GROUP=1, EVEN_COLS=False,
+                USE_LIBDEVICE=True, INDEXING=cfg.indexing, BLOCK_ROWS=1, BLOCK_COLS=cfg.block_cols, ROW_GROUP=1,
                 num_warps=cfg.num_warps, USE_PDL=False, launch_pdl=True)
         torch.cuda.synchronize()
         return out

@@ -44,7 +44,7 @@ def lean_forward(pw, g, u, block, warps):
     out = torch.empty_like(g)
     pw._geglu_forward_kernel[(g.numel() // block,)](
         g, u, out, *pw._sizes(*g.shape), None, None, None, APPROX_TANH=True, USE_LIBDEVICE=True,
-        INDEXING=pw.FLAT, BLOCK_ROWS=1, BLOCK_COLS=block, ROW_GROUP=1, EVEN_COLS=False, USE_PDL=False, num_warps=warps)
+        INDEXING=pw.FLAT, BLOCK_ROWS=1, BLOCK_COLS=block, ROW_GROUP=1, USE_PDL=False, num_warps=warps)
     return out
 
 

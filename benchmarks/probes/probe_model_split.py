@@ -11,6 +11,7 @@ model's plain-call gap is host time, device time, or waiting.
 
 import argparse
 import copy
+import gc
 import importlib
 import statistics
 import sys
@@ -47,6 +48,29 @@ class MlpClock:
     def remove(self):
         for h in self.handles:
             h.remove()
+
+
+class GcClock:
+    """Collections of Python's cyclic garbage collector and the host time they took (gc.callbacks):
+    a collection runs inside whatever call allocates when the threshold is reached, so its time
+    lands in unrelated functions of a profile."""
+
+    def __init__(self):
+        self.reset()
+        gc.callbacks.append(self._event)
+
+    def _event(self, phase, info):
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.ms += (time.perf_counter() - self._start) * 1e3
+            self.collections[info["generation"]] += 1
+
+    def reset(self):
+        self.ms, self.collections = 0.0, [0, 0, 0]
+
+    def remove(self):
+        gc.callbacks.remove(self._event)
 
 
 class StepClock:
@@ -187,7 +211,9 @@ def main():
             fn(m)
             fn(m)
     rows = []
-    samples = {(c, n): {"host_ms": [], "wall_ms": [], "mlp_host_us_per_call": []} for c in cases for n in models}
+    samples = {(c, n): {"host_ms": [], "wall_ms": [], "mlp_host_us_per_call": [], "gc_ms": [], "gc_collections": []}
+               for c in cases for n in models}
+    gc_clock = GcClock()
     steps = StepClock(importlib.import_module(k.__name__ + ".mlp_ops"), untouched) if args.host_steps else None
     step_samples = {case: [] for case in cases}
     names = list(models)
@@ -200,6 +226,7 @@ def main():
                 clocks[name].reset()
                 if steps is not None:
                     steps.reset()
+                gc_clock.reset()
                 start = time.perf_counter()
                 fn(m)
                 host = time.perf_counter() - start
@@ -209,6 +236,8 @@ def main():
                 s["host_ms"].append(host * 1e3)
                 s["wall_ms"].append(wall * 1e3)
                 s["mlp_host_us_per_call"].append(clocks[name].total / max(clocks[name].calls, 1) * 1e6)
+                s["gc_ms"].append(gc_clock.ms)
+                s["gc_collections"].append(gc_clock.collections)
                 if steps is not None:
                     calls = max(clocks[name].calls, 1)
                     if name == "untouched_copy":  # its modules carry no step timers
@@ -217,6 +246,7 @@ def main():
                         (lambda step: step.startswith("untouched"))
                     step_samples[case].append({step: t / calls * 1e6 for step, t in steps.totals.items()
                                                if mine(step) and t})
+    gc_clock.remove()
     for clock in clocks.values():
         clock.remove()
     if steps is not None:
@@ -237,11 +267,13 @@ def main():
             row = dict(case=case, model=name, host_ms=statistics.median(s["host_ms"]),
                        wall_ms=statistics.median(s["wall_ms"]),
                        mlp_host_us_per_call=statistics.median(s["mlp_host_us_per_call"]),
+                       gc_ms=statistics.median(s["gc_ms"]),
                        device_busy_ms=busy / 1e3, kernels=count, rounds=s)
             rows.append(row)
             print(f"{case:18s} {name:14s} wall {row['wall_ms']:7.2f} ms  host {row['host_ms']:7.2f} ms  "
                   f"device busy {row['device_busy_ms']:7.2f} ms ({count} kernels)  "
-                  f"MLP host {row['mlp_host_us_per_call']:6.1f} us/call", flush=True)
+                  f"MLP host {row['mlp_host_us_per_call']:6.1f} us/call  gc {row['gc_ms']:.2f} ms "
+                  f"{[sum(c[g] for c in s['gc_collections']) for g in range(3)]}", flush=True)
     write_json(args.out / "probe_model_split.json", {"env": environment(), "date": time.strftime("%Y-%m-%d"),
                                                      "layers": args.layers, "rows": rows})
 

@@ -179,47 +179,41 @@ def choose_config(
 
 @triton.jit
 def _tile(n_rows, n_cols, row_magic, row_shift, stride, INDEXING: tl.constexpr, BLOCK_ROWS: tl.constexpr,
-          BLOCK_COLS: tl.constexpr, ROW_GROUP: tl.constexpr, EVEN_COLS: tl.constexpr):
-    """This program's element offsets in a tensor of row stride `stride`, and their mask.
-    INDEXING (the forms named at the top of this file): 1 FLAT, 2 FLAT_ROW_DIV, 3 ROW_GRID,
-    0 TILES. The width is a runtime argument (one binary serves every width; Triton specialises it,
-    like the strides, on divisibility by 16, which keeps the accesses vectorised). EVEN_COLS: the
-    block divides the width (so also the element count), and no column or element mask is needed:
-    unmasked accesses read 3-6% faster at the copy limit (benchmarks/NOTES.md)."""
+          BLOCK_COLS: tl.constexpr, ROW_GROUP: tl.constexpr):
+    """This program's element offsets in a tensor of row stride `stride`, their mask, and whether
+    the block lies wholly inside the tensor (then the kernels access it unmasked). INDEXING (the
+    forms named at the top of this file): 1 FLAT, 2 FLAT_ROW_DIV, 3 ROW_GRID, 0 TILES. The width is
+    a runtime argument (one binary serves every width; Triton specialises it, like the strides, on
+    divisibility by 16, which keeps the accesses vectorised)."""
     if INDEXING == 1:
         idx = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-        if EVEN_COLS:
-            return idx, tl.full([BLOCK_COLS], True, tl.int1)
-        return idx, idx < n_rows * n_cols
+        return idx, idx < n_rows * n_cols, (tl.program_id(0) + 1) * BLOCK_COLS <= n_rows * n_cols
     elif INDEXING == 2:
         # Groups of ROW_GROUP consecutive elements (16 where the width is a multiple of 16, so that
         # no group crosses a row, else 1), one row division per group: idx // n_cols as a
-        # multiply-high and a shift (`row_divisor`), what a compiler makes of a division by a
-        # constant. The [groups, ROW_GROUP] shape keeps each group's addresses provably
-        # consecutive, so its loads stay vectorised.
+        # multiply-high and a shift (`row_divisor`; the magic number travels as a signed 32-bit
+        # value), what a compiler makes of a division by a constant. The [groups, ROW_GROUP] shape
+        # keeps each group's addresses provably consecutive, so its loads stay vectorised.
         first = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS // ROW_GROUP) * ROW_GROUP
-        rows = (tl.umulhi(first.to(tl.uint32), row_magic.to(tl.uint32)) >> row_shift).to(tl.int32)
+        magic = row_magic.to(tl.uint32, bitcast=True)
+        rows = (tl.umulhi(first.to(tl.uint32), magic) >> row_shift).to(tl.int32)
         lane = tl.arange(0, ROW_GROUP)
         start = rows * stride + (first - rows * n_cols)
-        if EVEN_COLS:
-            return start[:, None] + lane[None, :], tl.full([BLOCK_COLS // ROW_GROUP, ROW_GROUP], True, tl.int1)
-        return start[:, None] + lane[None, :], (first[:, None] + lane[None, :]) < n_rows * n_cols
+        mask = (first[:, None] + lane[None, :]) < n_rows * n_cols
+        return start[:, None] + lane[None, :], mask, (tl.program_id(0) + 1) * BLOCK_COLS <= n_rows * n_cols
     elif INDEXING == 3:
         # The row offset is one scalar per program, not a per-lane product.
         cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-        if EVEN_COLS:
-            return tl.program_id(0).to(tl.int64) * stride + cols, tl.full([BLOCK_COLS], True, tl.int1)
-        return tl.program_id(0).to(tl.int64) * stride + cols, cols < n_cols
+        whole = (tl.program_id(1) + 1) * BLOCK_COLS <= n_cols
+        return tl.program_id(0).to(tl.int64) * stride + cols, cols < n_cols, whole
     else:
         pid = tl.program_id(0)
         col_blocks = tl.cdiv(n_cols, BLOCK_COLS)
         rows = (pid // col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         cols = (pid % col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-        if EVEN_COLS:
-            mask = (rows < n_rows)[:, None] & tl.full([1, BLOCK_COLS], True, tl.int1)
-        else:
-            mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
-        return rows.to(tl.int64)[:, None] * stride + cols[None, :], mask
+        mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+        whole = ((pid // col_blocks + 1) * BLOCK_ROWS <= n_rows) & ((pid % col_blocks + 1) * BLOCK_COLS <= n_cols)
+        return rows.to(tl.int64)[:, None] * stride + cols[None, :], mask, whole
 
 
 @triton.jit
@@ -233,6 +227,49 @@ def _await_previous_kernel(USE_PDL: tl.constexpr):
         gdc_launch_dependents()
 
 
+@triton.jit
+def _load(ptrs, mask, MASKED: tl.constexpr):
+    if MASKED:
+        return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    return tl.load(ptrs).to(tl.float32)
+
+
+@triton.jit
+def _store(ptrs, value, mask, MASKED: tl.constexpr):
+    if MASKED:
+        tl.store(ptrs, value, mask=mask)
+    else:
+        tl.store(ptrs, value)
+
+
+@triton.jit
+def _forward_elements(g_ptrs, u_ptrs, h_ptrs, mask, APPROX_TANH: tl.constexpr, USE_LIBDEVICE: tl.constexpr,
+                      MASKED: tl.constexpr):
+    g = _load(g_ptrs, mask, MASKED)
+    u = _load(u_ptrs, mask, MASKED)
+    out_dtype = h_ptrs.dtype.element_ty
+    act = gelu(g, APPROX_TANH, USE_LIBDEVICE).to(out_dtype).to(tl.float32)
+    _store(h_ptrs, (act * u).to(out_dtype), mask, MASKED)
+
+
+@triton.jit
+def _backward_elements(dh_ptrs, g_ptrs, u_ptrs, dg_ptrs, du_ptrs, mask, APPROX_TANH: tl.constexpr,
+                       USE_LIBDEVICE: tl.constexpr, MASKED: tl.constexpr):
+    dh = _load(dh_ptrs, mask, MASKED)
+    g = _load(g_ptrs, mask, MASKED)
+    u = _load(u_ptrs, mask, MASKED)
+    dtype = dg_ptrs.dtype.element_ty
+    act, act_grad = gelu_and_grad(g, APPROX_TANH, USE_LIBDEVICE)
+    act = act.to(dtype).to(tl.float32)
+    dh_u = (dh * u).to(dtype).to(tl.float32)
+    _store(du_ptrs, (dh * act).to(dtype), mask, MASKED)
+    _store(dg_ptrs, (dh_u * act_grad).to(dtype), mask, MASKED)
+
+
+# A program whose block lies inside the tensor (all but the last, where a block size does not
+# divide the element count or the width) takes the unmasked branch: unmasked accesses read 3-5%
+# faster at the copy limit than masked ones (benchmarks/NOTES.md), and a branch per program, unlike
+# a constexpr, keeps one binary for every width.
 @triton.jit(do_not_specialize=["n_rows", "row_magic", "row_shift"])
 def _geglu_forward_kernel(
     gate_ptr, up_ptr, out_ptr,
@@ -244,21 +281,20 @@ def _geglu_forward_kernel(
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
     ROW_GROUP: tl.constexpr,
-    EVEN_COLS: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
     _await_previous_kernel(USE_PDL)
-    g_offs, mask = _tile(n_rows, n_cols, row_magic, row_shift, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
-                       EVEN_COLS)
-    u_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
-                       EVEN_COLS)
-    h_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_out, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
-                       EVEN_COLS)
-    g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
-    out_dtype = out_ptr.dtype.element_ty
-    act = gelu(g, APPROX_TANH, USE_LIBDEVICE).to(out_dtype).to(tl.float32)
-    tl.store(out_ptr + h_offs, (act * u).to(out_dtype), mask=mask)
+    g_offs, mask, whole = _tile(n_rows, n_cols, row_magic, row_shift, stride_gate,
+                                INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    u_offs, _, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_up,
+                         INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    h_offs, _, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_out,
+                         INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    ptrs = (gate_ptr + g_offs, up_ptr + u_offs, out_ptr + h_offs)
+    if whole:
+        _forward_elements(*ptrs, mask, APPROX_TANH, USE_LIBDEVICE, False)
+    else:
+        _forward_elements(*ptrs, mask, APPROX_TANH, USE_LIBDEVICE, True)
 
 
 @triton.jit(do_not_specialize=["n_rows", "row_magic", "row_shift"])
@@ -272,29 +308,24 @@ def _geglu_backward_kernel(
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
     ROW_GROUP: tl.constexpr,
-    EVEN_COLS: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
     _await_previous_kernel(USE_PDL)
-    dh_offs, mask = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
-                       EVEN_COLS)
-    g_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
-                       EVEN_COLS)
-    u_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
-                       EVEN_COLS)
-    dh = tl.load(grad_ptr + dh_offs, mask=mask, other=0.0).to(tl.float32)
-    g = tl.load(gate_ptr + g_offs, mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(up_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
-    dtype = grad_gate_ptr.dtype.element_ty
-    act, act_grad = gelu_and_grad(g, APPROX_TANH, USE_LIBDEVICE)
-    act = act.to(dtype).to(tl.float32)
-    dh_u = (dh * u).to(dtype).to(tl.float32)
-    du_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad_up, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
-                       EVEN_COLS)
-    dg_offs, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad_gate, INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP,
-                       EVEN_COLS)
-    tl.store(grad_up_ptr + du_offs, (dh * act).to(dtype), mask=mask)
-    tl.store(grad_gate_ptr + dg_offs, (dh_u * act_grad).to(dtype), mask=mask)
+    dh_offs, mask, whole = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad,
+                                 INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    g_offs, _, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_gate,
+                         INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    u_offs, _, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_up,
+                         INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    dg_offs, _, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad_gate,
+                          INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    du_offs, _, _ = _tile(n_rows, n_cols, row_magic, row_shift, stride_grad_up,
+                          INDEXING, BLOCK_ROWS, BLOCK_COLS, ROW_GROUP)
+    ptrs = (grad_ptr + dh_offs, gate_ptr + g_offs, up_ptr + u_offs, grad_gate_ptr + dg_offs, grad_up_ptr + du_offs)
+    if whole:
+        _backward_elements(*ptrs, mask, APPROX_TANH, USE_LIBDEVICE, False)
+    else:
+        _backward_elements(*ptrs, mask, APPROX_TANH, USE_LIBDEVICE, True)
 
 
 def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int, int, int]:
@@ -305,17 +336,14 @@ def _grid(n_rows: int, n_cols: int, cfg: PointwiseConfig) -> tuple[int, int, int
     return (triton.cdiv(n_rows, cfg.block_rows) * triton.cdiv(n_cols, cfg.block_cols), 1, 1)
 
 
-_CONSTEXPR_NAMES = ("APPROX_TANH", "USE_LIBDEVICE", "INDEXING", "BLOCK_ROWS", "BLOCK_COLS", "ROW_GROUP", "EVEN_COLS",
-                    "USE_PDL")
+_CONSTEXPR_NAMES = ("APPROX_TANH", "USE_LIBDEVICE", "INDEXING", "BLOCK_ROWS", "BLOCK_COLS", "ROW_GROUP", "USE_PDL")
 
 
 def _constexprs(n_cols: int, approx_tanh: bool, cfg: PointwiseConfig, pdl: bool) -> tuple:
     # The values of _CONSTEXPR_NAMES, the kernels' last parameters in this order. ROW_GROUP only
-    # matters to the row-division form (16 or 1, as Triton specialises the width anyway). A tile
-    # shape compiles once for widths its block divides and once for the others.
+    # matters to the row-division form (16 or 1, as Triton specialises the width anyway).
     row_group = 16 if cfg.indexing == FLAT_ROW_DIV and n_cols % 16 == 0 and cfg.block_cols % 16 == 0 else 1
-    even = n_cols % cfg.block_cols == 0
-    return (approx_tanh, USE_LIBDEVICE, cfg.indexing, cfg.block_rows, cfg.block_cols, row_group, even, pdl)
+    return (approx_tanh, USE_LIBDEVICE, cfg.indexing, cfg.block_rows, cfg.block_cols, row_group, pdl)
 
 
 @lru_cache(maxsize=None)
@@ -331,8 +359,11 @@ def row_divisor(n_cols: int) -> tuple[int, int]:
 
 
 def _sizes(n_rows, n_cols) -> tuple:
-    # The kernels' runtime size arguments: rows, width, and the width's row divisor.
-    return (n_rows, n_cols, *row_divisor(n_cols))
+    # The kernels' runtime size arguments: rows, width, and the width's row divisor, its magic
+    # number as the signed 32-bit integer of the same bits (an argument above 2^31 - 1 would be a
+    # 64-bit one, and Inductor fails on such a constant in a traced launch).
+    magic, shift = row_divisor(n_cols)
+    return (n_rows, n_cols, magic - (1 << 32) if magic >= 1 << 31 else magic, shift)
 
 
 def _options(cfg: PointwiseConfig, pdl: bool) -> dict:
@@ -384,7 +415,8 @@ def warm_up_family(backward: bool, n_cols: int, strides: tuple[int, ...], dtype:
     for shape in dict.fromkeys(regime_configs(n_cols, contiguous, backward, dtype.itemsize,
                                               table_for_device(device_index))):
         # Strides specialise as these (==1, %16), pointers as 16-byte aligned ones.
-        tail, options = (*_sizes(2, n_cols), *strides, *_constexprs(n_cols, approx_tanh, shape, pdl)), _options(shape, pdl)
+        tail = (*_sizes(2, n_cols), *strides, *_constexprs(n_cols, approx_tanh, shape, pdl))
+        options = _options(shape, pdl)
         warm_up(kernel, _warm_pointers(backward, dtype, device_index), tail, options,
                 key=handle_key(kernel, tail, options, (0,), dtype, device_index))
 
@@ -404,8 +436,8 @@ def _launch(backward: bool, tensors, n_rows: int, n_cols: int, approx_tanh: bool
         kernel = _geglu_backward_kernel if backward else _geglu_forward_kernel
         cfg = usable_config(config, n_cols) if config else tiles_config(n_cols)
         constexprs = dict(zip(_CONSTEXPR_NAMES, _constexprs(n_cols, approx_tanh, cfg, False)))
-        wrap_triton(kernel)[_grid(n_rows, n_cols, cfg)](*tensors, *_sizes(n_rows, n_cols), *strides, **constexprs,
-                                                        num_warps=cfg.num_warps)
+        wrap_triton(kernel)[_grid(n_rows, n_cols, cfg)](*tensors, *_sizes(n_rows, n_cols), *strides,
+                                                        **constexprs, num_warps=cfg.num_warps)
         return
     t = tensors[0]
     launch(plan(backward, n_rows, n_cols, strides, t.dtype, approx_tanh, t.get_device(), pdl, config), *tensors)
