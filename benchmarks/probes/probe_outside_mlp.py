@@ -1,0 +1,130 @@
+"""Where the kernelized Gemma-shaped model loses host time outside its MLPs in plain calls.
+
+`probe_model_split.py` (with `--control`) found the kernelized model's plain decode 10-20% slower
+than two untouched copies while the MLP modules' own host time was equal. This probe times, by
+forward hooks, the host time of each module kind (attention, norms, MLP, rotary) per decode of 32
+tokens, in models that differ only in their MLPs' forward:
+
+- kernelized: the layer as kernelize installs it (fused decode path);
+- untouched, untouched_copy: eager GemmaMLP (an A/A control);
+- our_pointwise: eager projections around our public `geglu()` (a Triton launch per MLP, no fused
+  path): whether Triton launches slow later CUDA launches;
+- host_busy: eager GemmaMLP plus ~60 us of pure Python work per call (no CUDA): whether extra host
+  work between modules slows the next ones (caches, branch predictors).
+
+The models run in a rotating order over several rounds; medians per model.
+
+    python benchmarks/probes/probe_outside_mlp.py --out DIR [--layers 8 --rounds 6]
+"""
+
+import argparse
+import collections
+import copy
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import environment, load_local_build, write_json  # noqa: E402
+
+KINDS = ("GemmaAttention", "GemmaRMSNorm", "GemmaMLP", "GemmaRotaryEmbedding", "GemmaDecoderLayer")
+
+
+class KindClock:
+    """Host seconds inside modules of each kind (pre-hook to post-hook), summed per model."""
+
+    def __init__(self, model):
+        self.totals = collections.defaultdict(float)
+        for module in model.modules():
+            kind = type(module).__name__
+            if kind in KINDS:
+                module.register_forward_pre_hook(self._enter)
+                module.register_forward_hook(lambda m, a, o, kind=kind: self._leave(m, kind))
+
+    @staticmethod
+    def _enter(module, args):
+        module._probe_start = time.perf_counter()
+
+    def _leave(self, module, kind):
+        self.totals[kind] += time.perf_counter() - module._probe_start
+
+
+def _our_pointwise_forward(geglu):
+    def forward(self, x):
+        return self.down_proj(geglu(self.gate_proj(x), self.up_proj(x), "tanh"))
+    return forward
+
+
+def _host_busy_forward(self, x):
+    out = type(self).forward(self, x)
+    deadline = time.perf_counter() + 60e-6
+    while time.perf_counter() < deadline:
+        pass
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=6)
+    args = parser.parse_args()
+    from kernels import Mode, kernelize, use_kernel_mapping
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    k = load_local_build()
+    torch.manual_seed(0)
+    config = GemmaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=16384, num_hidden_layers=args.layers,
+                         num_attention_heads=8, num_key_value_heads=1, head_dim=256,
+                         hidden_activation="gelu_pytorch_tanh")
+    untouched = GemmaForCausalLM(config).to("cuda", torch.bfloat16).eval()
+    models = {"kernelized": copy.deepcopy(untouched), "untouched": untouched,
+              "untouched_copy": copy.deepcopy(untouched), "our_pointwise": copy.deepcopy(untouched),
+              "host_busy": copy.deepcopy(untouched)}
+    with use_kernel_mapping(k.layer_mapping.register(models["kernelized"])):
+        kernelize(models["kernelized"], mode=Mode.INFERENCE, device="cuda")
+    for name, forward in (("our_pointwise", _our_pointwise_forward(k.geglu)), ("host_busy", _host_busy_forward)):
+        for layer in models[name].model.layers:
+            layer.mlp.forward = types.MethodType(forward, layer.mlp)
+    prompt = torch.randint(0, 32000, (1, 16), device="cuda")
+
+    def decode(m):
+        m.generate(prompt, max_new_tokens=32, min_new_tokens=32, do_sample=False)
+
+    reference = None
+    for name, m in models.items():  # warm-up, and the same tokens from every model
+        with torch.no_grad():
+            out = m.generate(prompt, max_new_tokens=32, min_new_tokens=32, do_sample=False)
+        decode(m)
+        if reference is None:
+            reference = out
+        print(f"{name}: tokens equal to the kernelized model's: {torch.equal(out, reference)}", flush=True)
+    clocks = {name: KindClock(m) for name, m in models.items()}
+    samples = {name: collections.defaultdict(list) for name in models}
+    names = list(models)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            clocks[name].totals.clear()
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            decode(models[name])
+            samples[name]["generate_ms"].append((time.perf_counter() - start) * 1e3)
+            for kind, seconds in clocks[name].totals.items():
+                samples[name][kind + "_ms"].append(seconds * 1e3)
+    rows = []
+    for name in names:
+        row = dict(model=name, **{key: statistics.median(v) for key, v in samples[name].items()},
+                   rounds={key: v for key, v in samples[name].items()})
+        rows.append(row)
+        print(f"{name:15s} " + "  ".join(f"{key[:-3]} {row[key]:7.2f}" for key in samples[name]) + "  (ms per decode)",
+              flush=True)
+    write_json(args.out / "probe_outside_mlp.json", {"env": environment(), "date": time.strftime("%Y-%m-%d"),
+                                                     "layers": args.layers, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
