@@ -314,6 +314,61 @@ def model_split_table(run: dict) -> list[str]:
     return out
 
 
+def width_runtime_tables(run: dict, mlp_run: dict | None = None) -> list[str]:
+    """The width as a runtime argument against a constexpr width (`probes/probe_width_runtime.py`)."""
+    rows = [r for r in run["device_rows"] if r["kernel"].startswith("pointwise")]
+    tokens = sorted({r["T"] for r in rows})
+    extras = sorted({k[6:] for r in rows for k in r if k.startswith("ratio_")})
+    out = ["### The width as a runtime argument (`probe_width_runtime.json`): device time against the width as "
+           "a constexpr", "",
+           "Pointwise kernels, bf16, graph replay, the copies interleaved over 5 rounds (medians); each cell is "
+           "runtime-width time / constexpr-width time" + (f" (in brackets: {', '.join(extras)} / constexpr)"
+                                                          if extras else "") + ".", "",
+           "| kernel | layout | I | " + " | ".join(f"T={t}" for t in tokens) + " |",
+           "|---|---|---|" + "---|" * len(tokens)]
+    for kernel, layout, inter in dict.fromkeys((r["kernel"], r["layout"], r["I"]) for r in rows):
+        by = {r["T"]: r for r in rows if (r["kernel"], r["layout"], r["I"]) == (kernel, layout, inter)}
+        cells = [f"{by[t]['ratio']:.3f}" + "".join(f" ({by[t]['ratio_' + e]:.3f})" for e in extras) for t in tokens]
+        out.append(f"| {kernel} | {layout} | {inter} | " + " | ".join(cells) + " |")
+    mlp = [r for r in (mlp_run or run)["device_rows"] if not r["kernel"].startswith("pointwise")]
+    if mlp:
+        out += ["", "The fused MLP kernels (H and I runtime arguments against constexprs" +
+                (", `probe_width_runtime_mlp.json`, another run)" if mlp_run else ")") + ":", "",
+                "| fused MLP kernel | H, I | T | runtime us | constexpr us | ratio |", "|---|---|---|---|---|---|"]
+        out += [f"| {r['kernel']} | {r['H']}, {r['I']} | {r['T']} | {r['runtime_width_us']:.2f} | "
+                f"{r['constexpr_width_us']:.2f} | {r['ratio']:.3f} |" for r in mlp]
+    first = run.get("first_call_rows", [])
+    if first:
+        groups = list(dict.fromkeys((r["copy"], r["disk_cache"]) for r in first))
+        points = list(dict.fromkeys((r["kind"], r.get("H"), r["I"], r["T"]) for r in first))
+        by = {(r["copy"], r["disk_cache"], r["kind"], r.get("H"), r["I"], r["T"]): r["first_ms"] for r in first}
+        out += ["", "First call at a new width: each copy in a fresh process, the calls in this order, host ms of "
+                "the synchronised call (an empty Triton cache, then the disk cache those calls filled).", "",
+                "| call | " + " | ".join(f"{c} ({cache} cache)" for c, cache in groups) + " |",
+                "|---|" + "---|" * len(groups)]
+        for kind, hidden, inter, t in points:
+            name = f"{kind} " + (f"({hidden}, {inter})" if hidden else f"I={inter}") + f" T={t}"
+            out.append(f"| {name} | " + " | ".join(f"{by[c, cache, kind, hidden, inter, t]:.1f}"
+                                                   for c, cache in groups) + " |")
+    return out
+
+
+def outside_mlp_table(runs: dict) -> list[str]:
+    """Host time per module kind in models that differ only in their MLPs (`probes/probe_outside_mlp.py`)."""
+    out = ["### Where a plain decode's host time goes, by module kind (`probe_outside_mlp*.json`, 8 layers, "
+           "32 tokens, ms per decode, medians of 8 rotating rounds)", "",
+           "Models: the kernelized one, the untouched one and an untouched copy (A/A), eager projections around "
+           "our `geglu()`, eager plus ~60 us of Python per MLP call.", "",
+           "| run | model | generate | attention | RMSNorm | MLP | rotary | decoder layers |",
+           "|---|---|---|---|---|---|---|---|"]
+    for label, run in runs.items():
+        for r in run["rows"]:
+            out.append(f"| {label} | {r['model']} | {r['generate_ms']:.1f} | {r['GemmaAttention_ms']:.1f} | "
+                       f"{r['GemmaRMSNorm_ms']:.1f} | {r['GemmaMLP_ms']:.1f} | {r['GemmaRotaryEmbedding_ms']:.1f} | "
+                       f"{r['GemmaDecoderLayer_ms']:.1f} |")
+    return out
+
+
 def host_split_table(run: dict) -> list[str]:
     """Host time of the layer's steps against eager's (`probes/probe_mlp_host_split.py`)."""
     tokens = sorted({r["T"] for r in run["rows"]})
@@ -362,6 +417,10 @@ def launch_report(folder: Path) -> None:
         "`compare_mlp_training.json` (training steps), `compare_model.json` (the Gemma-shaped model, with the "
         "training path of `compare_mlp_training.json`; `compare_model_four_nodes.json`: before it), "
         "`probe_mlp_training.json` (one autograd node for the MLP against the modules' path).",
+        "- The launch layer's later runs: `probe_width_runtime.json` and `probe_width_runtime_mlp.json` (the "
+        "widths as runtime arguments against constexprs), `probe_model_split.json` (the model's plain calls split, "
+        "with an A/A control), `probe_outside_mlp.json` and `probe_outside_mlp_pinned.json` (host time per module "
+        "kind; the second pinned to one CPU).",
         "- GPU test runs: `GPU_TESTS.md`, `pytest_gpu*.log`.", "",
         "### Host time per call, T=1 (no synchronisation; this machine's CPU)", "",
         "| call | host us | bar |", "|---|---|---|",
@@ -377,16 +436,24 @@ def launch_report(folder: Path) -> None:
               f"Check: logits relative error {model['check']['logits_rel_err']:.2g}, greedy tokens identical: "
               f"{model['check']['greedy_identical']} (plain), {model['check'].get('graph_greedy_identical')} "
               "(static cache, graph replay). The plain cases are host-bound and the host's noise only adds "
-              "time: the best round of each is shown beside the median.", "",
-              "| case | kernelized | untouched | speedup (median) | speedup (best rounds) | bar | "
-              "rounds kernelized / untouched |", "|---|---|---|---|---|---|---|"]
+              "time: the best round of each is shown beside the median. A/A control: the untouched model "
+              "against a second untouched copy timed in the same rounds (1.000x would be a quiet host)"
+              + (f"; process pinned to CPU {model['pinned_cpu']}" if model.get("pinned_cpu", -1) >= 0 else "")
+              + ".", "",
+              "| case | kernelized | untouched | speedup (median) | speedup (best rounds) | bar | A/A control | "
+              "rounds kernelized / untouched |", "|---|---|---|---|---|---|---|---|"]
     for case, med in model["median"].items():
         rounds, best = model["rounds"][case], model.get("best", {}).get(case)
         best_ratio = f"{best['untouched'] / best['kernelized']:.3f}x" if best else ""
         bar = "faster" if "graph" in case or case.startswith("decode") else "no slower"
         ok = med["kernelized"] < med["untouched"] if bar == "faster" else med["kernelized"] <= med["untouched"]
+        ratio = med["untouched"] / med["kernelized"]
+        noise = abs(med["untouched"] / med["untouched_copy"] - 1) if "untouched_copy" in med else 0.0
         parts.append(f"| {case} | {med['kernelized']:.3f} | {med['untouched']:.3f} | "
-                     f"{med['untouched'] / med['kernelized']:.3f}x | {best_ratio} | {verdict(ok)} ({bar}) | "
+                     f"{ratio:.3f}x | {best_ratio} | "
+                     + (f"{verdict(ok)} ({bar})" if abs(ratio - 1) > 2 * noise else
+                        f"not judged ({bar}): within twice the A/A spread") + " | "
+                     + (f"{med['untouched'] / med['untouched_copy']:.3f}x | " if "untouched_copy" in med else "| ")
                      + " ".join(f"{v:.2f}" for v in rounds["kernelized"]) + " / "
                      + " ".join(f"{v:.2f}" for v in rounds["untouched"]) + " |")
     if (folder / "compare_model_four_nodes.json").exists():
@@ -400,8 +467,17 @@ def launch_report(folder: Path) -> None:
                   + ". Host speed differs between lent machines: compare rows of one run only."]
     if (folder / "probe_model_split.json").exists():
         parts += ["", *model_split_table(load(folder, "probe_model_split.json"))]
+    outside = {label: load(folder, name) for label, name in (("not pinned", "probe_outside_mlp.json"),
+                                                              ("pinned to one CPU", "probe_outside_mlp_pinned.json"))
+               if (folder / name).exists()}
+    if outside:
+        parts += ["", *outside_mlp_table(outside)]
     if (folder / "probe_mlp_host_split.json").exists():
         parts += ["", *host_split_table(load(folder, "probe_mlp_host_split.json"))]
+    if (folder / "probe_width_runtime.json").exists():
+        mlp_run = load(folder, "probe_width_runtime_mlp.json") if (folder / "probe_width_runtime_mlp.json").exists() \
+            else None
+        parts += ["", *width_runtime_tables(load(folder, "probe_width_runtime.json"), mlp_run)]
     parts += ["", "### Whole MLP, bf16: the GeGLUMLP layer as kernelize installs it vs the fastest peer (run before "
               "the fused decode kernels)", "",
               "| H, I | T | ours plain | best peer plain | ratio | ours graph | best peer graph | ratio | "

@@ -284,9 +284,10 @@ def warm_up_shape(hidden: int, inter: int, stride_x: int, has_bias: bool, has_do
                   dtype: torch.dtype, device_index: int) -> None:
     """Compile (and load) both kernels for every token bucket of this shape at its first call: a
     later call at a new token count (17, 33, 65 tokens...) then launches a compiled kernel instead
-    of compiling one (about a second each), and its plan starts with the compiled handle. The
-    pointwise kernel of the unfused path (beyond the table's token limits) is compiled for this
-    width too. Pointers specialise as 16-byte aligned tensors, the layers' case."""
+    of compiling one, and its plan starts with the compiled handle. The pointwise kernel of the
+    unfused path (beyond the table's token limits) is warmed for this width too. H and I are
+    runtime arguments: a bucket whose launch rule an earlier shape compiled compiles nothing.
+    Pointers specialise as 16-byte aligned tensors, the layers' case."""
     if not USE_LIBDEVICE or device_index < 0 or dtype == torch.float32:
         # fp32: the layers never fuse it (the ops still take it); its kernels compile at first use.
         return
