@@ -260,7 +260,8 @@ def _slow_producer_kernel(src, dst, n, delay_ns, BLOCK: tl.constexpr):
 def test_programmatic_dependent_launch_waits_for_its_input(pointwise, shape):
     """Our PDL launch right after a kernel that lets it start early but writes our input 1 ms
     later reads the written input. The same launch without the kernels' grid-dependency wait
-    reads the stale input: the setup does overlap the two kernels, so the test can fail."""
+    reads the stale input at least once in a few tries: the setup does overlap the two kernels, so
+    the test can fail."""
     torch.manual_seed(0)
     src = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
     up = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
@@ -283,8 +284,11 @@ def test_programmatic_dependent_launch_waits_for_its_input(pointwise, shape):
         return out
 
     run(wait=True), run(wait=False)  # compile both first: a compile outlasts the producer
-    assert torch.equal(run(wait=True), expected)
-    assert not torch.equal(run(wait=False), expected)
+    for _ in range(3):
+        assert torch.equal(run(wait=True), expected)
+    # Whether the unwaited launch overtakes the producer depends on the GPU's other work (other test
+    # processes share it): one stale read in a few tries shows the setup overlaps the kernels.
+    assert any(not torch.equal(run(wait=False), expected) for _ in range(5))
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="CPU-only check")
