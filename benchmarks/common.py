@@ -1,5 +1,6 @@
 """Helpers shared by the GPU benchmark scripts: load the local build, time, count bytes."""
 
+import copy
 import json
 import math
 import os
@@ -25,6 +26,24 @@ def load_local_build(out: Path | None = None):
     out = out or ROOT / "build"
     build_variants.build(out)
     return get_local_kernel(out)
+
+
+def gemma_shaped_pair(k, layers: int = 8, hidden: int = 2048, intermediate: int = 16384, vocab: int = 32000,
+                      training: bool = True):
+    """A Gemma-shaped causal LM (random bf16 weights, on the GPU, seed 0) and a deep copy of it
+    kernelized with kernel `k`'s layer mapping: (untouched, kernelized)."""
+    from kernels import Mode, kernelize, use_kernel_mapping
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    torch.manual_seed(0)
+    config = GemmaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
+                         num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=1, head_dim=256,
+                         hidden_activation="gelu_pytorch_tanh")
+    untouched = GemmaForCausalLM(config).to("cuda", torch.bfloat16)
+    ours = copy.deepcopy(untouched)
+    with use_kernel_mapping(k.layer_mapping.register(ours)):
+        kernelize(ours, mode=Mode.TRAINING if training else Mode.INFERENCE, device="cuda")
+    return untouched, ours
 
 
 def load_local_pointwise(out: Path | None = None):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from common import environment, load_local_build, write_json
+from common import environment, gemma_shaped_pair, load_local_build, write_json
 
 
 def timed_ms(fn, repeat: int) -> float:
@@ -97,18 +97,8 @@ def main():
     if cpu >= 0:
         os.sched_setaffinity(0, {cpu})
 
-    from kernels import Mode, kernelize, use_kernel_mapping
-    from transformers import GemmaConfig, GemmaForCausalLM
-
     k = load_local_build()
-    torch.manual_seed(0)
-    config = GemmaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
-                         num_hidden_layers=args.layers, num_attention_heads=8, num_key_value_heads=1, head_dim=256,
-                         hidden_activation="gelu_pytorch_tanh")
-    untouched = GemmaForCausalLM(config).to("cuda", torch.bfloat16)
-    ours = copy.deepcopy(untouched)
-    with use_kernel_mapping(k.layer_mapping.register(ours)):
-        kernelize(ours, mode=Mode.TRAINING, device="cuda")
+    untouched, ours = gemma_shaped_pair(k, args.layers, args.hidden, args.intermediate, args.vocab)
     print(k.layer_mapping.summary(ours), flush=True)
     # A second untouched copy is the A/A control: how far two identical models' times differ here.
     models = {"kernelized": ours, "untouched": untouched, "untouched_copy": copy.deepcopy(untouched)}

@@ -171,6 +171,17 @@ def test_direct_launch_matches_the_jit_launch_bit_for_bit(kernel, pointwise, lau
     torch.testing.assert_close(out, h, rtol=0, atol=0)
 
 
+def _check_against_float64(dispatch, dh, g, u):
+    """The device path's forward and backward on (g, u) against float64 autograd."""
+    h = dispatch.geglu_forward_impl(g, u, "tanh")
+    dg, du = dispatch.geglu_backward_impl(dh, g, u, "tanh")
+    gf, uf = g.double().requires_grad_(), u.double().requires_grad_()
+    ref = torch.nn.functional.gelu(gf, approximate="tanh") * uf
+    ref.backward(dh.double())
+    torch.testing.assert_close(h.double(), ref, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close((dg.double(), du.double()), (gf.grad, uf.grad), rtol=2e-2, atol=2e-2)
+
+
 @gpu
 def test_a_new_token_count_of_a_warmed_width_never_enters_tritons_jit(kernel, launch, monkeypatch):
     """After the first call of a width (which compiles every regime's kernel), the first call at
@@ -185,13 +196,7 @@ def test_a_new_token_count_of_a_warmed_width_never_enters_tritons_jit(kernel, la
     monkeypatch.setattr(launch, "_launch_jit", lambda *a: jit_calls.append(a) or original(*a))
     for n_rows in (3, 65, 700, 9000):
         g, u, dh = (torch.randn(n_rows, n_cols, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-        h = dispatch.geglu_forward_impl(g, u, "tanh")
-        dg, du = dispatch.geglu_backward_impl(dh, g, u, "tanh")
-        gf, uf = g.double().requires_grad_(), u.double().requires_grad_()
-        ref = torch.nn.functional.gelu(gf, approximate="tanh") * uf
-        ref.backward(dh.double())
-        torch.testing.assert_close(h.double(), ref, rtol=2e-2, atol=2e-2)
-        torch.testing.assert_close((dg.double(), du.double()), (gf.grad, uf.grad), rtol=2e-2, atol=2e-2)
+        _check_against_float64(dispatch, dh, g, u)
     assert not jit_calls, f"{len(jit_calls)} first calls at a new token count went through Triton's JIT launch"
 
 
@@ -207,13 +212,7 @@ def test_a_new_width_compiles_nothing(kernel, pointwise):
         x = torch.randn(n_rows, 2 * n_cols, device="cuda", dtype=torch.bfloat16)
         dh = torch.randn(n_rows, n_cols, device="cuda", dtype=torch.bfloat16)
         for g, u in ((x[:, :n_cols], x[:, n_cols:]), (x[:, :n_cols].contiguous(), x[:, n_cols:].contiguous())):
-            h = dispatch.geglu_forward_impl(g, u, "tanh")
-            dg, du = dispatch.geglu_backward_impl(dh, g, u, "tanh")
-            gf, uf = g.double().requires_grad_(), u.double().requires_grad_()
-            ref = torch.nn.functional.gelu(gf, approximate="tanh") * uf
-            ref.backward(dh.double())
-            torch.testing.assert_close(h.double(), ref, rtol=2e-2, atol=2e-2)
-            torch.testing.assert_close((dg.double(), du.double()), (gf.grad, uf.grad), rtol=2e-2, atol=2e-2)
+            _check_against_float64(dispatch, dh, g, u)
 
     check(3, 2560)
     before = compiled_binaries(*kernels)

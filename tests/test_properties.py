@@ -7,7 +7,6 @@ the GPU (scripts/gpu_session.sh runs a larger seeded sweep). The number of cases
 import math
 import os
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

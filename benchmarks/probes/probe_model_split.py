@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import environment, load_local_build, write_json  # noqa: E402
+from common import environment, gemma_shaped_pair, load_local_build, write_json  # noqa: E402
 
 
 class MlpClock:
@@ -171,18 +171,8 @@ def main():
     parser.add_argument("--host-steps", action="store_true",
                         help="also time the layer's steps on the host (the rounds then carry the timers' cost)")
     args = parser.parse_args()
-    from kernels import Mode, kernelize, use_kernel_mapping
-    from transformers import GemmaConfig, GemmaForCausalLM
-
     k = load_local_build()
-    torch.manual_seed(0)
-    config = GemmaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=16384, num_hidden_layers=args.layers,
-                         num_attention_heads=8, num_key_value_heads=1, head_dim=256,
-                         hidden_activation="gelu_pytorch_tanh")
-    untouched = GemmaForCausalLM(config).to("cuda", torch.bfloat16)
-    ours = copy.deepcopy(untouched)
-    with use_kernel_mapping(k.layer_mapping.register(ours)):
-        kernelize(ours, mode=Mode.TRAINING, device="cuda")
+    untouched, ours = gemma_shaped_pair(k, args.layers)
     models = {"kernelized": ours, "untouched": untouched}
     if args.control:
         models["untouched_copy"] = copy.deepcopy(untouched)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import environment, load_local_build, write_json  # noqa: E402
+from common import environment, gemma_shaped_pair, load_local_build, write_json  # noqa: E402
 
 KINDS = ("GemmaAttention", "GemmaRMSNorm", "GemmaMLP", "GemmaRotaryEmbedding", "GemmaDecoderLayer")
 
@@ -73,20 +73,12 @@ def main():
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
-    from kernels import Mode, kernelize, use_kernel_mapping
-    from transformers import GemmaConfig, GemmaForCausalLM
-
     k = load_local_build()
-    torch.manual_seed(0)
-    config = GemmaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=16384, num_hidden_layers=args.layers,
-                         num_attention_heads=8, num_key_value_heads=1, head_dim=256,
-                         hidden_activation="gelu_pytorch_tanh")
-    untouched = GemmaForCausalLM(config).to("cuda", torch.bfloat16).eval()
-    models = {"kernelized": copy.deepcopy(untouched), "untouched": untouched,
+    untouched, kernelized = gemma_shaped_pair(k, args.layers, training=False)
+    untouched.eval(), kernelized.eval()
+    models = {"kernelized": kernelized, "untouched": untouched,
               "untouched_copy": copy.deepcopy(untouched), "our_pointwise": copy.deepcopy(untouched),
               "host_busy": copy.deepcopy(untouched)}
-    with use_kernel_mapping(k.layer_mapping.register(models["kernelized"])):
-        kernelize(models["kernelized"], mode=Mode.INFERENCE, device="cuda")
     for name, forward in (("our_pointwise", _our_pointwise_forward(k.geglu)), ("host_busy", _host_busy_forward)):
         for layer in models[name].model.layers:
             layer.mlp.forward = types.MethodType(forward, layer.mlp)

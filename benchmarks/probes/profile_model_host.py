@@ -6,7 +6,6 @@ plus the per-module host time of one decoder layer's MLP as the model calls it.
 """
 
 import argparse
-import copy
 import cProfile
 import io
 import pstats
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import load_local_build  # noqa: E402
+from common import gemma_shaped_pair, load_local_build  # noqa: E402
 
 
 def main():
@@ -25,18 +24,9 @@ def main():
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--top", type=int, default=22)
     args = parser.parse_args()
-    from kernels import Mode, kernelize, use_kernel_mapping
-    from transformers import GemmaConfig, GemmaForCausalLM
-
     k = load_local_build()
-    config = GemmaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=16384, num_hidden_layers=args.layers,
-                         num_attention_heads=8, num_key_value_heads=1, head_dim=256,
-                         hidden_activation="gelu_pytorch_tanh")
-    untouched = GemmaForCausalLM(config).to("cuda", torch.bfloat16).eval()
-    ours = copy.deepcopy(untouched)
-    with use_kernel_mapping(k.layer_mapping.register(ours)):
-        kernelize(ours, mode=Mode.TRAINING, device="cuda")
-    ours.eval()
+    untouched, ours = gemma_shaped_pair(k, args.layers)
+    untouched.eval(), ours.eval()
     prompt = torch.randint(0, 32000, (1, 16), device="cuda")
     prefill_ids = torch.randint(0, 32000, (1, 512), device="cuda")
     for name, m in (("kernelized", ours), ("untouched", untouched)):
