@@ -28,6 +28,16 @@ def load_local_build(out: Path | None = None):
     return get_local_kernel(out)
 
 
+def pin_to_cpu(cpu: int | None) -> int:
+    """Pin this process to one CPU (None: the first it may use; -1: leave it unpinned); returns the
+    CPU. Host-bound plain calls on a lent many-vCPU host spread far less pinned (benchmarks/NOTES.md,
+    sessions 12-13)."""
+    cpu = min(os.sched_getaffinity(0)) if cpu is None else cpu
+    if cpu >= 0:
+        os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
 def gemma_shaped_pair(k, layers: int = 8, hidden: int = 2048, intermediate: int = 16384, vocab: int = 32000,
                       training: bool = True):
     """A Gemma-shaped causal LM (random bf16 weights, on the GPU, seed 0) and a deep copy of it

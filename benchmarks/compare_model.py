@@ -15,14 +15,13 @@ a serving stack does: device time only.
 
 import argparse
 import copy
-import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from common import environment, gemma_shaped_pair, load_local_build, write_json
+from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, write_json
 
 
 def timed_ms(fn, repeat: int) -> float:
@@ -93,9 +92,7 @@ def main():
     args = parser.parse_args()
     # Host-bound plain calls: unpinned, the same model's time spread by ~40% between identical copies
     # on a lent 16-vCPU host (probes/probe_outside_mlp.py); pinned, by ~9%.
-    cpu = min(os.sched_getaffinity(0)) if args.cpu is None else args.cpu
-    if cpu >= 0:
-        os.sched_setaffinity(0, {cpu})
+    cpu = pin_to_cpu(args.cpu)
 
     k = load_local_build()
     untouched, ours = gemma_shaped_pair(k, args.layers, args.hidden, args.intermediate, args.vocab)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
 # job named by $1 (gemma | final | sweep | compare | floor | reliability | launch | mlp | one_launch | gemm | training |
-# training_step | decode_middle | none). PYTEST_ARGS="-n 14 --dist load" runs the suite in about 140 s on an H200 host. Logs and results go to $OUT.
+# training_step | decode_middle | width | host_noise | none). PYTEST_ARGS="-n 14 --dist load" runs the suite in about 140 s on an H200 host. Logs and results go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -85,5 +85,17 @@ case "${1:-none}" in
     # One autograd node for the whole MLP against the layer's training path and eager.
     (cd benchmarks && python3 probes/probe_mlp_training.py --out "$OUT") 2>&1 | grep -v dirty \
       | tee "$OUT/training.log" | tail -20 ;;
+  width)
+    # The widths as runtime arguments against a constexpr-width kernel_src copy ($BASELINE, e.g. from
+    # `git archive a4eaa9f torch-ext/geglu/kernel_src`), device times and first calls.
+    (cd benchmarks && timeout 330 python3 probes/probe_width_runtime.py --out "$OUT" --baseline "${BASELINE:?}" \
+      ${WIDTH_ARGS:-}) 2>&1 | grep -v dirty | tee "$OUT/width.log" | tail -60 ;;
+  host_noise)
+    # The model's plain calls on a noisy host: the split with the layer's host steps and an A/A
+    # control, pinned; host time per module kind, pinned; the pinned comparison with its control.
+    (cd benchmarks && timeout 150 python3 probes/probe_model_split.py --out "$OUT" --control --host-steps --cpu 2 \
+      && timeout 120 python3 probes/probe_outside_mlp.py --out "$OUT" --cpu 2 \
+      && timeout 200 python3 compare_model.py --out "$OUT" --rounds 9) 2>&1 | grep -v dirty \
+      | tee "$OUT/host_noise.log" | tail -40 ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac

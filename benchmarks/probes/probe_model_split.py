@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import environment, gemma_shaped_pair, load_local_build, write_json  # noqa: E402
+from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, write_json  # noqa: E402
 
 
 class MlpClock:
@@ -74,18 +74,22 @@ class GcClock:
 
 
 class StepClock:
-    """Host microseconds inside named functions of the kernel's `mlp_ops` module (each wrapped by a
-    timer for the clock's life): where the kernelized MLP's host time goes, step by step. Also the
-    untouched model's act_fn and projection modules (hooks: those modules are not the layer's)."""
+    """Host microseconds inside named functions of the kernel's `mlp_ops` and `layers` modules (each
+    wrapped by a timer for the clock's life; the layers look them up at call time): where the
+    kernelized MLP's host time goes, step by step, the layer's own checks before `fused_mlp`
+    included. Also the untouched model's act_fn and projection modules (hooks: those modules are
+    not the layer's)."""
 
-    STEPS = ("fused_mlp", "_unfused_mlp", "geglu_forward_impl", "run_mlp_decode", "gate_up_geglu_impl")
+    STEPS = {"mlp_ops": ("fused_mlp", "_unfused_mlp", "geglu_forward_impl", "run_mlp_decode", "gate_up_geglu_impl",
+                         "_projection_weights", "_cublas_and_pointwise"),
+             "layers": ("_attributes", "approximate_of", "_activation_hooked")}
 
-    def __init__(self, mlp_ops, untouched_model):
-        self.mlp_ops = mlp_ops
-        self.totals = {name: 0.0 for name in self.STEPS}
-        self.originals = {name: getattr(mlp_ops, name) for name in self.STEPS}
-        for name, fn in self.originals.items():
-            setattr(mlp_ops, name, self._timed(name, fn))
+    def __init__(self, kernel_modules: dict, untouched_model):
+        self.originals = {(module, name): getattr(module, name)
+                          for key, module in kernel_modules.items() for name in self.STEPS[key]}
+        self.totals = {name: 0.0 for _, name in self.originals}
+        for (module, name), fn in self.originals.items():
+            setattr(module, name, self._timed(name, fn))
         self.handles = []
         for layer in untouched_model.model.layers:
             for part in ("act_fn", "gate_proj", "up_proj", "down_proj"):
@@ -113,8 +117,8 @@ class StepClock:
         self.totals = dict.fromkeys(self.totals, 0.0)
 
     def remove(self):
-        for name, fn in self.originals.items():
-            setattr(self.mlp_ops, name, fn)
+        for (module, name), fn in self.originals.items():
+            setattr(module, name, fn)
         for h in self.handles:
             h.remove()
 
@@ -170,7 +174,9 @@ def main():
                              "make of the comparison); the models' order rotates every round")
     parser.add_argument("--host-steps", action="store_true",
                         help="also time the layer's steps on the host (the rounds then carry the timers' cost)")
+    parser.add_argument("--cpu", type=int, default=-1, help="pin the process to this CPU (default: not pinned)")
     args = parser.parse_args()
+    cpu = pin_to_cpu(args.cpu)
     k = load_local_build()
     untouched, ours = gemma_shaped_pair(k, args.layers)
     models = {"kernelized": ours, "untouched": untouched}
@@ -204,7 +210,8 @@ def main():
     samples = {(c, n): {"host_ms": [], "wall_ms": [], "mlp_host_us_per_call": [], "gc_ms": [], "gc_collections": []}
                for c in cases for n in models}
     gc_clock = GcClock()
-    steps = StepClock(importlib.import_module(k.__name__ + ".mlp_ops"), untouched) if args.host_steps else None
+    steps = StepClock({key: importlib.import_module(f"{k.__name__}.{key}") for key in StepClock.STEPS},
+                      untouched) if args.host_steps else None
     step_samples = {case: [] for case in cases}
     names = list(models)
     for r in range(args.rounds):
@@ -265,7 +272,7 @@ def main():
                   f"MLP host {row['mlp_host_us_per_call']:6.1f} us/call  gc {row['gc_ms']:.2f} ms "
                   f"{[sum(c[g] for c in s['gc_collections']) for g in range(3)]}", flush=True)
     write_json(args.out / "probe_model_split.json", {"env": environment(), "date": time.strftime("%Y-%m-%d"),
-                                                     "layers": args.layers, "rows": rows})
+                                                     "pinned_cpu": cpu, "layers": args.layers, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import environment, gemma_shaped_pair, load_local_build, write_json  # noqa: E402
+from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, write_json  # noqa: E402
 
 KINDS = ("GemmaAttention", "GemmaRMSNorm", "GemmaMLP", "GemmaRotaryEmbedding", "GemmaDecoderLayer")
 
@@ -72,7 +72,9 @@ def main():
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--cpu", type=int, default=-1, help="pin the process to this CPU (default: not pinned)")
     args = parser.parse_args()
+    cpu = pin_to_cpu(args.cpu)
     k = load_local_build()
     untouched, kernelized = gemma_shaped_pair(k, args.layers, training=False)
     untouched.eval(), kernelized.eval()
@@ -115,7 +117,7 @@ def main():
         print(f"{name:15s} " + "  ".join(f"{key[:-3]} {row[key]:7.2f}" for key in samples[name]) + "  (ms per decode)",
               flush=True)
     write_json(args.out / "probe_outside_mlp.json", {"env": environment(), "date": time.strftime("%Y-%m-%d"),
-                                                     "layers": args.layers, "rows": rows})
+                                                     "pinned_cpu": cpu, "layers": args.layers, "rows": rows})
 
 
 if __name__ == "__main__":
