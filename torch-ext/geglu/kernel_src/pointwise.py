@@ -267,9 +267,9 @@ def _backward_elements(dh_ptrs, g_ptrs, u_ptrs, dg_ptrs, du_ptrs, mask, APPROX_T
 
 
 # A program whose block lies inside the tensor (all but the last, where a block size does not
-# divide the element count or the width) takes the unmasked branch: unmasked accesses read 3-5%
-# faster at the copy limit than masked ones (benchmarks/NOTES.md), and a branch per program, unlike
-# a constexpr, keeps one binary for every width.
+# divide the element count or the width) takes the unmasked branch: at the copy limit (the packed
+# backward at 2048-8192 tokens of I=16384) masked accesses ran 3-7% slower (benchmarks/NOTES.md),
+# and a branch per program, unlike a constexpr, keeps one binary for every width.
 @triton.jit(do_not_specialize=["n_rows", "row_magic", "row_shift"])
 def _geglu_forward_kernel(
     gate_ptr, up_ptr, out_ptr,
