@@ -132,6 +132,13 @@ def eager_packed(x):
     return eager_separate(g, u)
 
 
+def rotated(names: list, round_: int) -> list:
+    """`names` in round `round_`'s order: each round starts one later, so that nobody always goes
+    first (host-bound timings drift within a round)."""
+    k = round_ % len(names)
+    return names[k:] + names[:k]
+
+
 def interleaved_rounds(replays: dict, rounds: int, calls: int = 10, rep_ms: int = 100) -> dict:
     """Device time per call (us) of each graph replay of `calls` calls, the replays timed in turn
     `rounds` times, so that drift during the run (clocks, temperature) favours none of them:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, write_json
+from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, rotated, write_json
 
 
 def timed_ms(fn, repeat: int) -> float:
@@ -145,7 +145,7 @@ def main():
     names = list(models)
     for r in range(args.rounds):
         for case, (fn, repeat, per) in cases.items():
-            for name in names[r % len(names):] + names[:r % len(names)]:  # nobody always goes first
+            for name in rotated(names, r):
                 rounds[case][name].append(timed_ms(lambda: fn(models[name]), repeat) / per)
     summary = {case: {name: statistics.median(t) for name, t in per_model.items()} for case, per_model in rounds.items()}
     # Plain calls are host-bound and the host's noise only adds time: the best round is the other

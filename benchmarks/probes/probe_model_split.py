@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, write_json  # noqa: E402
+from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, rotated, write_json  # noqa: E402
 
 
 class MlpClock:
@@ -215,7 +215,7 @@ def main():
     step_samples = {case: [] for case in cases}
     names = list(models)
     for r in range(args.rounds):
-        order = names[r % len(names):] + names[:r % len(names)]  # nobody always goes first
+        order = rotated(names, r)
         for case, fn in cases.items():
             for name in order:
                 m = models[name]

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, write_json  # noqa: E402
+from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, rotated, write_json  # noqa: E402
 
 KINDS = ("GemmaAttention", "GemmaRMSNorm", "GemmaMLP", "GemmaRotaryEmbedding", "GemmaDecoderLayer")
 
@@ -101,7 +101,7 @@ def main():
     samples = {name: collections.defaultdict(list) for name in models}
     names = list(models)
     for r in range(args.rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in rotated(names, r):
             clocks[name].totals.clear()
             torch.cuda.synchronize()
             start = time.perf_counter()

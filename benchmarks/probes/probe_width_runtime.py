@@ -81,6 +81,14 @@ def pointwise_calls(pw, backward: bool, packed: bool, n_rows: int, n_cols: int, 
     return cycling(calls)
 
 
+def add_ratios(row: dict, times: dict) -> None:
+    """Each copy's median against the constexpr copy's: `ratio` for the working tree's, `ratio_NAME`
+    for an extra copy's."""
+    row["ratio"] = row["runtime_width_us"] / row["constexpr_width_us"]
+    for name in times.keys() - {"runtime_width", "constexpr_width"}:
+        row[f"ratio_{name}"] = row[f"{name}_us"] / row["constexpr_width_us"]
+
+
 def device_times(copies: dict, rounds: int, widths, tokens, mlp: bool) -> list[dict]:
     rows = []
     for n_cols in widths:
@@ -95,9 +103,7 @@ def device_times(copies: dict, rounds: int, widths, tokens, mlp: bool) -> list[d
                                layout="packed" if packed else "separate", T=n_rows, I=n_cols,
                                **{f"{name}_us": statistics.median(t) for name, t in times.items()},
                                **{f"{name}_rounds": t for name, t in times.items()})
-                    row["ratio"] = row["runtime_width_us"] / row["constexpr_width_us"]
-                    for name in times.keys() - {"runtime_width", "constexpr_width"}:
-                        row[f"ratio_{name}"] = row[f"{name}_us"] / row["constexpr_width_us"]
+                    add_ratios(row, times)
                     rows.append(row)
                     print(f"{row['kernel']:18s} {row['layout']:8s} I={n_cols:5d} T={n_rows:5d}: runtime "
                           f"{row['runtime_width_us']:8.2f} constexpr {row['constexpr_width_us']:8.2f} us "
@@ -131,7 +137,7 @@ def device_times(copies: dict, rounds: int, widths, tokens, mlp: bool) -> list[d
             row = dict(kernel=kind, H=hidden, I=inter, T=n_rows, rel_err=errors,
                        **{f"{name}_us": statistics.median(t) for name, t in times.items()},
                        **{f"{name}_rounds": t for name, t in times.items()})
-            row["ratio"] = row["runtime_width_us"] / row["constexpr_width_us"]
+            add_ratios(row, times)
             rows.append(row)
             print(f"{kind:18s} ({hidden}, {inter}) T={n_rows:3d}: runtime {row['runtime_width_us']:8.2f} constexpr "
                   f"{row['constexpr_width_us']:8.2f} us ({row['ratio']:.3f}), rel err {errors}", flush=True)

@@ -348,22 +348,22 @@ def _constexprs(n_cols: int, approx_tanh: bool, cfg: PointwiseConfig, pdl: bool)
 
 @lru_cache(maxsize=None)
 def row_divisor(n_cols: int) -> tuple[int, int]:
-    """(magic, shift) with x // n_cols == umulhi(x, magic) >> shift for every 0 <= x < 2^31, the
-    row division of the flat forms (Granlund and Montgomery's round-up method for 31-bit
-    dividends: l = ceil(log2 n_cols), magic = ceil(2^(31 + l) / n_cols), which lies in
-    [2^31, 2^32)). A width of 1 has none (l = 0); its rows are never divided (`usable_config`)."""
+    """(magic, shift) with x // n_cols == umulhi(x, magic mod 2^32) >> shift for every
+    0 <= x < 2^31, the row division of the flat forms (Granlund and Montgomery's round-up method
+    for 31-bit dividends: l = ceil(log2 n_cols), magic = ceil(2^(31 + l) / n_cols), in
+    [2^31, 2^32)). The magic is returned as the signed 32-bit integer of the same bits, the
+    kernels' argument: a larger one would be a 64-bit argument, and Inductor fails on such a
+    constant in a traced launch. A width of 1 has none (l = 0); its rows are never divided
+    (`usable_config`)."""
     if n_cols < 2:
-        return 1 << 31, 0  # never used (`usable_config`)
+        return 0, 0  # never used (`usable_config`)
     log2 = (n_cols - 1).bit_length()
-    return -(-(1 << (31 + log2)) // n_cols), log2 - 1
+    return -(-(1 << (31 + log2)) // n_cols) - (1 << 32), log2 - 1
 
 
 def _sizes(n_rows, n_cols) -> tuple:
-    # The kernels' runtime size arguments: rows, width, and the width's row divisor, its magic
-    # number as the signed 32-bit integer of the same bits (an argument above 2^31 - 1 would be a
-    # 64-bit one, and Inductor fails on such a constant in a traced launch).
-    magic, shift = row_divisor(n_cols)
-    return (n_rows, n_cols, magic - (1 << 32) if magic >= 1 << 31 else magic, shift)
+    # The kernels' runtime size arguments: rows, width, and the width's row divisor.
+    return (n_rows, n_cols, *row_divisor(n_cols))
 
 
 def _options(cfg: PointwiseConfig, pdl: bool) -> dict:
@@ -388,8 +388,7 @@ def plan(backward: bool, n_rows: int, n_cols: int, strides: tuple[int, ...], dty
     contiguous = n_rows == 1 or all(stride == n_cols for stride in strides)
     max_offset = (n_rows - 1) * max(strides) + n_cols
     table = table_for_device(device_index)
-    cfg = usable_config(config, n_cols) if config else \
-        choose_config(n_rows, n_cols, backward, contiguous, max_offset, itemsize, table)
+    cfg = config or choose_config(n_rows, n_cols, backward, contiguous, max_offset, itemsize, table)
     tail = (*_sizes(n_rows, n_cols), *strides, *_constexprs(n_cols, approx_tanh, cfg, pdl))
     plan_ = LaunchPlan(kernel, _grid(n_rows, n_cols, cfg), tail, _options(cfg, pdl))
     warm_up_family(backward, n_cols, strides, dtype, approx_tanh, device_index, pdl, contiguous)
@@ -431,10 +430,12 @@ def _launch(backward: bool, tensors, n_rows: int, n_cols: int, approx_tanh: bool
             traceable: bool, pdl: bool | None) -> None:
     strides = tuple(t.stride(0) for t in tensors)
     n_cols = int(n_cols)  # the tile shape depends on it: traced widths specialise the graph
+    if config is not None:
+        config = usable_config(config, n_cols)
     if traceable:
         # wrap_triton lets torch.compile / make_fx see the launch (Inductor launches it its way: no PDL).
         kernel = _geglu_backward_kernel if backward else _geglu_forward_kernel
-        cfg = usable_config(config, n_cols) if config else tiles_config(n_cols)
+        cfg = config or tiles_config(n_cols)
         constexprs = dict(zip(_CONSTEXPR_NAMES, _constexprs(n_cols, approx_tanh, cfg, False)))
         wrap_triton(kernel)[_grid(n_rows, n_cols, cfg)](*tensors, *_sizes(n_rows, n_cols), *strides,
                                                         **constexprs, num_warps=cfg.num_warps)
