@@ -3,7 +3,10 @@ was checked against, agrees bit for bit with Triton's own launch, and plans reso
 
 import importlib
 import inspect
+import os
 import re
+import threading
+import types
 import warnings
 
 import pytest
@@ -36,6 +39,16 @@ def test_triton_launches_compiled_kernels_the_way_the_direct_launch_does(launch)
     compiled = inspect.getsource(importlib.import_module("triton.compiler.compiler").CompiledKernel)
     for attribute in ("self.function", "self.packed_metadata", "def run("):
         assert attribute in compiled, attribute
+    if launch.TRITON_MINOR in launch.FAST_LAUNCH_TRITON:
+        # The launcher's Python wrapper, which `_run` skips for kernels without scratch memory: it
+        # must still only allocate scratch and then call the C entry with these arguments.
+        from triton.backends.nvidia.driver import CudaLauncher
+
+        wrapper = _squash(inspect.getsource(CudaLauncher.__call__))
+        assert wrapper.startswith(_squash("def __call__(self, gridX, gridY, gridZ, stream, function, *args):"))
+        assert wrapper.endswith(_squash("self.launch(gridX, gridY, gridZ, stream, function, self.launch_cooperative_grid,"
+                                        "self.launch_pdl, global_scratch, profile_scratch, *args)"))
+        assert wrapper.count("allocate_scratch(") == 3 and wrapper.count("ifsize>0") == 1
 
 
 def test_an_unchecked_triton_falls_back_to_the_jit_launch_with_one_warning(launch, monkeypatch):
@@ -97,8 +110,8 @@ def test_every_pointwise_plan_of_a_warmed_width_starts_with_its_compiled_handle(
     monkeypatch.setattr(pointwise, "_warmed", set())
     monkeypatch.setattr(pointwise, "table_for_device", lambda device_index: "H200")
     monkeypatch.setattr(pointwise, "_warm_pointers", lambda *args: (None,))
-    monkeypatch.setattr(pointwise, "warm_up",
-                        lambda kernel, pointers, tail, options, key: kept.setdefault(key, f"compiled {len(kept)}"))
+    monkeypatch.setattr(pointwise, "warm_up_all",
+                        lambda jobs: [kept.setdefault(job.key, f"compiled {len(kept)}") for job in jobs])
     device_index = 7
     for backward in (False, True):
         for n_cols in (100, 3000, 16384):
@@ -115,6 +128,65 @@ def test_every_pointwise_plan_of_a_warmed_width_starts_with_its_compiled_handle(
             assert fp16.handles[1][0] not in handles  # warmed for its own dtype, not given bf16's kernel
     huge = pointwise.plan.__wrapped__(False, 2**31, 1, (1, 1, 1), torch.bfloat16, True, device_index, False)
     assert huge.handles == [None, None]
+
+
+class _FakeJitKernel:
+    """Compiles the way Triton's JITFunction.warmup does under an AsyncCompileMode (submits the
+    compile to the mode's executor and returns a future) and records which thread compiled and
+    which loaded each specialisation."""
+
+    def __init__(self):
+        self.compiled_on, self.loaded_on = {}, {}
+
+    def warmup(self, *args, grid, **options):
+        from triton.runtime import _async_compile
+
+        def compile_():
+            self.compiled_on[args] = threading.current_thread().name
+            kernel = types.SimpleNamespace(args=args)
+            kernel._init_handles = lambda: self.loaded_on.setdefault(args, threading.current_thread().name)
+            return kernel
+
+        mode = _async_compile.active_mode.get()
+        if mode is None:
+            return compile_()
+        submit = inspect.signature(mode.submit).parameters
+        extra = (lambda future: None,) if "cleanup_fn" in submit else ()
+        return mode.submit(args, compile_, lambda kernel: None, *extra)
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_a_warm_up_compiles_its_kernels_side_by_side_and_loads_them_here(launch, monkeypatch, threads):
+    """warm_up_all submits each job to Triton's AsyncCompileMode (GEGLU_COMPILE_THREADS threads;
+    1: one after the other, on the calling thread), loads every kernel on the calling thread (the
+    CUDA context and current device live there), returns them in the jobs' order and keeps each
+    under its key."""
+    monkeypatch.setattr(launch, "INTERPRET", False)
+    monkeypatch.setattr(launch, "_warm_handles", {})
+    monkeypatch.setenv("GEGLU_COMPILE_THREADS", str(threads))
+    fake = _FakeJitKernel()
+    cpu = torch.empty(1)
+    jobs = [launch.WarmUp(fake, (cpu,), (n, "tail"), {}, ("key", n)) for n in range(6)]
+    kernels = launch.warm_up_all(jobs)
+    assert [k.args for k in kernels] == [(cpu, n, "tail") for n in range(6)]
+    assert launch._warm_handles == {("key", n): k for n, k in enumerate(kernels)}
+    here = threading.current_thread().name
+    assert set(fake.loaded_on.values()) == {here}
+    expected = {here} if threads == 1 else {"geglu-compile"}
+    assert {name.rsplit("_", 1)[0] for name in fake.compiled_on.values()} == expected
+    monkeypatch.setattr(launch, "TRITON_MINOR", "9.99")  # an unchecked Triton compiles serially
+    fake = _FakeJitKernel()
+    launch.warm_up_all([launch.WarmUp(fake, (cpu,), (n,), {}) for n in range(3)])
+    assert set(fake.compiled_on.values()) == {here}
+
+
+def test_compile_threads_follow_the_environment(launch, monkeypatch):
+    monkeypatch.setenv("GEGLU_COMPILE_THREADS", "3")
+    assert launch.compile_threads() == 3
+    monkeypatch.setenv("GEGLU_COMPILE_THREADS", "0")
+    assert launch.compile_threads() == 1
+    monkeypatch.delenv("GEGLU_COMPILE_THREADS")
+    assert 1 <= launch.compile_threads() <= 8
 
 
 def test_launch_tables_are_keyed_by_device(pointwise):
@@ -155,6 +227,10 @@ def test_direct_launch_matches_the_jit_launch_bit_for_bit(kernel, pointwise, lau
         torch.testing.assert_close(dispatch.geglu_backward_impl(dh, g, u, "none"), (dg, du), rtol=0, atol=0)
         monkeypatch.setattr(launch, "DIRECT_LAUNCH", True)
         monkeypatch.setattr(launch, "_launch_jit", original)
+    kept = [h for p in dispatch._plans.values() if p is not None for h in p.handles if h is not None]
+    assert kept
+    if launch.TRITON_MINOR in launch.FAST_LAUNCH_TRITON:  # the launcher's C entry was what ran
+        assert all(h[2] is not None for h in kept)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -281,3 +357,45 @@ def test_a_layer_on_the_second_gpu_runs_there_while_the_first_is_current(kernel)
     ref = torch.nn.functional.gelu(g.detach(), approximate="tanh") * u.detach()
     torch.testing.assert_close(h, ref)
     torch.cuda.synchronize(1)
+
+
+@gpu
+def test_a_new_mlp_shape_compiles_its_kernels_in_threads_and_answers_right(build_dir, tmp_path):
+    """The first call of an MLP shape (a fresh process, an empty Triton cache) compiles the fused
+    kernels' buckets and the pointwise forward's regimes side by side in compile threads, loads
+    them, and the fused decode then answers as float64 does."""
+    code = f"""
+import threading, torch
+from pathlib import Path
+from kernels import get_local_kernel
+k = get_local_kernel(Path({str(build_dir)!r}))
+import importlib
+mlp = importlib.import_module(k.__name__ + ".kernel_src.mlp")
+import triton.compiler
+threads = []
+original = triton.compiler.compile
+def recording(*args, **kwargs):
+    threads.append(threading.current_thread().name)
+    return original(*args, **kwargs)
+# Triton 3.6 binds triton.compiler.compile to a kernel at its first compile, 3.9 at its creation.
+triton.compiler.compile = recording
+for fn in (mlp._gate_up_geglu_kernel, mlp._down_split_k_kernel):
+    if "compile" in vars(fn):
+        fn.compile = recording
+hidden, inter = 1536, 6144
+w = [torch.randn(*s, device="cuda", dtype=torch.float64) / s[1] ** 0.5 for s in ((inter, hidden),) * 2 + ((hidden, inter),)]
+x = torch.randn(3, hidden, device="cuda", dtype=torch.float64)
+y = mlp.run_mlp_decode(x.bfloat16(), hidden, *(t.bfloat16() for t in w), None, None, None, True, 0)
+g, u = x.bfloat16().double() @ w[0].bfloat16().double().T, x.bfloat16().double() @ w[1].bfloat16().double().T
+ref = (torch.nn.functional.gelu(g, approximate="tanh") * u) @ w[2].bfloat16().double().T
+err = ((y.double() - ref).abs().max() / ref.abs().max()).item()
+print("THREADS", sorted(set(n.rsplit("_", 1)[0] for n in threads)), len(threads), "ERR", err)
+"""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path), GEGLU_COMPILE_THREADS="4", GEGLU_FUSED_MLP="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert "THREADS ['geglu-compile']" in out.stdout, out.stdout + out.stderr[-3000:]
+    assert int(out.stdout.split()[-3]) >= 2
+    assert float(out.stdout.split()[-1]) < 2e-2

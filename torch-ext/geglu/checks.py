@@ -43,6 +43,10 @@ def check_same(names: tuple[str, str], a: torch.Tensor, b: torch.Tensor) -> None
 
 
 def check_gate_up(gate: torch.Tensor, up: torch.Tensor) -> None:
+    # Valid inputs pass in one expression (this runs on every call); the checks below name a problem.
+    if (isinstance(gate, torch.Tensor) and isinstance(up, torch.Tensor) and gate.dtype in SUPPORTED_DTYPES
+            and gate.dtype == up.dtype and gate.shape == up.shape and gate.device == up.device and gate.dim()):
+        return
     check_tensor("gate", gate)
     check_tensor("up", up)
     check_same(("gate", "up"), gate, up)

@@ -16,6 +16,7 @@ launches through the ordinary JIT call instead, which is always correct.
 import contextlib
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -32,6 +33,11 @@ try:
 except ImportError:  # Triton < 3.4: no knobs, hence no launch hooks to honour there
     _knobs = None
 
+try:  # compiles submitted to an executor by JITFunction.warmup (Triton >= 3.5)
+    from triton import AsyncCompileMode
+except ImportError:
+    AsyncCompileMode = None
+
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # libdevice (tanh, erf) only exists on a real device; the interpreter gets equivalent formulas.
@@ -39,6 +45,9 @@ USE_LIBDEVICE = not INTERPRET
 
 # Triton minor versions whose JITFunction.run launches a compiled kernel as `launch` does.
 DIRECT_LAUNCH_TRITON = ("3.6", "3.9")
+# Triton minor versions whose CUDA launcher wrapper (`CudaLauncher.__call__`) `_run` may skip for
+# kernels without scratch memory, calling its C entry directly (a test reads the wrapper's source).
+FAST_LAUNCH_TRITON = ("3.6",)
 TRITON_MINOR = ".".join(triton.__version__.split(".")[:2])
 
 PDL_AVAILABLE = USE_LIBDEVICE and gdc_wait is not None and torch.version.cuda is not None
@@ -96,21 +105,51 @@ def launch(plan: LaunchPlan, *pointers: torch.Tensor) -> None:
         device = pointers[0].get_device()
         if handle is None or handle[1] != device:  # first launch on this GPU: compile or load
             with _on_device(pointers[0]):
-                plan.handles[aligned] = (_launch_jit(plan, pointers), device)
+                plan.handles[aligned] = kept_handle(_launch_jit(plan, pointers), device)
         elif device == torch._C._cuda_getDevice():
-            _run(handle[0], plan, ptrs, device)
+            _run(handle, plan, ptrs, device)
         else:
             with torch.cuda.device(device):
-                _run(handle[0], plan, ptrs, device)
+                _run(handle, plan, ptrs, device)
         return
     with _on_device(pointers[0]):
         _launch_jit(plan, pointers)
 
 
-def _run(compiled, plan: LaunchPlan, ptrs: list[int], device: int) -> None:
+def kept_handle(compiled, device: int) -> tuple:
+    """What a plan keeps of a compiled (and loaded) kernel: the kernel, its GPU, and the entry of
+    its C launcher with the arguments that precede the grid's pointers, where the launcher's
+    Python wrapper was checked to add nothing else for this kernel (`FAST_LAUNCH_TRITON`, no
+    scratch memory); else None, and launches go through the wrapper."""
+    return compiled, device, _launcher_entry(compiled)
+
+
+def _launcher_entry(compiled):
+    if TRITON_MINOR not in FAST_LAUNCH_TRITON:
+        return None
+    try:
+        launcher = compiled.run
+        if launcher.global_scratch_size or launcher.profile_scratch_size:
+            return None
+        # CudaLauncher.__call__(grid, stream, function, *args) of Triton 3.6 allocates no scratch
+        # for such kernels and calls launch(grid, stream, function, cooperative, pdl, None, None, *args).
+        fixed = (compiled.function, launcher.launch_cooperative_grid, launcher.launch_pdl, None, None,
+                 compiled.packed_metadata, None, None, None)
+        return launcher.launch, fixed
+    except AttributeError:  # not a CUDA launcher (or a stand-in in tests): the wrapper
+        return None
+
+
+def _run(handle: tuple, plan: LaunchPlan, ptrs: list[int], device: int) -> None:
     # What JITFunction.run does once the kernel is compiled and bound (DIRECT_LAUNCH_TRITON).
-    compiled.run(*plan.grid, torch._C._cuda_getCurrentRawStream(device), compiled.function,
-                 compiled.packed_metadata, None, None, None, *ptrs, *plan.tail)
+    stream = torch._C._cuda_getCurrentRawStream(device)
+    entry = handle[2]
+    if entry is not None:
+        entry[0](*plan.grid, stream, *entry[1], *ptrs, *plan.tail)
+    else:
+        compiled = handle[0]
+        compiled.run(*plan.grid, stream, compiled.function, compiled.packed_metadata, None, None, None, *ptrs,
+                     *plan.tail)
 
 
 def _on_device(t: torch.Tensor):
@@ -129,7 +168,7 @@ def _launch_jit(plan: LaunchPlan, pointers):
     return plan.kernel[plan.grid](*pointers, *plan.tail, **plan.options)
 
 
-# (specialisation key, dtype, device index) -> the kernel `warm_up` compiled for it. A kernel
+# (specialisation key, dtype, device index) -> the kernel `warm_up_all` compiled for it. A kernel
 # module says what its key is (`handle_key`): the plan's arguments but those not specialised
 # (row counts), and its options; the dtype is part of the key because a plan's tail holds no
 # pointer.
@@ -145,28 +184,65 @@ def handle_key(kernel, tail: tuple, options: dict, dynamic: tuple[int, ...], dty
     return kernel, static, tuple(options.items()), dtype, device_index
 
 
-def warm_up(kernel, pointers, tail, options, key: tuple | None = None):
-    """Compile `kernel` for this specialisation and load it onto the device now, so that a first
-    launch in another size regime does not compile; returns the compiled kernel (None in the
-    interpreter, which compiles nothing). With `key` (`handle_key` of the plans it serves), the
-    compiled kernel is kept for `with_warm_handle`."""
-    if INTERPRET:
-        return None
-    with _on_device(pointers[0]):  # compiled for, and loaded onto, the pointers' GPU
-        compiled = kernel.warmup(*pointers, *tail, **options, grid=(1,))
-        init = getattr(compiled, "_init_handles", None)  # Triton loads modules lazily at the first launch
-        if init is not None:
-            init()
-    if key is not None:
-        _warm_handles[key] = compiled
+@dataclass(frozen=True)
+class WarmUp:
+    """One specialisation to compile ahead of its first launch: the kernel, pointer arguments that
+    carry the dtypes and alignment, the argument tail, the launch options, and the `handle_key` of
+    the plans it serves (None: keep nothing)."""
+
+    kernel: object
+    pointers: tuple
+    tail: tuple
+    options: dict
+    key: tuple | None = None
+
+
+def compile_threads() -> int:
+    """Threads compiling one warm-up's kernels (GEGLU_COMPILE_THREADS; default: up to 8, one per
+    CPU). 1 compiles them one after the other."""
+    configured = os.environ.get("GEGLU_COMPILE_THREADS", "")
+    if configured.strip():
+        return max(1, int(configured))
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def warm_up_all(jobs) -> list:
+    """Compile each job's kernel for its specialisation and load it onto the device now, so that a
+    first launch in another size regime does not compile; each job with a key keeps its kernel for
+    `with_warm_handle`. Returns the compiled kernels (None in the interpreter, which compiles
+    nothing). The jobs (all on one device) compile in parallel threads where the Triton version is
+    one checked for it (`DIRECT_LAUNCH_TRITON`): much of Triton's compile runs outside the GIL
+    (MLIR passes, LLVM, ptxas). Loading stays on the calling thread."""
+    jobs = list(jobs)
+    if INTERPRET or not jobs:
+        return [None] * len(jobs)
+    threads = min(compile_threads(), len(jobs))
+    with _on_device(jobs[0].pointers[0]):  # compiled for, and loaded onto, the pointers' GPU
+        if threads > 1 and AsyncCompileMode is not None and TRITON_MINOR in DIRECT_LAUNCH_TRITON:
+            with ThreadPoolExecutor(threads, thread_name_prefix="geglu-compile") as pool, AsyncCompileMode(pool):
+                pending = [_warm_up_call(job) for job in jobs]
+            # A kernel already compiled comes back as itself, a new one as a finished future.
+            compiled = [p.result() if hasattr(p, "result") else p for p in pending]
+        else:
+            compiled = [_warm_up_call(job) for job in jobs]
+        for job, kernel in zip(jobs, compiled):
+            init = getattr(kernel, "_init_handles", None)  # Triton loads modules lazily at the first launch
+            if init is not None:
+                init()
+            if job.key is not None:
+                _warm_handles[job.key] = kernel
     return compiled
 
 
+def _warm_up_call(job: WarmUp):
+    return job.kernel.warmup(*job.pointers, *job.tail, **job.options, grid=(1,))
+
+
 def with_warm_handle(plan: LaunchPlan, key: tuple) -> LaunchPlan:
-    """`plan` with the kernel `warm_up` compiled for its `key` (16-byte aligned pointers) as its
+    """`plan` with the kernel `warm_up_all` compiled for its `key` (16-byte aligned pointers) as its
     aligned handle, where there is one: the plan's first launch is then a direct one too, not
     Triton's JIT call (its binding and cache lookup cost about as much as a launch)."""
     compiled = _warm_handles.get(key)
     if compiled is not None and plan.handles[1] is None:
-        plan.handles[1] = (compiled, key[-1])  # the key ends with the device index
+        plan.handles[1] = kept_handle(compiled, key[-1])  # the key ends with the device index
     return plan

@@ -31,7 +31,7 @@ from torch.library import wrap_triton
 
 from .gelu_math import gelu
 from . import pointwise
-from .launch import USE_LIBDEVICE, LaunchPlan, handle_key, launch, warm_up, with_warm_handle
+from .launch import USE_LIBDEVICE, LaunchPlan, WarmUp, handle_key, launch, warm_up_all, with_warm_handle
 
 MAX_ROWS = 64  # the split-K down kernel takes one tile of rows (BLOCK_T 16, 32 or 64): at most this many
 
@@ -293,13 +293,15 @@ def warm_up_shape(hidden: int, inter: int, stride_x: int, has_bias: bool, has_do
         return
     dummy = torch.empty(16, dtype=dtype, device=torch.device("cuda", device_index))
     workspace = _empty_workspace(device_index)
+    jobs = []
     for plan_ in shape_plans(hidden, inter, stride_x, has_bias, has_down_bias, approx_tanh, dtype, device_index):
         if plan_.kernel is _gate_up_geglu_kernel:  # x, wg, wu, bg, bu, h, workspace
             pointers = (dummy,) * 6 + (workspace,)
         else:  # h, wd, bd, workspace, y
             pointers = (dummy,) * 3 + (workspace, dummy)
-        warm_up(plan_.kernel, pointers, plan_.tail, plan_.options, key=specialisation(plan_, dtype, device_index))
-    pointwise.warm_up_family(False, inter, (inter,) * 3, dtype, approx_tanh, device_index)
+        jobs.append(WarmUp(plan_.kernel, pointers, plan_.tail, plan_.options, specialisation(plan_, dtype, device_index)))
+    # One batch with the pointwise forward's regimes: all of them compile side by side.
+    warm_up_all(jobs + pointwise.family_warm_ups(False, inter, (inter,) * 3, dtype, approx_tanh, device_index))
 
 
 def _warm_handle(plan_: LaunchPlan, dtype: torch.dtype, device_index: int) -> LaunchPlan:

@@ -36,7 +36,7 @@ from torch.library import wrap_triton
 
 from .gelu_math import gelu, gelu_and_grad
 from .launch import PDL_AVAILABLE, USE_LIBDEVICE, LaunchPlan, gdc_launch_dependents, gdc_wait, handle_key, \
-    launch, pdl_supported, warm_up, with_warm_handle
+    launch, pdl_supported, WarmUp, warm_up_all, with_warm_handle
 
 # How a program finds its elements (the kernels' INDEXING constexpr):
 TILES = 0  # [block_rows, block_cols] tiles over strided rows, int64 row offsets: any size
@@ -402,22 +402,31 @@ def warm_up_family(backward: bool, n_cols: int, strides: tuple[int, ...], dtype:
     """Compile every regime's tile shape of one kernel for rows of n_cols with these row strides
     (once per width, dtype, layout and device): a later launch at any token count then finds its
     binary compiled."""
+    warm_up_all(family_warm_ups(backward, n_cols, strides, dtype, approx_tanh, device_index, pdl, contiguous))
+
+
+def family_warm_ups(backward: bool, n_cols: int, strides: tuple[int, ...], dtype: torch.dtype, approx_tanh: bool,
+                    device_index: int, pdl: bool | None = None, contiguous: bool | None = None) -> list[WarmUp]:
+    """What `warm_up_family` compiles, as jobs for `warm_up_all` (none where this family was
+    warmed already, or nothing compiles); the family counts as warmed from here on."""
     if pdl is None:
         pdl = PDL_BY_DEFAULT and device_index >= 0 and pdl_supported(device_index)
     if contiguous is None:
         contiguous = all(stride == n_cols for stride in strides)
     family = (backward, n_cols, dtype, approx_tanh, contiguous, pdl, device_index)
     if family in _warmed or not USE_LIBDEVICE or device_index < 0:
-        return
+        return []
     _warmed.add(family)
     kernel = _geglu_backward_kernel if backward else _geglu_forward_kernel
+    jobs = []
     for shape in dict.fromkeys(regime_configs(n_cols, contiguous, backward, dtype.itemsize,
                                               table_for_device(device_index))):
         # Strides specialise as these (==1, %16), pointers as 16-byte aligned ones.
         tail = (*_sizes(2, n_cols), *strides, *_constexprs(n_cols, approx_tanh, shape, pdl))
         options = _options(shape, pdl)
-        warm_up(kernel, _warm_pointers(backward, dtype, device_index), tail, options,
-                key=handle_key(kernel, tail, options, (0,), dtype, device_index))
+        jobs.append(WarmUp(kernel, _warm_pointers(backward, dtype, device_index), tail, options,
+                           handle_key(kernel, tail, options, (0,), dtype, device_index)))
+    return jobs
 
 
 def _warm_pointers(backward: bool, dtype: torch.dtype, device_index: int) -> tuple[torch.Tensor, ...]:
