@@ -1,0 +1,86 @@
+"""Is the kernelized Gemma-shaped model's plain prefill slower because of the MLP's code or because
+of the model object? Four conditions on two model objects, each timed in the same rotating rounds,
+pinned to one CPU: the untouched model and the kernelized copy, each with its MLPs' forward bound
+to eager's `GemmaMLP.forward` and to the layer's `GeGLUMLP.forward` (what kernelize binds), swapped
+in place, so the code is compared within one object and the objects with one code.
+
+    python benchmarks/probes/probe_mlp_code_in_model.py --out DIR [--rounds 9 --cpu 0]
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import MethodType
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, rotated, write_json  # noqa: E402
+
+
+def bind(model, forward) -> None:
+    for layer in model.model.layers:
+        layer.mlp.forward = MethodType(forward, layer.mlp)
+
+
+def timed_ms(fn, repeat: int) -> float:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeat * 1e3
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--cpu", type=int, default=None)
+    args = parser.parse_args()
+    cpu = pin_to_cpu(args.cpu)
+    k = load_local_build()
+    from transformers.models.gemma.modeling_gemma import GemmaMLP
+
+    untouched, kernelized = gemma_shaped_pair(k)  # kernelized as compare_model.py does
+    objects = {"untouched": untouched.eval(), "kernelized": kernelized.eval()}
+    codes = {"eager code": GemmaMLP.forward, "our code": k.layers.GeGLUMLP.forward}
+    prefill_ids = torch.randint(0, 32000, (1, 512), device="cuda")
+    prompt = torch.randint(0, 32000, (1, 16), device="cuda")
+
+    def prefill(m):
+        with torch.no_grad():
+            m(input_ids=prefill_ids, use_cache=False)
+
+    def decode(m, new=32):
+        m.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+
+    cases = {"prefill_512_ms": (prefill, 5, 1), "decode_ms_per_token": (decode, 1, 32)}
+    conditions = [(o, c) for o in objects for c in codes]
+    for obj, code in conditions:  # warm-up: plans, allocator, cuBLAS heuristics
+        bind(objects[obj], codes[code])
+        for fn, _, _ in cases.values():
+            fn(objects[obj])
+    rounds = {case: {f"{o}, {c}": [] for o, c in conditions} for case in cases}
+    for r in range(args.rounds):
+        for case, (fn, repeat, per) in cases.items():
+            for obj, code in rotated(conditions, r):
+                bind(objects[obj], codes[code])
+                rounds[case][f"{obj}, {code}"].append(timed_ms(lambda: fn(objects[obj]), repeat) / per)
+    summary = {case: {name: statistics.median(t) for name, t in per.items()} for case, per in rounds.items()}
+    for case, per in summary.items():
+        print(case, "  ".join(f"{name} {t:.3f}" for name, t in per.items()), flush=True)
+        for obj in objects:
+            print(f"  {obj} object: eager code / our code {per[f'{obj}, eager code'] / per[f'{obj}, our code']:.3f}x")
+        for code in codes:
+            print(f"  {code}: untouched object / kernelized object "
+                  f"{per[f'untouched, {code}'] / per[f'kernelized, {code}']:.3f}x")
+    write_json(args.out / "probe_mlp_code_in_model.json", {
+        "env": environment(), "date": time.strftime("%Y-%m-%d"), "pinned_cpu": cpu, "layers": 8,
+        "median": summary, "rounds": rounds})
+
+
+if __name__ == "__main__":
+    main()
