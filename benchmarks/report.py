@@ -308,9 +308,61 @@ def model_split_table(run: dict) -> list[str]:
            "(torch.profiler, one call); MLP host: inside the MLP modules, per call (forward hooks on them).", "",
            "| case | model | wall ms | host ms | device busy ms | kernels | MLP host us/call |",
            "|---|---|---|---|---|---|---|"]
+    steps = [r for r in run["rows"] if "steps_us_per_mlp_call" in r]
     for r in run["rows"]:
-        out.append(f"| {r['case']} | {r['model']} | {r['wall_ms']:.2f} | {r['host_ms']:.2f} | "
-                   f"{r['device_busy_ms']:.2f} | {r['kernels']} | {r['mlp_host_us_per_call']:.1f} |")
+        if r not in steps:
+            out.append(f"| {r['case']} | {r['model']} | {r['wall_ms']:.2f} | {r['host_ms']:.2f} | "
+                       f"{r['device_busy_ms']:.2f} | {r['kernels']} | {r['mlp_host_us_per_call']:.1f} |")
+    if steps:
+        out += ["", "Host us per MLP call inside the model, by step (each function of `mlp_ops` / `layers` wrapped "
+                "by a timer, nested ones inside their callers; `untouched ...`: the untouched model's modules, timed "
+                "by hooks):", "", "| case | " + " | ".join(steps[0]["steps_us_per_mlp_call"]) + " |",
+                "|---|" + "---|" * len(steps[0]["steps_us_per_mlp_call"])]
+        out += [f"| {r['case']} | " + " | ".join(f"{r['steps_us_per_mlp_call'].get(k, float('nan')):.1f}"
+                                                 for k in steps[0]["steps_us_per_mlp_call"]) + " |" for r in steps]
+    return out
+
+
+def first_call_threads_table(run: dict) -> list[str]:
+    """The first call at a new width or shape by compile threads (`probes/probe_first_call_threads.py`)."""
+    threads = sorted({r["threads"] for r in run["rows"]})
+    by = {}
+    for r in run["rows"]:
+        by.setdefault((r["kind"], r.get("H"), r["I"], r["T"]), {}).setdefault(r["threads"], []).append(r["first_ms"])
+    out = ["### First call at a new width or MLP shape by compile threads (`probe_first_call_threads.json`)", "",
+           f"Each thread count (`GEGLU_COMPILE_THREADS`) in a fresh process with an empty Triton cache, the calls "
+           f"in this order, {max(r['round'] for r in run['rows']) + 1} interleaved rounds; ms of the synchronised "
+           f"first call, median over rounds ({run['cpus']} CPUs). The first pointwise call includes Triton's "
+           "start-up.", "", "| call | " + " | ".join(f"{t} thread{'s' * (t > 1)}" for t in threads) + " |",
+           "|---|" + "---|" * len(threads)]
+    for (kind, hidden, inter, t), per in by.items():
+        name = f"{kind} " + (f"({hidden}, {inter})" if hidden else f"I={inter}") + f" T={t}"
+        out.append(f"| {name} | " + " | ".join(f"{statistics.median(per[n]):.1f}" for n in threads) + " |")
+    return out
+
+
+def autograd_thread_table(run: dict) -> list[str]:
+    """The backward's steps on the main thread and on autograd's device thread (`probes/probe_autograd_thread.py`)."""
+    by = {(r["where"], r["step"]): r["us"] for r in run["rows"]}
+    steps = [s for w, s in by if w == "main thread"]
+    out = ["### The backward kernel's launch on autograd's device thread (`probe_autograd_thread.json`, T=1, "
+           "I=16384, bf16, medians of 3 rounds)", "",
+           "| step | main thread us | autograd backward us |", "|---|---|---|"]
+    out += [f"| {s} | {by['main thread', s]:.2f} | {by['autograd backward', s]:.2f} |" for s in steps]
+    out += ["", "Forward+backward host time in the same run: " + ", ".join(
+        f"{s} {us:.1f} us" for (w, s), us in by.items() if w == "fwd+bwd") + "."]
+    return out
+
+
+def code_in_model_table(run: dict) -> list[str]:
+    """The MLP's code against the model object (`probes/probe_mlp_code_in_model.py`)."""
+    out = ["### The MLP's code against the model object (`probe_mlp_code_in_model.json`, medians of rotating "
+           f"rounds, pinned to CPU {run['pinned_cpu']})", "",
+           "Each model object with its MLPs' forward bound to eager's `GemmaMLP.forward` and to the layer's "
+           "`GeGLUMLP.forward`, swapped in place.", "",
+           "| case | " + " | ".join(next(iter(run["median"].values()))) + " |",
+           "|---|" + "---|" * len(next(iter(run["median"].values())))]
+    out += [f"| {case} | " + " | ".join(f"{v:.3f}" for v in per.values()) + " |" for case, per in run["median"].items()]
     return out
 
 
@@ -419,8 +471,11 @@ def launch_report(folder: Path) -> None:
         "`probe_mlp_training.json` (one autograd node for the MLP against the modules' path).",
         "- The launch layer's later runs: `probe_width_runtime.json` and `probe_width_runtime_mlp.json` (the "
         "widths as runtime arguments against constexprs), `probe_model_split.json` (the model's plain calls split, "
-        "with an A/A control), `probe_outside_mlp.json` and `probe_outside_mlp_pinned.json` (host time per module "
-        "kind; the second pinned to one CPU).",
+        "with an A/A control and host timers around the layer's steps), `probe_outside_mlp.json` and "
+        "`probe_outside_mlp_pinned.json` (host time per module kind; the second pinned to one CPU), "
+        "`probe_first_call_threads.json` (the first call by compile threads), `probe_autograd_thread.json` (the "
+        "backward's launch on autograd's thread), `probe_mlp_code_in_model.json` (the MLP's code against the model "
+        "object).",
         "- GPU test runs: `GPU_TESTS.md`, `pytest_gpu*.log`.", "",
         "### Host time per call, T=1 (no synchronisation; this machine's CPU)", "",
         "| call | host us | bar |", "|---|---|---|",
@@ -472,12 +527,18 @@ def launch_report(folder: Path) -> None:
                if (folder / name).exists()}
     if outside:
         parts += ["", *outside_mlp_table(outside)]
+    if (folder / "probe_mlp_code_in_model.json").exists():
+        parts += ["", *code_in_model_table(load(folder, "probe_mlp_code_in_model.json"))]
+    if (folder / "probe_autograd_thread.json").exists():
+        parts += ["", *autograd_thread_table(load(folder, "probe_autograd_thread.json"))]
     if (folder / "probe_mlp_host_split.json").exists():
         parts += ["", *host_split_table(load(folder, "probe_mlp_host_split.json"))]
     if (folder / "probe_width_runtime.json").exists():
         mlp_run = load(folder, "probe_width_runtime_mlp.json") if (folder / "probe_width_runtime_mlp.json").exists() \
             else None
         parts += ["", *width_runtime_tables(load(folder, "probe_width_runtime.json"), mlp_run)]
+    if (folder / "probe_first_call_threads.json").exists():
+        parts += ["", *first_call_threads_table(load(folder, "probe_first_call_threads.json"))]
     parts += ["", "### Whole MLP, bf16: the GeGLUMLP layer as kernelize installs it vs the fastest peer (run before "
               "the fused decode kernels)", "",
               "| H, I | T | ours plain | best peer plain | ratio | ours graph | best peer graph | ratio | "
