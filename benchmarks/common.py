@@ -83,6 +83,17 @@ def host_us(fn, calls: int = 2000, warmup: int = 200, with_device: bool = False)
     return (host, total) if with_device else host
 
 
+def timed_ms(fn, repeat: int) -> float:
+    """Milliseconds per call of fn(), synchronised before and after `repeat` calls (plain calls,
+    host time and the GPU's together)."""
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e3 / repeat
+
+
 def cycling(calls):
     """One function that runs calls[0], calls[1], ... in turn."""
     state = [0]

@@ -21,16 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, rotated, write_json
-
-
-def timed_ms(fn, repeat: int) -> float:
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) * 1e3 / repeat
+from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, rotated, timed_ms, write_json
 
 
 def graph_decoder(model, prompt: torch.Tensor, steps: int):

@@ -21,21 +21,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, rotated, write_json  # noqa: E402
+from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, rotated, timed_ms, write_json  # noqa: E402
 
 
 def bind(model, forward) -> None:
     for layer in model.model.layers:
         layer.mlp.forward = MethodType(forward, layer.mlp)
-
-
-def timed_ms(fn, repeat: int) -> float:
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeat * 1e3
 
 
 def main():
