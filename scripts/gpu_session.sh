@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
 # job named by $1 (gemma | final | sweep | compare | floor | reliability | launch | mlp | one_launch | gemm | training |
-# training_step | decode_middle | width | host_noise | none). PYTEST_ARGS="-n 14 --dist load" runs the suite in about 140 s on an H200 host. Logs and results go to $OUT.
+# training_step | decode_middle | width | host_noise | first_call | code_in_model | none). PYTEST_ARGS="-n 14 --dist load" runs the suite in about 140 s on an H200 host. Logs and results go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -97,5 +97,16 @@ case "${1:-none}" in
       && timeout 120 python3 probes/probe_outside_mlp.py --out "$OUT" --cpu 2 \
       && timeout 200 python3 compare_model.py --out "$OUT" --rounds 9) 2>&1 | grep -v dirty \
       | tee "$OUT/host_noise.log" | tail -40 ;;
+  first_call)
+    # The first call at a new width / MLP shape by compile threads (fresh processes, empty Triton
+    # caches), then the fused layer's first call at new token counts.
+    (cd benchmarks && timeout 300 python3 probes/probe_first_call_threads.py --out "$OUT" ${THREADS_ARGS:-} \
+      && timeout 90 python3 probes/probe_mlp_first_call.py --out "$OUT") 2>&1 | grep -v dirty \
+      | tee "$OUT/first_call.log" | tail -40 ;;
+  code_in_model)
+    # The kernelized model's prefill gap: the MLP's code (eager's, ours, ours with eager's pointwise)
+    # swapped in place on the untouched and the kernelized model objects, pinned, rotating rounds.
+    (cd benchmarks && timeout 300 python3 probes/probe_mlp_code_in_model.py --out "$OUT" --rounds 11) 2>&1 \
+      | grep -v dirty | tee "$OUT/code_in_model.log" | tail -20 ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac
