@@ -185,8 +185,31 @@ def test_compile_threads_follow_the_environment(launch, monkeypatch):
     assert launch.compile_threads() == 3
     monkeypatch.setenv("GEGLU_COMPILE_THREADS", "0")
     assert launch.compile_threads() == 1
+    monkeypatch.setenv("GEGLU_COMPILE_THREADS", "eight")
+    with pytest.raises(ValueError, match="GEGLU_COMPILE_THREADS must be a whole number of threads, got 'eight'"):
+        launch.compile_threads()
     monkeypatch.delenv("GEGLU_COMPILE_THREADS")
     assert 1 <= launch.compile_threads() <= 8
+
+
+def test_a_warm_up_inside_the_callers_own_async_compile_mode_uses_it(launch, monkeypatch):
+    """Only one AsyncCompileMode may be active in a thread: a warm-up under the caller's own (a
+    compiler that batches its compiles) submits to that one and waits for its kernels, instead of
+    failing to enter a second."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from triton import AsyncCompileMode
+
+    monkeypatch.setattr(launch, "INTERPRET", False)
+    monkeypatch.setattr(launch, "_warm_handles", {})
+    monkeypatch.setenv("GEGLU_COMPILE_THREADS", "4")
+    fake = _FakeJitKernel()
+    jobs = [launch.WarmUp(fake, (torch.empty(1),), (n,), {}, ("key", n)) for n in range(3)]
+    with ThreadPoolExecutor(2, thread_name_prefix="callers-pool") as pool, AsyncCompileMode(pool):
+        kernels = launch.warm_up_all(jobs)
+        assert [k.args[1:] for k in kernels] == [(0,), (1,), (2,)]
+    assert {name.rsplit("_", 1)[0] for name in fake.compiled_on.values()} == {"callers-pool"}
+    assert set(fake.loaded_on.values()) == {threading.current_thread().name}
 
 
 def test_launch_tables_are_keyed_by_device(pointwise):

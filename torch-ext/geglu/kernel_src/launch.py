@@ -200,9 +200,12 @@ class WarmUp:
 def compile_threads() -> int:
     """Threads compiling one warm-up's kernels (GEGLU_COMPILE_THREADS; default: up to 8, one per
     CPU). 1 compiles them one after the other."""
-    configured = os.environ.get("GEGLU_COMPILE_THREADS", "")
-    if configured.strip():
-        return max(1, int(configured))
+    configured = os.environ.get("GEGLU_COMPILE_THREADS", "").strip()
+    if configured:
+        try:
+            return max(1, int(configured))
+        except ValueError:
+            raise ValueError(f"GEGLU_COMPILE_THREADS must be a whole number of threads, got {configured!r}") from None
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
@@ -218,13 +221,15 @@ def warm_up_all(jobs) -> list:
         return [None] * len(jobs)
     threads = min(compile_threads(), len(jobs))
     with _on_device(jobs[0].pointers[0]):  # compiled for, and loaded onto, the pointers' GPU
-        if threads > 1 and AsyncCompileMode is not None and TRITON_MINOR in DIRECT_LAUNCH_TRITON:
+        if threads > 1 and AsyncCompileMode is not None and TRITON_MINOR in DIRECT_LAUNCH_TRITON \
+                and not _async_compile_active():
             with ThreadPoolExecutor(threads, thread_name_prefix="geglu-compile") as pool, AsyncCompileMode(pool):
                 pending = [_warm_up_call(job) for job in jobs]
-            # A kernel already compiled comes back as itself, a new one as a finished future.
-            compiled = [p.result() if hasattr(p, "result") else p for p in pending]
         else:
-            compiled = [_warm_up_call(job) for job in jobs]
+            pending = [_warm_up_call(job) for job in jobs]
+        # A kernel already compiled comes back as itself, a new one under an AsyncCompileMode as a
+        # future (finished here, or the caller's own mode's: then this waits for it).
+        compiled = [p.result() if hasattr(p, "result") else p for p in pending]
         for job, kernel in zip(jobs, compiled):
             init = getattr(kernel, "_init_handles", None)  # Triton loads modules lazily at the first launch
             if init is not None:
@@ -232,6 +237,15 @@ def warm_up_all(jobs) -> list:
             if job.key is not None:
                 _warm_handles[job.key] = kernel
     return compiled
+
+
+def _async_compile_active() -> bool:
+    """Whether the caller compiles under an AsyncCompileMode of its own (only one may be active)."""
+    try:
+        from triton.runtime._async_compile import active_mode
+    except ImportError:
+        return False
+    return active_mode.get() is not None
 
 
 def _warm_up_call(job: WarmUp):
