@@ -35,8 +35,9 @@ except ImportError:  # Triton < 3.4: no knobs, hence no launch hooks to honour t
 
 try:  # compiles submitted to an executor by JITFunction.warmup (Triton >= 3.5)
     from triton import AsyncCompileMode
+    from triton.runtime._async_compile import active_mode as _active_async_compile
 except ImportError:
-    AsyncCompileMode = None
+    AsyncCompileMode = _active_async_compile = None
 
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -221,8 +222,9 @@ def warm_up_all(jobs) -> list:
         return [None] * len(jobs)
     threads = min(compile_threads(), len(jobs))
     with _on_device(jobs[0].pointers[0]):  # compiled for, and loaded onto, the pointers' GPU
+        # Only one AsyncCompileMode may be active: under the caller's own, the jobs go to it.
         if threads > 1 and AsyncCompileMode is not None and TRITON_MINOR in DIRECT_LAUNCH_TRITON \
-                and not _async_compile_active():
+                and _active_async_compile.get() is None:
             with ThreadPoolExecutor(threads, thread_name_prefix="geglu-compile") as pool, AsyncCompileMode(pool):
                 pending = [_warm_up_call(job) for job in jobs]
         else:
@@ -237,15 +239,6 @@ def warm_up_all(jobs) -> list:
             if job.key is not None:
                 _warm_handles[job.key] = kernel
     return compiled
-
-
-def _async_compile_active() -> bool:
-    """Whether the caller compiles under an AsyncCompileMode of its own (only one may be active)."""
-    try:
-        from triton.runtime._async_compile import active_mode
-    except ImportError:
-        return False
-    return active_mode.get() is not None
 
 
 def _warm_up_call(job: WarmUp):
