@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
 # job named by $1 (gemma | final | sweep | compare | floor | reliability | launch | mlp | one_launch | gemm | training |
-# training_step | decode_middle | width | host_noise | first_call | code_in_model | none). PYTEST_ARGS="-n 14 --dist load" runs the suite in about 140 s on an H200 host. Logs and results go to $OUT.
+# training_step | decode_middle | width | host_noise | first_call | code_in_model | prefill_paths | none). PYTEST_ARGS="-n 14 --dist load" runs the suite in about 140 s on an H200 host. Logs and results go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -108,5 +108,10 @@ case "${1:-none}" in
     # swapped in place on the untouched and the kernelized model objects, pinned, rotating rounds.
     (cd benchmarks && timeout 300 python3 probes/probe_mlp_code_in_model.py --out "$OUT" --rounds 11) 2>&1 \
       | grep -v dirty | tee "$OUT/code_in_model.log" | tail -20 ;;
+  prefill_paths)
+    # The same prefill with the MLPs' code swapped for variants with and without the layer's rule.
+    (cd benchmarks && for t in ${PREFILL_TOKENS:-512 2048}; do
+      timeout 240 python3 probes/probe_mlp_prefill_paths.py --out "$OUT" --rounds 9 --tokens "$t" || break; done) 2>&1 \
+      | grep -v dirty | tee "$OUT/prefill_paths.log" | tail -20 ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac

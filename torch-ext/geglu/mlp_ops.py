@@ -19,9 +19,8 @@ alone), a 16-bit dtype (fp32 follows cuBLAS's TF32 setting, which these kernels 
 whose launch table is measured (or `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off
 everywhere). The split-K down kernel also needs an untouched down projection, no active dropout and
 non-deterministic algorithms allowed (its atomics sum in arrival order); otherwise gate/up is fused
-and the down projection runs as a module. Past the fused token counts, the same untouched
-projections are called directly (F.linear and the pointwise kernel, `_cublas_and_pointwise`).
-Everywhere else the layer calls its projections as modules.
+and the down projection runs as a module. Past the fused token counts, and everywhere else, the
+layer calls its projections as modules (around the pointwise kernel).
 """
 
 import os
@@ -375,19 +374,6 @@ def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_pr
     return _GeGLUDown.apply(F.linear(x, wg, bg), F.linear(x, wu, bu), wd, bd, approximate)
 
 
-def _cublas_and_pointwise(x, approximate, wg, wu, bg, bu, down_proj, dropout, grad) -> torch.Tensor | None:
-    """Past the fused kernels' token counts: cuBLAS's projections and the pointwise kernel, called
-    directly (no module calls, no op routing) where the down projection and dropout are untouched
-    too; what the modules would compute, for less host time."""
-    down = _plain_linear(down_proj)
-    if down is None or not _inactive_dropout(dropout):
-        return None
-    wd, bd = down
-    if wd.shape != (x.shape[-1], wg.shape[0]) or not _usable(down if bd is not None else (wd,), x, grad):
-        return None
-    return _unfused_mlp(x, wg, wu, wd, bg, bu, bd, approximate)
-
-
 def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
               down_proj: nn.Module, dropout: nn.Module | None = None) -> torch.Tensor | None:
     """down_proj(dropout(gelu(gate(x)) * up(x))) through the fused kernels, or None where they do not
@@ -413,6 +399,12 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     n_rows = x.numel() // hidden if hidden else 0
     if not n_rows or not fused_mlp_enabled(device_index):
         return None
+    both_rows, gate_up_rows = max_rows(device_index)
+    if n_rows > max(both_rows, gate_up_rows):
+        # Past the fused kernels' token counts: the layer calls its projections as modules around
+        # the pointwise kernel. Calling cuBLAS directly instead would need every check below, which
+        # cost more host time inside a model than the three module calls (benchmarks/NOTES.md).
+        return None
     if global_forward_hooks():
         return None
     found = _projection_weights(x, gate_proj, up_proj)
@@ -426,10 +418,6 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     grad = torch.is_grad_enabled()
     if not _usable(params, x, grad):
         return None
-    both_rows, gate_up_rows = max_rows(device_index)
-    if n_rows > max(both_rows, gate_up_rows):
-        return None if up_proj is None else _cublas_and_pointwise(x, approximate, wg, wu, bg, bu, down_proj, dropout,
-                                                                   grad)
     if x.is_contiguous():
         x2, stride_x = x, hidden
     else:

@@ -1,0 +1,141 @@
+"""Where does the kernelized model's 512-token prefill lose to the untouched one? (The code, not
+the model object: `probe_mlp_code_in_model.py`.) The kernelized model's MLPs' forward is swapped
+in place for each variant below, timed in rotating rounds pinned to one CPU; each prefill is timed
+twice, until the forward returns (the host's enqueue time) and until the GPU is done (wall), so a
+host-bound prefill shows as host ~ wall. Each MLP call also times itself (host microseconds from
+entering its forward to returning), so a prefill's host time splits into the MLP calls and the rest
+of the model. The device time of one prefill per variant comes from the profiler (sum of the GPU
+kernels' times).
+
+Variants (all compute down(gelu_tanh(gate(x)) * up(x)); at T=512 the layer's rule sends the call
+to cuBLAS's projections and the pointwise kernel):
+  eager code         GemmaMLP.forward (four module calls, gelu and mul)
+  our code           GeGLUMLP.forward, what kernelize binds (the rule, then F.linear and the kernel)
+  no rule            F.linear and the pointwise kernel on the projections' weights, no checks
+  no rule, eager op  F.linear and eager's gelu * up on the weights, no checks
+  modules, our op    the projections called as modules around the public pointwise op
+  modules, op body   the same with the op body (no input checks, no routing)
+  identity           a forward that returns x (what the rest of the model costs)
+
+    python benchmarks/probes/probe_mlp_prefill_paths.py --out DIR [--rounds 9 --cpu 0 --tokens 512]
+"""
+
+import argparse
+import importlib
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import MethodType
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import environment, gemma_shaped_pair, load_local_build, pin_to_cpu, rotated, write_json  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--tokens", type=int, default=512)
+    args = parser.parse_args()
+    cpu = pin_to_cpu(args.cpu)
+    k = load_local_build()
+    from transformers.models.gemma.modeling_gemma import GemmaMLP
+
+    mlp_ops = importlib.import_module(k.__name__ + ".mlp_ops")
+    layers = importlib.import_module(k.__name__ + ".layers")
+    _, model = gemma_shaped_pair(k)
+    model.eval()
+
+    def weights(m):
+        mods = m._modules
+        return mods["gate_proj"].weight, mods["up_proj"].weight, mods["down_proj"].weight
+
+    def no_rule(self, x):
+        wg, wu, wd = weights(self)
+        return mlp_ops._unfused_mlp(x, wg, wu, wd, None, None, None, "tanh")
+
+    def no_rule_eager_op(self, x):
+        wg, wu, wd = weights(self)
+        return F.linear(F.gelu(F.linear(x, wg), approximate="tanh") * F.linear(x, wu), wd)
+
+    def modules_our_op(self, x):
+        return self.down_proj(k.geglu(self.gate_proj(x), self.up_proj(x), approximate="tanh"))
+
+    dispatch = importlib.import_module(k.__name__ + ".dispatch")
+
+    def modules_op_body(self, x):
+        return self.down_proj(dispatch.geglu_forward_impl(self.gate_proj(x), self.up_proj(x), "tanh"))
+
+    def identity(self, x):
+        return x
+
+    variants = {"eager code": GemmaMLP.forward, "our code": layers.GeGLUMLP.forward, "no rule": no_rule,
+                "no rule, eager op": no_rule_eager_op, "modules, our op": modules_our_op, "modules, op body": modules_op_body, "identity": identity}
+    spans = []  # host seconds of each MLP call of the current prefill
+
+    def clocked(forward):
+        def timed_forward(self, x):
+            start = time.perf_counter()
+            y = forward(self, x)
+            spans.append(time.perf_counter() - start)
+            return y
+        return timed_forward
+
+    def use(name):
+        for layer in model.model.layers:
+            layer.mlp.forward = MethodType(clocked(variants[name]), layer.mlp)
+
+    ids = torch.randint(0, 32000, (1, args.tokens), device="cuda")
+
+    def prefill():
+        with torch.no_grad():
+            model(input_ids=ids, use_cache=False)
+
+    def timed(repeat=5):
+        host, wall, mlp = [], [], []
+        for _ in range(repeat):
+            torch.cuda.synchronize()
+            spans.clear()
+            start = time.perf_counter()
+            prefill()
+            host.append(time.perf_counter() - start)
+            torch.cuda.synchronize()
+            wall.append(time.perf_counter() - start)
+            mlp.append(sum(spans) / len(spans))
+        return 1e3 * statistics.median(host), 1e3 * statistics.median(wall), 1e6 * statistics.median(mlp)
+
+    device_ms = {}
+    for name in variants:  # warm-up, then the device time of one prefill
+        use(name)
+        for _ in range(3):
+            prefill()
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            prefill()
+            torch.cuda.synchronize()
+        device_ms[name] = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3
+    rounds = {name: {"host": [], "wall": [], "mlp_us": []} for name in variants}
+    for r in range(args.rounds):
+        for name in rotated(list(variants), r):
+            use(name)
+            for key, value in zip(("host", "wall", "mlp_us"), timed()):
+                rounds[name][key].append(value)
+    summary = {name: {"host_ms": statistics.median(t["host"]), "wall_ms": statistics.median(t["wall"]),
+                      "mlp_host_us_per_call": statistics.median(t["mlp_us"]), "device_ms": device_ms[name]}
+               for name, t in rounds.items()}
+    for name, s in summary.items():
+        print(f"T={args.tokens} {name:20s} wall {s['wall_ms']:.3f} ms  host (enqueue) {s['host_ms']:.3f}  "
+              f"of which the 8 MLP calls {8e-3 * s['mlp_host_us_per_call']:.3f} "
+              f"({s['mlp_host_us_per_call']:.1f} us each)  device (profiler) {s['device_ms']:.3f}", flush=True)
+    write_json(args.out / f"probe_mlp_prefill_paths_t{args.tokens}.json", {
+        "env": environment(), "date": time.strftime("%Y-%m-%d"), "pinned_cpu": cpu, "layers": 8,
+        "tokens": args.tokens, "median": summary, "rounds": rounds})
+
+
+if __name__ == "__main__":
+    main()
