@@ -361,6 +361,70 @@ def test_launches_guard_the_tensors_gpu_when_it_is_not_the_current_one(launch, m
     assert entered == [2]
 
 
+class _Pointer(_OnGpu):
+    def __init__(self, index, address):
+        super().__init__(index)
+        self.address = address
+
+    def data_ptr(self):
+        return self.address
+
+
+def test_a_direct_launch_keeps_a_handle_per_alignment_and_launches_it_on_the_tensors_gpu(launch, monkeypatch):
+    """The steady-state launch without a GPU: the first launch of a plan JIT-compiles and keeps the
+    handle under its pointers' alignment; later launches call the kept C entry with the grid, the
+    current stream, the fixed leading arguments, the pointers and the plan's tail; a misaligned
+    pointer gets its own handle; tensors on another GPU than the current one launch under a guard
+    for their GPU."""
+    current = [0]
+    launched, compiled_for, guarded = [], [], []
+
+    class Guard:
+        def __init__(self, index):
+            self.index = index
+
+        def __enter__(self):
+            guarded.append(self.index)
+            self.previous, current[0] = current[0], self.index
+
+        def __exit__(self, *exc):
+            current[0] = self.previous
+            return False
+
+    class Launcher:
+        global_scratch_size = profile_scratch_size = 0
+        launch_cooperative_grid = launch_pdl = False
+
+        def launch(self, *args):
+            launched.append(args)
+
+    def jit(plan, pointers):
+        compiled_for.append([p.data_ptr() for p in pointers])
+        return types.SimpleNamespace(run=Launcher(), function=7, packed_metadata="meta")
+
+    monkeypatch.setattr(launch, "DIRECT_LAUNCH", True)
+    monkeypatch.setattr(launch, "TRITON_MINOR", launch.FAST_LAUNCH_TRITON[0])
+    monkeypatch.setattr(launch, "_launch_jit", jit)
+    monkeypatch.setattr(torch._C, "_cuda_getDevice", lambda: current[0], raising=False)
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 1000 + device, raising=False)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current[0])
+    monkeypatch.setattr(torch.cuda, "device", Guard)
+    plan = launch.LaunchPlan(kernel=None, grid=(3, 1, 1), tail=(5, "tail"), options={})
+    aligned = (_Pointer(0, 4096), _Pointer(0, 8192))
+    launch.launch(plan, *aligned)
+    assert compiled_for == [[4096, 8192]] and not launched and plan.handles[0] is None
+    launch.launch(plan, *aligned)
+    fixed = (7, False, False, None, None, "meta", None, None, None)
+    assert launched == [(3, 1, 1, 1000, *fixed, 4096, 8192, 5, "tail")]
+    launch.launch(plan, _Pointer(0, 4098), _Pointer(0, 8192))  # 2-byte aligned: a handle of its own
+    assert len(compiled_for) == 2 and plan.handles[0] is not None and len(launched) == 1
+    assert guarded == []
+    plan.handles[1] = (plan.handles[1][0], 1, plan.handles[1][2])  # kept on GPU 1, which is not current
+    launch.launch(plan, _Pointer(1, 4096), _Pointer(1, 8192))
+    assert guarded == [1] and current == [0]
+    assert launched[-1] == (3, 1, 1, 1001, *fixed, 4096, 8192, 5, "tail")
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_a_layer_on_the_second_gpu_runs_there_while_the_first_is_current(kernel):
     """What `device_map="auto"` does: the layer's tensors on cuda:1, the current device cuda:0; the

@@ -15,6 +15,8 @@ to cuBLAS's projections and the pointwise kernel):
   no rule, eager op  F.linear and eager's gelu * up on the weights, no checks
   modules, our op    the projections called as modules around the public pointwise op
   modules, op body   the same with the op body (no input checks, no routing)
+  modules, bare launch  the same with the kernel's C launcher called directly on a plan resolved
+                     beforehand (no Python between the projections and Triton's launcher)
   identity           a forward that returns x (what the rest of the model costs)
 
     python benchmarks/probes/probe_mlp_prefill_paths.py --out DIR [--rounds 9 --cpu 0 --tokens 512]
@@ -71,11 +73,23 @@ def main():
     def modules_op_body(self, x):
         return self.down_proj(dispatch.geglu_forward_impl(self.gate_proj(x), self.up_proj(x), "tanh"))
 
+    pointwise = importlib.import_module(k.__name__ + ".kernel_src.pointwise")
+    inter = model.config.intermediate_size
+    bare = {}
+
+    def modules_bare_launch(self, x):
+        g, u = self.gate_proj(x), self.up_proj(x)
+        out = torch.empty_like(g)
+        bare["entry"](*bare["grid"], bare["stream"], *bare["fixed"], g.data_ptr(), u.data_ptr(), out.data_ptr(),
+                      *bare["tail"])
+        return self.down_proj(out)
+
     def identity(self, x):
         return x
 
     variants = {"eager code": GemmaMLP.forward, "our code": layers.GeGLUMLP.forward, "no rule": no_rule,
-                "no rule, eager op": no_rule_eager_op, "modules, our op": modules_our_op, "modules, op body": modules_op_body, "identity": identity}
+                "no rule, eager op": no_rule_eager_op, "modules, our op": modules_our_op, "modules, op body": modules_op_body,
+                "modules, bare launch": modules_bare_launch, "identity": identity}
     spans = []  # host seconds of each MLP call of the current prefill
 
     def clocked(forward):
@@ -109,6 +123,11 @@ def main():
             mlp.append(sum(spans) / len(spans))
         return 1e3 * statistics.median(host), 1e3 * statistics.median(wall), 1e6 * statistics.median(mlp)
 
+    use("modules, op body")
+    prefill()  # compiles and keeps the plan's handle
+    plan = pointwise.plan(False, args.tokens, inter, (inter,) * 3, torch.bfloat16, True, 0)
+    entry, bare["fixed"] = plan.handles[1][2]  # the C launcher of the aligned handle
+    bare.update(entry=entry, grid=plan.grid, tail=plan.tail, stream=torch.cuda.current_stream().cuda_stream)
     device_ms = {}
     for name in variants:  # warm-up, then the device time of one prefill
         use(name)

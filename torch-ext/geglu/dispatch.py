@@ -48,9 +48,8 @@ def use_triton(t: torch.Tensor) -> bool:
     return False
 
 
-def _functorch_active() -> bool:
-    active = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return bool(active and active())
+# Bound once: `route` runs on every call (functorch transforms are a torch 2.x C binding).
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None) or (lambda: False)
 
 
 OP, DIRECT, AUTOGRAD = 0, 1, 2  # the routes of `route`

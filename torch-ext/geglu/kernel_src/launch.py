@@ -18,7 +18,8 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, reduce
+from operator import or_
 
 import torch
 import triton
@@ -46,7 +47,7 @@ USE_LIBDEVICE = not INTERPRET
 
 # Triton minor versions whose JITFunction.run launches a compiled kernel as `launch` does.
 DIRECT_LAUNCH_TRITON = ("3.6", "3.9")
-# Triton minor versions whose CUDA launcher wrapper (`CudaLauncher.__call__`) `_run` may skip for
+# Triton minor versions whose CUDA launcher wrapper (`CudaLauncher.__call__`) `launch` may skip for
 # kernels without scratch memory, calling its C entry directly (a test reads the wrapper's source).
 FAST_LAUNCH_TRITON = ("3.6",)
 TRITON_MINOR = ".".join(triton.__version__.split(".")[:2])
@@ -99,22 +100,32 @@ class LaunchPlan:
 
 def launch(plan: LaunchPlan, *pointers: torch.Tensor) -> None:
     """Launch `plan` with these tensors as its pointer arguments, on the GPU they live on."""
-    if DIRECT_LAUNCH and not _hooks_installed():
-        ptrs = [p.data_ptr() for p in pointers]
-        aligned = 0 if any(p % _ALIGN for p in ptrs) else 1
-        handle = plan.handles[aligned]
-        device = pointers[0].get_device()
-        if handle is None or handle[1] != device:  # first launch on this GPU: compile or load
-            with _on_device(pointers[0]):
-                plan.handles[aligned] = kept_handle(_launch_jit(plan, pointers), device)
-        elif device == torch._C._cuda_getDevice():
-            _run(handle, plan, ptrs, device)
-        else:
-            with torch.cuda.device(device):
-                _run(handle, plan, ptrs, device)
+    if not DIRECT_LAUNCH or _hooks_installed():
+        with _on_device(pointers[0]):
+            _launch_jit(plan, pointers)
         return
-    with _on_device(pointers[0]):
-        _launch_jit(plan, pointers)
+    # One flat function on purpose: inside a model each Python call here costs 1-2 us of host time.
+    ptrs = [p.data_ptr() for p in pointers]
+    aligned = 0 if reduce(or_, ptrs) % _ALIGN else 1
+    handle = plan.handles[aligned]
+    device = pointers[0].get_device()
+    if handle is None or handle[1] != device:  # first launch on this GPU: compile or load
+        with _on_device(pointers[0]):
+            plan.handles[aligned] = kept_handle(_launch_jit(plan, pointers), device)
+        return
+    if device != torch._C._cuda_getDevice():
+        with torch.cuda.device(device):
+            launch(plan, *pointers)
+        return
+    # What JITFunction.run does once the kernel is compiled and bound (DIRECT_LAUNCH_TRITON).
+    stream = torch._C._cuda_getCurrentRawStream(device)
+    entry = handle[2]
+    if entry is not None:
+        entry[0](*plan.grid, stream, *entry[1], *ptrs, *plan.tail)
+    else:
+        compiled = handle[0]
+        compiled.run(*plan.grid, stream, compiled.function, compiled.packed_metadata, None, None, None, *ptrs,
+                     *plan.tail)
 
 
 def kept_handle(compiled, device: int) -> tuple:
@@ -139,18 +150,6 @@ def _launcher_entry(compiled):
         return launcher.launch, fixed
     except AttributeError:  # not a CUDA launcher (or a stand-in in tests): the wrapper
         return None
-
-
-def _run(handle: tuple, plan: LaunchPlan, ptrs: list[int], device: int) -> None:
-    # What JITFunction.run does once the kernel is compiled and bound (DIRECT_LAUNCH_TRITON).
-    stream = torch._C._cuda_getCurrentRawStream(device)
-    entry = handle[2]
-    if entry is not None:
-        entry[0](*plan.grid, stream, *entry[1], *ptrs, *plan.tail)
-    else:
-        compiled = handle[0]
-        compiled.run(*plan.grid, stream, compiled.function, compiled.packed_metadata, None, None, None, *ptrs,
-                     *plan.tail)
 
 
 def _on_device(t: torch.Tensor):
