@@ -366,6 +366,20 @@ def code_in_model_table(run: dict) -> list[str]:
     return out
 
 
+def prefill_paths_table(run: dict, name: str) -> list[str]:
+    """The MLP's code variants inside the model's prefill (`probes/probe_mlp_prefill_paths.py`)."""
+    out = [f"### The MLP's code inside the model's prefill (`{name}`, "
+           f"T={run['tokens']}, medians of rotating rounds, pinned to CPU {run['pinned_cpu']})", "",
+           "The kernelized model's MLPs' forward swapped for each variant in place; host time until the forward "
+           "returns, wall time until the GPU is done, the MLP calls' own host time (each call timed inside the "
+           "model), the GPU's kernel time (profiler).", "",
+           "| variant | wall ms | host ms | host us per MLP call | device ms |", "|---|---|---|---|---|"]
+    out += [f"| {name} | {m['wall_ms']:.3f} | {m['host_ms']:.3f} | "
+            + (f"{m['mlp_host_us_per_call']:.1f}" if "mlp_host_us_per_call" in m else "") + f" | {m['device_ms']:.3f} |"
+            for name, m in run["median"].items()]
+    return out
+
+
 def width_runtime_tables(run: dict, mlp_run: dict | None = None) -> list[str]:
     """The width as a runtime argument against a constexpr width (`probes/probe_width_runtime.py`)."""
     rows = [r for r in run["device_rows"] if r["kernel"].startswith("pointwise")]
@@ -475,7 +489,7 @@ def launch_report(folder: Path) -> None:
         "`probe_outside_mlp_pinned.json` (host time per module kind; the second pinned to one CPU), "
         "`probe_first_call_threads.json` (the first call by compile threads), `probe_autograd_thread.json` (the "
         "backward's launch on autograd's thread), `probe_mlp_code_in_model.json` (the MLP's code against the model "
-        "object).",
+        "object), `probe_mlp_prefill_paths_t512.json` (the MLP's code variants timed inside the model's prefill).",
         "- GPU test runs: `GPU_TESTS.md`, `pytest_gpu*.log`.", "",
         "### Host time per call, T=1 (no synchronisation; this machine's CPU)", "",
         "| call | host us | bar |", "|---|---|---|",
@@ -529,6 +543,8 @@ def launch_report(folder: Path) -> None:
         parts += ["", *outside_mlp_table(outside)]
     if (folder / "probe_mlp_code_in_model.json").exists():
         parts += ["", *code_in_model_table(load(folder, "probe_mlp_code_in_model.json"))]
+    for path in sorted(folder.glob("probe_mlp_prefill_paths_t*.json")):
+        parts += ["", *prefill_paths_table(load(folder, path.name), path.name)]
     if (folder / "probe_autograd_thread.json").exists():
         parts += ["", *autograd_thread_table(load(folder, "probe_autograd_thread.json"))]
     if (folder / "probe_mlp_host_split.json").exists():
