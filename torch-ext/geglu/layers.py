@@ -29,15 +29,14 @@ def _activation_hooked(act: nn.Module) -> bool:
     global ones, forward or backward (activation capture, patching and attribution hook exactly
     this module), or a forward replaced on the instance. Then the layer calls it as eager does,
     on eager's composition."""
-    return (not mlp_ops.untouched(act, backward=True) or mlp_ops.global_forward_hooks()
-            or mlp_ops.global_backward_hooks())
+    return (not mlp_ops.untouched(act, backward=True) or mlp_ops.global_hooks())
 
 
-def _attributes(module: nn.Module, *names: str) -> tuple:
+def _attributes(module: nn.Module, *names: str) -> list:
     """The named attributes of the replaced module, submodules straight from `_modules`
     (nn.Module.__getattr__ costs about 2 us a lookup, on every eager call), others by getattr."""
     modules = module._modules
-    return tuple(modules[name] if name in modules else getattr(module, name) for name in names)
+    return [modules[name] if name in modules else getattr(module, name) for name in names]
 
 
 def _geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, projections: tuple[nn.Module, ...] = ()

@@ -174,20 +174,17 @@ _declare_kernels(mlp_decode, _gate_up_geglu_kernel, _down_split_k_kernel)
 
 # --- the rule ---
 
-def _own_forward(m: nn.Module) -> bool:
-    """Whether m's forward is its class's: none set on the instance, or the class's own forward
-    bound to m, which is what `kernels.kernelize` sets on every layer it has no kernel for (the
-    activation modules of transformers' models among them)."""
-    forward = m.__dict__.get("forward")
-    return forward is None or (getattr(forward, "__func__", None) is type(m).forward
-                               and getattr(forward, "__self__", None) is m)
-
-
 def untouched(m: nn.Module, backward: bool = False) -> bool:
     """Calling m runs exactly its class's forward: no forward hooks or pre-hooks of its own and no
-    other forward set on the instance (accelerate's hooks and hand patches do that); with
-    `backward`, no backward hooks or pre-hooks of its own either."""
-    if m._forward_hooks or m._forward_pre_hooks or not _own_forward(m):
+    other forward set on the instance (accelerate's hooks and hand patches do that; the class's own
+    forward bound to m, which `kernels.kernelize` sets on every layer it has no kernel for, counts as
+    its own); with `backward`, no backward hooks or pre-hooks of its own either. One function on
+    purpose: it runs for every projection on every call, where each Python call costs host time."""
+    if m._forward_hooks or m._forward_pre_hooks:
+        return False
+    forward = m.__dict__.get("forward")
+    if forward is not None and (getattr(forward, "__func__", None) is not type(m).forward
+                                or getattr(forward, "__self__", None) is not m):
         return False
     return not (backward and (m._backward_hooks or m._backward_pre_hooks))
 
@@ -197,9 +194,10 @@ def global_forward_hooks() -> bool:
     return bool(_nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks)
 
 
-def global_backward_hooks() -> bool:
-    """Whether backward hooks or pre-hooks are registered for every module."""
-    return bool(_nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks)
+def global_hooks() -> bool:
+    """Whether hooks of any kind (forward, backward, pre-hooks) are registered for every module."""
+    return bool(_nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks
+                or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks)
 
 
 def _plain_linear(p: nn.Module | None, backward: bool = False) -> tuple | None:
@@ -354,7 +352,7 @@ def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_pr
     None otherwise."""
     if up_proj is None or route(x) == OP or x.dtype not in SUPPORTED_DTYPES or not use_triton(x):
         return None
-    if (global_forward_hooks() or global_backward_hooks() or not _inactive_dropout(dropout)
+    if (global_hooks() or not _inactive_dropout(dropout)
             or torch.is_autocast_enabled(x.device.type)):
         return None
     gate, up, down = [_plain_linear(p, backward=True) for p in (gate_proj, up_proj, down_proj)]
