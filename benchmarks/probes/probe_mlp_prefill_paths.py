@@ -7,10 +7,10 @@ entering its forward to returning), so a prefill's host time splits into the MLP
 of the model. The device time of one prefill per variant comes from the profiler (sum of the GPU
 kernels' times).
 
-Variants (all compute down(gelu_tanh(gate(x)) * up(x)); at T=512 the layer's rule sends the call
-to cuBLAS's projections and the pointwise kernel):
+Variants (all compute down(gelu_tanh(gate(x)) * up(x)); past the fused kernels' token counts the
+layer calls its projections as modules around the pointwise op):
   eager code         GemmaMLP.forward (four module calls, gelu and mul)
-  our code           GeGLUMLP.forward, what kernelize binds (the rule, then F.linear and the kernel)
+  our code           GeGLUMLP.forward, what kernelize binds (the rule, then the path it picks)
   no rule            F.linear and the pointwise kernel on the projections' weights, no checks
   no rule, eager op  F.linear and eager's gelu * up on the weights, no checks
   modules, our op    the projections called as modules around the public pointwise op
@@ -52,6 +52,7 @@ def main():
     layers = importlib.import_module(k.__name__ + ".layers")
     _, model = gemma_shaped_pair(k)
     model.eval()
+    layers_n = len(model.model.layers)
 
     def weights(m):
         mods = m._modules
@@ -149,10 +150,10 @@ def main():
                for name, t in rounds.items()}
     for name, s in summary.items():
         print(f"T={args.tokens} {name:20s} wall {s['wall_ms']:.3f} ms  host (enqueue) {s['host_ms']:.3f}  "
-              f"of which the 8 MLP calls {8e-3 * s['mlp_host_us_per_call']:.3f} "
+              f"of which the {layers_n} MLP calls {layers_n * 1e-3 * s['mlp_host_us_per_call']:.3f} "
               f"({s['mlp_host_us_per_call']:.1f} us each)  device (profiler) {s['device_ms']:.3f}", flush=True)
     write_json(args.out / f"probe_mlp_prefill_paths_t{args.tokens}.json", {
-        "env": environment(), "date": time.strftime("%Y-%m-%d"), "pinned_cpu": cpu, "layers": 8,
+        "env": environment(), "date": time.strftime("%Y-%m-%d"), "pinned_cpu": cpu, "layers": layers_n,
         "tokens": args.tokens, "median": summary, "rounds": rounds})
 
 

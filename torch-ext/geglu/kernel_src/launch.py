@@ -104,7 +104,8 @@ def launch(plan: LaunchPlan, *pointers: torch.Tensor) -> None:
         with _on_device(pointers[0]):
             _launch_jit(plan, pointers)
         return
-    # One flat function on purpose: inside a model each Python call here costs 1-2 us of host time.
+    # One flat function on purpose: every launch pays this Python on the host (benchmarks/NOTES.md,
+    # session 15: inside a model it cost more than timed in a loop).
     ptrs = [p.data_ptr() for p in pointers]
     aligned = 0 if reduce(or_, ptrs) % _ALIGN else 1
     handle = plan.handles[aligned]
