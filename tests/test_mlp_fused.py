@@ -4,6 +4,7 @@ on a projection."""
 
 import importlib
 import itertools
+import sys
 import warnings
 
 import pytest
@@ -604,6 +605,82 @@ def test_out_of_memory_in_the_fused_path_is_raised_not_hidden(kernel, mlp_ops, f
     with torch.no_grad(), pytest.raises(torch.OutOfMemoryError):
         kernel.layers.GeGLUMLP.forward(mlp, torch.randn(2, 64, device=DEVICE, dtype=torch.bfloat16))
     assert not mlp_ops.FUSED_OFF, "a transient out-of-memory must not turn the fused path off"
+
+
+# Entered but not counted into: the op bodies (a plan lookup and a launch on CUDA, the kernel itself
+# under the interpreter) and the device check that CUDA tensors skip.
+_NOT_COUNTED_INSIDE = frozenset({"geglu_forward_impl", "run_mlp_decode", "gate_up_geglu_impl", "use_triton"})
+
+
+def _python_calls(fn) -> list[str]:
+    """The Python functions fn() enters, not counting what runs inside _NOT_COUNTED_INSIDE (nor those)."""
+    calls, depth, skip_depth = [], 0, None
+
+    def profile(frame, event, arg):
+        nonlocal depth, skip_depth
+        if event == "call":
+            depth += 1
+            if skip_depth is None:
+                if frame.f_code.co_name in _NOT_COUNTED_INSIDE:
+                    skip_depth = depth
+                else:
+                    calls.append(frame.f_code.co_name)
+        elif event == "return":
+            if skip_depth == depth:
+                skip_depth = None
+            depth -= 1
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_an_inference_call_enters_no_more_python_functions_than_eager(kernel, mlp_ops, mlp_kernels, fused_on):
+    """A plain call inside a host-bound model pays every Python function it enters
+    (benchmarks/NOTES.md, sessions 15-16): at one token (the fused path) and past the fused token
+    counts (the projections as modules around the pointwise kernel), the layer's inference call
+    enters no more than the module's own eager forward (5 module calls, 3 Linear forwards and the
+    activation's, 10 attribute lookups through nn.Module.__getattr__)."""
+    layers = kernel.layers
+    mlp = _MLP().to(DEVICE, torch.bfloat16)
+    for n_rows in (1, max(mlp_kernels.max_rows(_device_index())) + 1):
+        x = torch.randn(n_rows, 64, device=DEVICE, dtype=torch.bfloat16)
+        with torch.no_grad():
+            layers.GeGLUMLP.forward(mlp, x), mlp(x)  # warm: plans, compiled kernels
+            eager = _python_calls(lambda: mlp(x))
+            ours = _python_calls(lambda: layers.GeGLUMLP.forward(mlp, x))
+        # eager's count has the module call around its forward (2 functions), ours the bare forward
+        assert len(ours) <= len(eager) - 2, (n_rows, ours, eager)
+
+
+def test_inference_under_a_dispatch_mode_shows_the_mode_the_ops(kernel, mlp_ops, fused_on):
+    """A dispatch mode (a FLOP counter, a tracer) sees the layer's work as ops under no_grad too: the
+    inference shortcuts past the op's checks leave the mode the registered op, and the fused path
+    is not taken under a mode."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    mlp = _MLP().to(DEVICE, torch.bfloat16)
+    for n_rows in (1, 200):
+        x = torch.randn(n_rows, 64, device=DEVICE, dtype=torch.bfloat16)
+        seen.clear()
+        with torch.no_grad():
+            expected = mlp(x)
+            with Record():
+                got = kernel.layers.GeGLUMLP.forward(mlp, x)
+        assert any("geglu_forward" in op for op in seen), (n_rows, seen)
+        assert not any("mlp_decode" in op or "gate_up_geglu" in op for op in seen), (n_rows, seen)
+        rtol, atol = TOLERANCES[torch.bfloat16]
+        torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
 
 
 def test_middle_token_counts_take_the_gate_up_kernel_where_the_table_says(kernel, mlp_ops, mlp_kernels, fused_on,

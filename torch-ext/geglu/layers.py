@@ -8,10 +8,11 @@ Kernels rules: no __init__, no methods besides forward, no class variables besid
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.modules import module as _nn_module
 
 from . import mlp_ops, pointwise_ops
 from .checks import SUPPORTED_DTYPES
-from .layer_mapping import approximate_of
+from .layer_mapping import _approximate_of_class, approximate_of
 
 
 def _nobody_else_holds(projections: tuple[nn.Module, ...]) -> bool:
@@ -24,12 +25,23 @@ def _nobody_else_holds(projections: tuple[nn.Module, ...]) -> bool:
         type(p) is nn.Linear and mlp_ops.untouched(p) for p in projections)
 
 
-def _activation_hooked(act: nn.Module) -> bool:
-    """Whether calling the activation module could do more than its GELU: hooks of its own or
-    global ones, forward or backward (activation capture, patching and attribution hook exactly
-    this module), or a forward replaced on the instance. Then the layer calls it as eager does,
-    on eager's composition."""
-    return (not mlp_ops.untouched(act, backward=True) or mlp_ops.global_hooks())
+def _activation(act: nn.Module) -> tuple[str, bool]:
+    """(approximate, hooked) of the activation module: its GELU variant, "tanh" or "none"
+    (ValueError for another activation), and whether calling it could do more than its GELU:
+    hooks of its own or global ones, forward or backward (activation capture, patching and
+    attribution hook exactly this module), or a forward replaced on the instance. Then the layer
+    calls it as eager does, on eager's composition. One function without helper calls on purpose:
+    it runs on every layer call, where each Python call costs host time (benchmarks/NOTES.md)."""
+    approximate = act.approximate if isinstance(act, nn.GELU) else _approximate_of_class(type(act))
+    if approximate is None:
+        approximate = approximate_of(act)  # raises, naming the activation
+    forward = act.__dict__.get("forward")  # kernelize binds the class's own forward: that is untouched
+    hooked = bool(act._forward_hooks or act._forward_pre_hooks or act._backward_hooks or act._backward_pre_hooks
+                  or (forward is not None and (getattr(forward, "__func__", None) is not type(act).forward
+                                               or getattr(forward, "__self__", None) is not act))
+                  or _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks
+                  or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks)
+    return approximate, hooked
 
 
 def _attributes(module: nn.Module, *names: str) -> list:
@@ -39,15 +51,21 @@ def _attributes(module: nn.Module, *names: str) -> list:
     return [modules[name] if name in modules else getattr(module, name) for name in names]
 
 
-def _geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, projections: tuple[nn.Module, ...] = ()
-           ) -> torch.Tensor:
+def _geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, projections: tuple[nn.Module, ...] = (),
+           eager: bool = False) -> torch.Tensor:
     # projections: the modules that made gate and up inside this layer (none: never write over them).
+    # eager: the caller saw torch.compile not tracing (then an inference call skips the op's checks).
     # len(), not bool(): Dynamo of torch 2.11 cannot trace bool() of a tuple.
     if gate.dtype not in SUPPORTED_DTYPES or up.dtype != gate.dtype:
         # A float64 model (gradient checks) or mixed dtypes, which the kernels do not take: eager's
         # math, as the replaced module computed it, instead of an error the model never raised.
         return F.gelu(gate, approximate=approximate) * up
-    in_place = len(projections) > 0 and torch.is_grad_enabled() and _nobody_else_holds(projections)
+    grad = torch.is_grad_enabled()
+    if eager and not grad:
+        h = pointwise_ops.geglu_untraced_no_grad(gate, up, approximate)
+        if h is not None:
+            return h
+    in_place = len(projections) > 0 and grad and _nobody_else_holds(projections)
     return pointwise_ops.geglu(gate, up, approximate, backward_in_place=in_place)
 
 
@@ -80,18 +98,22 @@ class GeGLUMLP(nn.Module):
     can_torch_compile = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_proj, up_proj, down_proj, act_fn = _attributes(self, "gate_proj", "up_proj", "down_proj", "act_fn")
-        dropout = self._modules.get("dropout")  # not getattr: a missing attribute raises inside nn.Module
-        approximate = approximate_of(act_fn)
-        hooked = _activation_hooked(act_fn)
-        if not hooked:
-            y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, dropout)
-            if y is not None:
-                return y
+        modules = self._modules
+        try:  # the class's own submodules, without nn.Module.__getattr__ (a Python call each)
+            gate_proj, up_proj, down_proj = modules["gate_proj"], modules["up_proj"], modules["down_proj"]
+            act_fn = modules["act_fn"]
+        except KeyError:
+            gate_proj, up_proj, down_proj, act_fn = _attributes(self, "gate_proj", "up_proj", "down_proj", "act_fn")
+        dropout = modules.get("dropout")
+        approximate, hooked = _activation(act_fn)
         if hooked:
             h = act_fn(gate_proj(x)) * up_proj(x)
         else:
-            h = _geglu(gate_proj(x), up_proj(x), approximate, (gate_proj, up_proj))
+            eager = not torch.compiler.is_compiling()
+            y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, dropout, eager)
+            if y is not None:
+                return y
+            h = _geglu(gate_proj(x), up_proj(x), approximate, (gate_proj, up_proj), eager)
         if dropout is not None:
             h = dropout(h)
         return down_proj(h)
@@ -142,17 +164,16 @@ class T5DenseGatedGeGLU(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         wi_0, wi_1, wo, act, dropout = _attributes(self, "wi_0", "wi_1", "wo", "act", "dropout")
         weight = wo.weight
-        approximate = approximate_of(act)
-        hooked = _activation_hooked(act)
-        no_cast = isinstance(weight, torch.Tensor) and weight.dtype == hidden_states.dtype  # none before wo
-        if not hooked and no_cast:
-            y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout)
-            if y is not None:
-                return y
+        approximate, hooked = _activation(act)
         if hooked:
             h = dropout(act(wi_0(hidden_states)) * wi_1(hidden_states))
         else:
-            h = dropout(_geglu(wi_0(hidden_states), wi_1(hidden_states), approximate, (wi_0, wi_1)))
+            eager = not torch.compiler.is_compiling()
+            if isinstance(weight, torch.Tensor) and weight.dtype == hidden_states.dtype:  # no cast before wo
+                y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout, eager)
+                if y is not None:
+                    return y
+            h = dropout(_geglu(wi_0(hidden_states), wi_1(hidden_states), approximate, (wi_0, wi_1), eager))
         if isinstance(weight, torch.Tensor) and h.dtype != weight.dtype and weight.dtype != torch.int8:
             h = h.to(weight.dtype)
         return wo(h)
@@ -167,13 +188,14 @@ class LongT5DenseGatedGeGLU(T5DenseGatedGeGLU):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         wi_0, wi_1, wo, act, dropout = _attributes(self, "wi_0", "wi_1", "wo", "act", "dropout")
-        approximate = approximate_of(act)
-        if _activation_hooked(act):
+        approximate, hooked = _activation(act)
+        if hooked:
             return wo(dropout(act(wi_0(hidden_states)) * wi_1(hidden_states)))
-        y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout)
+        eager = not torch.compiler.is_compiling()
+        y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout, eager)
         if y is not None:
             return y
-        h = _geglu(wi_0(hidden_states), wi_1(hidden_states), approximate, (wi_0, wi_1))
+        h = _geglu(wi_0(hidden_states), wi_1(hidden_states), approximate, (wi_0, wi_1), eager)
         return wo(dropout(h))
 
 
@@ -193,8 +215,8 @@ class ModernBertGeGLUMLP(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         wi, wo, act, drop = _attributes(self, "Wi", "Wo", "act", "drop")
-        approximate = approximate_of(act)
-        if _activation_hooked(act):
+        approximate, hooked = _activation(act)
+        if hooked:
             a, b = wi(hidden_states).chunk(2, dim=-1)
             return wo(drop(act(a) * b))
         y = mlp_ops.fused_mlp(hidden_states, approximate, wi, None, wo, drop)  # Wi packed
@@ -220,7 +242,7 @@ class ClvpGeGLU(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         up, gate = self.proj(hidden_states).chunk(2, dim=-1)
         act = self.activation_fn
-        approximate = approximate_of(act)
-        if _activation_hooked(act):
+        approximate, hooked = _activation(act)
+        if hooked:
             return up * act(gate)
         return _geglu(gate, up, approximate)

@@ -35,9 +35,10 @@ from torch.nn.modules import module as _nn_module
 
 from ._ops import add_op_namespace_prefix
 from .checks import SUPPORTED_DTYPES, check_approximate, check_mlp_decode, row_view
-from .dispatch import DIRECT, OP, geglu_backward_in_place_impl, geglu_forward_impl, route, use_triton
+from .dispatch import (DIRECT, OP, _functorch_active, geglu_backward_in_place_impl, geglu_forward_impl, route,
+                       use_triton)
 from .kernel_src.launch import INTERPRET
-from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, _down_split_k_kernel, _gate_up_geglu_kernel,
+from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, MLP_LAUNCH_TABLES, _down_split_k_kernel, _gate_up_geglu_kernel,
                              launch_down_split_k, launch_gate_up_geglu, max_rows, measured_table, run_mlp_decode,
                              workspace_numel)
 from .pointwise_ops import _declare_kernels, _OpBody
@@ -373,15 +374,19 @@ def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_pr
 
 
 def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
-              down_proj: nn.Module, dropout: nn.Module | None = None) -> torch.Tensor | None:
+              down_proj: nn.Module, dropout: nn.Module | None = None, eager: bool | None = None) -> torch.Tensor | None:
     """down_proj(dropout(gelu(gate(x)) * up(x))) through the fused kernels, or None where they do not
     apply (the caller then runs its projections as modules). `up_proj` None: `gate_proj` is one
     packed projection whose output's first half is the gate and second half the up (ModernBERT).
+    eager: the caller's `not torch.compiler.is_compiling()` (None: looked up here).
     Every check reads state the user can change between calls (hooks, modes, dtypes), so none is
-    cached; they are ordered so that the common cases leave early."""
+    cached; they are ordered so that the common cases leave early, and the steady path calls as few
+    Python functions as it can (each costs host time inside a model, benchmarks/NOTES.md)."""
     if FUSED_OFF or not (FUSED_OPT_IN or MEASURED_DEVICES):  # no table anywhere, no opt-in: one check
         return None
-    if torch.compiler.is_compiling():
+    if eager is None:
+        eager = not torch.compiler.is_compiling()
+    if not eager:
         return _fused_mlp_compiled(x, approximate, gate_proj, up_proj, down_proj, dropout)
     if torch.is_grad_enabled() and (x.requires_grad or _any_requires_grad(gate_proj, up_proj, down_proj)):
         return _mlp_training(x, approximate, gate_proj, up_proj, down_proj, dropout)
@@ -395,23 +400,27 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
         return None
     hidden = x.shape[-1]
     n_rows = x.numel() // hidden if hidden else 0
-    if not n_rows or not fused_mlp_enabled(device_index):
+    table_name = measured_table(device_index)  # what fused_mlp_enabled and max_rows read, inline
+    if not n_rows or (table_name is None and not FUSED_OPT_IN):
         return None
-    both_rows, gate_up_rows = max_rows(device_index)
+    table = MLP_LAUNCH_TABLES[table_name or "default"]
+    both_rows, gate_up_rows = table["max_rows"], table["gate_up_max_rows"]
     if n_rows > max(both_rows, gate_up_rows):
         # Past the fused kernels' token counts: the layer calls its projections as modules around
         # the pointwise kernel. Calling cuBLAS directly instead would need every check below, which
         # cost more host time inside a model than the three module calls (benchmarks/NOTES.md).
         return None
-    if global_forward_hooks():
+    if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
         return None
     found = _projection_weights(x, gate_proj, up_proj)
     if found is None:
         return None
     wg, wu, bg, bu, params = found
-    # Tracing, or a tensor subclass input: the modules' path (the weights are plain Parameters).
-    # Under autocast the projections would compute in autocast's dtype: the modules' path too.
-    if route(x) != DIRECT or torch.is_autocast_enabled(x.device.type):
+    # A tensor subclass input, functorch or a dispatch mode: the modules' path (the weights are
+    # plain Parameters). Under autocast the projections would compute in autocast's dtype: the
+    # modules' path too.
+    if (type(x) is not torch.Tensor or _functorch_active() or torch._C._len_torch_dispatch_stack()
+            or torch.is_autocast_enabled(x.device.type)):
         return None
     grad = torch.is_grad_enabled()
     if not _usable(params, x, grad):

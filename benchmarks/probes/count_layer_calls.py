@@ -1,0 +1,88 @@
+"""How many Python functions one MLP call runs: eager GemmaMLP against our GeGLUMLP layer, on the
+CPU machine (no GPU needed), under TRITON_INTERPRET=1 so that the layer takes its Triton path.
+
+A host-bound plain call pays every Python function it enters (benchmarks/NOTES.md, session 15), so
+this count is the CPU-side proxy for the layer's host time inside a model. The kernel's launch is
+not counted: once the layer enters an op body (`geglu_forward_impl`, `run_mlp_decode`,
+`gate_up_geglu_impl`: on CUDA a plan lookup and the launch) its callees are skipped, since under
+the interpreter they run the kernel itself; so are `use_triton`'s, which CUDA tensors do not call. The fused paths are turned on with GEGLU_FUSED_MLP=1 (the "default" launch table:
+up to 16 tokens both fused kernels, up to 64 the gate/up kernel), so token counts past 64 show the
+layer's unfused inference path, the one a prefill takes.
+
+    TRITON_INTERPRET=1 GEGLU_FUSED_MLP=1 python benchmarks/probes/count_layer_calls.py [--tokens 512] [--list]
+"""
+
+import argparse
+import collections
+import importlib
+import sys
+from pathlib import Path
+from types import MethodType
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "scripts"))
+
+
+# Entered but not descended into: the op bodies (on CUDA a plan lookup and the launch; under the
+# interpreter the kernel itself) and the device check that CUDA tensors answer before calling it.
+SKIP_INSIDE = frozenset({"geglu_forward_impl", "run_mlp_decode", "gate_up_geglu_impl", "use_triton"})
+
+
+def counted_calls(fn, skip_inside=SKIP_INSIDE) -> list[str]:
+    """The Python functions fn() enters, in order, not descending into functions named in skip_inside."""
+    calls, depth, skip_depth = [], 0, None
+
+    def profile(frame, event, arg):
+        nonlocal depth, skip_depth
+        if event == "call":
+            depth += 1
+            if skip_depth is None:
+                code = frame.f_code
+                calls.append(f"{Path(code.co_filename).name}:{code.co_name}")
+                if code.co_name in skip_inside:
+                    skip_depth = depth
+        elif event == "return":
+            if skip_depth == depth:
+                skip_depth = None
+            depth -= 1
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls[1:]  # not the lambda itself
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument("--list", action="store_true", help="print each function entered")
+    args = parser.parse_args()
+    import build_variants
+    from kernels import get_local_kernel
+    from transformers import GemmaConfig
+    from transformers.models.gemma.modeling_gemma import GemmaMLP
+
+    root = Path(__file__).resolve().parent.parent.parent
+    build_variants.build(root / "build")
+    k = get_local_kernel(root / "build")
+    layers = importlib.import_module(k.__name__ + ".layers")
+    config = GemmaConfig(hidden_size=64, intermediate_size=192, hidden_activation="gelu_pytorch_tanh")
+    eager = GemmaMLP(config).to(torch.bfloat16)
+    ours = GemmaMLP(config).to(torch.bfloat16)
+    ours.forward = MethodType(layers.GeGLUMLP.forward, ours)  # what kernelize binds
+    x = torch.randn(1, args.tokens, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        for name, module in (("eager GemmaMLP", eager), ("ours GeGLUMLP", ours)):
+            module(x)  # warm: plans, caches
+            calls = counted_calls(lambda: module(x))
+            print(f"{name}: {len(calls)} Python functions at T={args.tokens}")
+            if args.list:
+                for site, n in collections.Counter(calls).items():
+                    print(f"  {n} x {site}")
+
+
+if __name__ == "__main__":
+    main()
