@@ -5,9 +5,10 @@ A host-bound plain call pays every Python function it enters (benchmarks/NOTES.m
 this count is the CPU-side proxy for the layer's host time inside a model. The kernel's launch is
 not counted: once the layer enters an op body (`geglu_forward_impl`, `run_mlp_decode`,
 `gate_up_geglu_impl`: on CUDA a plan lookup and the launch) its callees are skipped, since under
-the interpreter they run the kernel itself; so are `use_triton`'s, which CUDA tensors do not call. The fused paths are turned on with GEGLU_FUSED_MLP=1 (the "default" launch table:
-up to 16 tokens both fused kernels, up to 64 the gate/up kernel), so token counts past 64 show the
-layer's unfused inference path, the one a prefill takes.
+the interpreter they run the kernel itself; `use_triton`, which CUDA tensors do not reach, is not
+counted at all. The fused paths are turned on with GEGLU_FUSED_MLP=1 (the "default" launch table:
+up to 16 tokens both fused kernels), so token counts past 16 show the layer's unfused inference
+path, the one a prefill takes.
 
     TRITON_INTERPRET=1 GEGLU_FUSED_MLP=1 python benchmarks/probes/count_layer_calls.py [--tokens 512] [--list]
 """
@@ -24,13 +25,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "scripts"))
 
 
-# Entered but not descended into: the op bodies (on CUDA a plan lookup and the launch; under the
-# interpreter the kernel itself) and the device check that CUDA tensors answer before calling it.
-SKIP_INSIDE = frozenset({"geglu_forward_impl", "run_mlp_decode", "gate_up_geglu_impl", "use_triton"})
+# Counted but not descended into: the op bodies (on CUDA a plan lookup and the launch; under the
+# interpreter the kernel itself). Not counted at all: the device check that CUDA tensors skip.
+OP_BODIES = frozenset({"geglu_forward_impl", "run_mlp_decode", "gate_up_geglu_impl"})
+CPU_ONLY = frozenset({"use_triton"})
 
 
-def counted_calls(fn, skip_inside=SKIP_INSIDE) -> list[str]:
-    """The Python functions fn() enters, in order, not descending into functions named in skip_inside."""
+def counted_calls(fn) -> list[str]:
+    """The Python functions fn() enters, in order, not descending into OP_BODIES, nor counting CPU_ONLY."""
     calls, depth, skip_depth = [], 0, None
 
     def profile(frame, event, arg):
@@ -39,8 +41,9 @@ def counted_calls(fn, skip_inside=SKIP_INSIDE) -> list[str]:
             depth += 1
             if skip_depth is None:
                 code = frame.f_code
-                calls.append(f"{Path(code.co_filename).name}:{code.co_name}")
-                if code.co_name in skip_inside:
+                if code.co_name not in CPU_ONLY:
+                    calls.append(f"{Path(code.co_filename).name}:{code.co_name}")
+                if code.co_name in OP_BODIES or code.co_name in CPU_ONLY:
                     skip_depth = depth
         elif event == "return":
             if skip_depth == depth:

@@ -12,6 +12,7 @@ from torch.nn.modules import module as _nn_module
 
 from . import mlp_ops, pointwise_ops
 from .checks import SUPPORTED_DTYPES
+from .dispatch import _functorch_active, geglu_forward_impl
 from .layer_mapping import _approximate_of_class, approximate_of
 
 
@@ -54,17 +55,19 @@ def _attributes(module: nn.Module, *names: str) -> list:
 def _geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, projections: tuple[nn.Module, ...] = (),
            eager: bool = False) -> torch.Tensor:
     # projections: the modules that made gate and up inside this layer (none: never write over them).
-    # eager: the caller saw torch.compile not tracing (then an inference call skips the op's checks).
+    # eager: the caller saw torch.compile not tracing.
     # len(), not bool(): Dynamo of torch 2.11 cannot trace bool() of a tuple.
     if gate.dtype not in SUPPORTED_DTYPES or up.dtype != gate.dtype:
         # A float64 model (gradient checks) or mixed dtypes, which the kernels do not take: eager's
         # math, as the replaced module computed it, instead of an error the model never raised.
         return F.gelu(gate, approximate=approximate) * up
     grad = torch.is_grad_enabled()
-    if eager and not grad:
-        h = pointwise_ops.geglu_untraced_no_grad(gate, up, approximate)
-        if h is not None:
-            return h
+    if (eager and not grad and type(gate) is torch.Tensor and type(up) is torch.Tensor and gate.shape == up.shape
+            and gate.dim() and gate.device == up.device and not gate.is_meta and not _functorch_active()
+            and not torch._C._len_torch_dispatch_stack()):
+        # Inference outside any tracing, on plain tensors that pass geglu()'s checks: its op body,
+        # without geglu()'s Python calls (each costs host time inside a model, benchmarks/NOTES.md).
+        return geglu_forward_impl(gate, up, approximate)
     in_place = len(projections) > 0 and grad and _nobody_else_holds(projections)
     return pointwise_ops.geglu(gate, up, approximate, backward_in_place=in_place)
 
@@ -110,9 +113,10 @@ class GeGLUMLP(nn.Module):
             h = act_fn(gate_proj(x)) * up_proj(x)
         else:
             eager = not torch.compiler.is_compiling()
-            y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, dropout, eager)
-            if y is not None:
-                return y
+            if not eager or torch.is_grad_enabled() or x.numel() <= mlp_ops.MAX_FUSED_TOKENS * x.shape[-1]:
+                y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, dropout, eager)
+                if y is not None:
+                    return y
             h = _geglu(gate_proj(x), up_proj(x), approximate, (gate_proj, up_proj), eager)
         if dropout is not None:
             h = dropout(h)

@@ -48,6 +48,9 @@ FUSED_DTYPES = (torch.bfloat16, torch.float16)
 _SWITCH = os.environ.get("GEGLU_FUSED_MLP", "")
 FUSED_OPT_IN = _SWITCH not in ("", "0")
 FUSED_OFF = _SWITCH == "0"
+# The most tokens any launch table sends to a fused kernel: an eager inference call past it takes
+# the modules' path, which a layer may choose without calling `fused_mlp` (one Python call less).
+MAX_FUSED_TOKENS = max(max(t["max_rows"], t["gate_up_max_rows"]) for t in MLP_LAUNCH_TABLES.values())
 
 
 def _give_up(exc: Exception) -> None:

@@ -34,7 +34,7 @@ from torch.library import triton_op
 
 from ._ops import add_op_namespace_prefix
 from .checks import check_approximate, check_gate_up, check_out, check_packed
-from .dispatch import (AUTOGRAD, DIRECT, OP, _functorch_active, eager_fast_path, geglu_backward_impl, geglu_backward_in_place_impl,
+from .dispatch import (AUTOGRAD, DIRECT, OP, eager_fast_path, geglu_backward_impl, geglu_backward_in_place_impl,
                        geglu_forward_impl, geglu_packed_backward_impl, geglu_packed_backward_in_place_impl,
                        geglu_packed_forward_impl, geglu_packed_forward_out_impl, route)
 from .kernel_src.pointwise import _geglu_backward_kernel, _geglu_forward_kernel
@@ -254,19 +254,6 @@ def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, backward_in_pl
     if path == AUTOGRAD:
         return _EagerGeGLU.apply(gate, up, approximate, backward_in_place)
     return geglu_forward(gate, up, approximate, backward_in_place)
-
-
-def geglu_untraced_no_grad(gate: torch.Tensor, up: torch.Tensor, approximate: str) -> torch.Tensor | None:
-    """geglu() for a caller that saw torch.compile not tracing it and autograd off (the layers'
-    inference) and checked the dtypes: plain tensors of one shape and device, outside functorch
-    transforms and dispatch modes, go to the op body without geglu()'s further Python calls (each
-    costs host time inside a model, benchmarks/NOTES.md); None otherwise (then call geglu()).
-    approximate comes from an activation module, so it is valid."""
-    if (type(gate) is torch.Tensor and type(up) is torch.Tensor and gate.shape == up.shape and gate.dim()
-            and gate.device == up.device and not gate.is_meta and not _functorch_active()
-            and not torch._C._len_torch_dispatch_stack()):
-        return geglu_forward_impl(gate, up, approximate)
-    return None
 
 
 def geglu_packed(x: torch.Tensor, approximate: str, backward_in_place: bool = False) -> torch.Tensor:
