@@ -489,7 +489,8 @@ def launch_report(folder: Path) -> None:
         "`probe_outside_mlp_pinned.json` (host time per module kind; the second pinned to one CPU), "
         "`probe_first_call_threads.json` (the first call by compile threads), `probe_autograd_thread.json` (the "
         "backward's launch on autograd's thread), `probe_mlp_code_in_model.json` (the MLP's code against the model "
-        "object), `probe_mlp_prefill_paths_t512.json` (the MLP's code variants timed inside the model's prefill).",
+        "object), `probe_mlp_prefill_paths_t512.json` and `probe_mlp_prefill_paths_t1.json` (the MLP's code variants "
+        "timed inside the model's prefill of 512 tokens and of one).",
         "- GPU test runs: `GPU_TESTS.md`, `pytest_gpu*.log`.", "",
         "### Host time per call, T=1 (no synchronisation; this machine's CPU)", "",
         "| call | host us | bar |", "|---|---|---|",
