@@ -4,7 +4,6 @@ on a projection."""
 
 import importlib
 import itertools
-import sys
 import warnings
 
 import pytest
@@ -12,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from call_count import python_calls
 from conftest import HAS_CUDA, TOLERANCES, assert_close_to_reference, compiled_binaries
 from tiny_models import GatedGeluMLP
 
@@ -607,37 +607,6 @@ def test_out_of_memory_in_the_fused_path_is_raised_not_hidden(kernel, mlp_ops, f
     assert not mlp_ops.FUSED_OFF, "a transient out-of-memory must not turn the fused path off"
 
 
-# Entered but not counted into: the op bodies (a plan lookup and a launch on CUDA, the kernel itself
-# under the interpreter) and the device check that CUDA tensors skip.
-_NOT_COUNTED_INSIDE = frozenset({"geglu_forward_impl", "run_mlp_decode", "gate_up_geglu_impl", "use_triton"})
-
-
-def _python_calls(fn) -> list[str]:
-    """The Python functions fn() enters, not counting what runs inside _NOT_COUNTED_INSIDE (nor those)."""
-    calls, depth, skip_depth = [], 0, None
-
-    def profile(frame, event, arg):
-        nonlocal depth, skip_depth
-        if event == "call":
-            depth += 1
-            if skip_depth is None:
-                if frame.f_code.co_name in _NOT_COUNTED_INSIDE:
-                    skip_depth = depth
-                else:
-                    calls.append(frame.f_code.co_name)
-        elif event == "return":
-            if skip_depth == depth:
-                skip_depth = None
-            depth -= 1
-
-    sys.setprofile(profile)
-    try:
-        fn()
-    finally:
-        sys.setprofile(None)
-    return calls
-
-
 def test_an_inference_call_enters_no_more_python_functions_than_eager(kernel, mlp_ops, mlp_kernels, fused_on):
     """A plain call inside a host-bound model pays every Python function it enters
     (benchmarks/NOTES.md, sessions 15-16): at one token (the fused path) and past the fused token
@@ -650,8 +619,8 @@ def test_an_inference_call_enters_no_more_python_functions_than_eager(kernel, ml
         x = torch.randn(n_rows, 64, device=DEVICE, dtype=torch.bfloat16)
         with torch.no_grad():
             layers.GeGLUMLP.forward(mlp, x), mlp(x)  # warm: plans, compiled kernels
-            eager = _python_calls(lambda: mlp(x))
-            ours = _python_calls(lambda: layers.GeGLUMLP.forward(mlp, x))
+            eager = python_calls(lambda: mlp(x))
+            ours = python_calls(lambda: layers.GeGLUMLP.forward(mlp, x))
         # eager's count has the module call around its forward (2 functions), ours the bare forward
         assert len(ours) <= len(eager) - 2, (n_rows, ours, eager)
 

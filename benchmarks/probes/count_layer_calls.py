@@ -22,40 +22,9 @@ from types import MethodType
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "scripts"))
-
-
-# Counted but not descended into: the op bodies (on CUDA a plan lookup and the launch; under the
-# interpreter the kernel itself). Not counted at all: the device check that CUDA tensors skip.
-OP_BODIES = frozenset({"geglu_forward_impl", "run_mlp_decode", "gate_up_geglu_impl"})
-CPU_ONLY = frozenset({"use_triton"})
-
-
-def counted_calls(fn) -> list[str]:
-    """The Python functions fn() enters, in order, not descending into OP_BODIES, nor counting CPU_ONLY."""
-    calls, depth, skip_depth = [], 0, None
-
-    def profile(frame, event, arg):
-        nonlocal depth, skip_depth
-        if event == "call":
-            depth += 1
-            if skip_depth is None:
-                code = frame.f_code
-                if code.co_name not in CPU_ONLY:
-                    calls.append(f"{Path(code.co_filename).name}:{code.co_name}")
-                if code.co_name in OP_BODIES or code.co_name in CPU_ONLY:
-                    skip_depth = depth
-        elif event == "return":
-            if skip_depth == depth:
-                skip_depth = None
-            depth -= 1
-
-    sys.setprofile(profile)
-    try:
-        fn()
-    finally:
-        sys.setprofile(None)
-    return calls[1:]  # not the lambda itself
+ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests")]
+from call_count import python_calls  # noqa: E402
 
 
 def main():
@@ -68,9 +37,8 @@ def main():
     from transformers import GemmaConfig
     from transformers.models.gemma.modeling_gemma import GemmaMLP
 
-    root = Path(__file__).resolve().parent.parent.parent
-    build_variants.build(root / "build")
-    k = get_local_kernel(root / "build")
+    build_variants.build(ROOT / "build")
+    k = get_local_kernel(ROOT / "build")
     layers = importlib.import_module(k.__name__ + ".layers")
     config = GemmaConfig(hidden_size=64, intermediate_size=192, hidden_activation="gelu_pytorch_tanh")
     eager = GemmaMLP(config).to(torch.bfloat16)
@@ -80,7 +48,7 @@ def main():
     with torch.no_grad():
         for name, module in (("eager GemmaMLP", eager), ("ours GeGLUMLP", ours)):
             module(x)  # warm: plans, caches
-            calls = counted_calls(lambda: module(x))
+            calls = python_calls(lambda: module(x))
             print(f"{name}: {len(calls)} Python functions at T={args.tokens}")
             if args.list:
                 for site, n in collections.Counter(calls).items():
