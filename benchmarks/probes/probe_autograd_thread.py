@@ -27,10 +27,7 @@ STEPS = ("plan lookup", "2 x empty_like", "data_ptr + stream", "launcher wrapper
 def timed_steps(dispatch, grad, gate, up, record):
     pc = time.perf_counter
     t0 = pc()
-    key = (gate.shape, grad.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), "tanh", False)
-    entry = dispatch._plans.get(key, False)  # what `geglu_backward_impl` looks up
-    if entry is False:
-        entry = dispatch._plan_backward(key, grad, gate, up, "tanh", False)
+    entry = dispatch._backward_entry(grad, gate, up, "tanh", False)
     t1 = pc()
     grad_gate = torch.empty_like(gate, memory_format=torch.contiguous_format)
     grad_up = torch.empty_like(gate, memory_format=torch.contiguous_format)

@@ -141,13 +141,17 @@ def _row_stride(t: torch.Tensor) -> int | None:
     return None if view is None else view.stride(0)
 
 
-def _plan_backward(key, grad, gate, up, approximate: str, in_place: bool):
-    """The backward's plan (a miss of `key` in `_plans`), the gradients written into fresh
-    contiguous tensors or (in_place) over gate and up."""
-    g, u = _row_stride(gate), _row_stride(up)
-    outputs = (g, u) if in_place else (gate.shape[-1],) * 2
-    return _planned(key, True, approximate, gate.shape, (_row_stride(grad), g, u, *outputs), gate.dtype,
-                    gate.get_device())
+def _backward_entry(grad, gate, up, approximate: str, in_place: bool):
+    """The backward's plan, the gradients written into fresh contiguous tensors or
+    (in_place) over gate and up."""
+    key = (gate.shape, grad.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, in_place)
+    entry = _plans.get(key, False)
+    if entry is False:
+        g, u = _row_stride(gate), _row_stride(up)
+        outputs = (g, u) if in_place else (gate.shape[-1],) * 2
+        entry = _planned(key, True, approximate, gate.shape, (_row_stride(grad), g, u, *outputs), gate.dtype,
+                         gate.get_device())
+    return entry
 
 
 # --- op bodies ---
@@ -173,12 +177,7 @@ def geglu_forward_impl(gate, up, approximate, traceable=False):
 
 def geglu_backward_impl(grad, gate, up, approximate, traceable=False):
     if not traceable and gate.is_cuda:
-        # The lookup inline (not a helper call): backwards run on autograd's device thread, where
-        # each Python call costs about twice its main-thread time (benchmarks/NOTES.md, session 14).
-        key = (gate.shape, grad.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, False)
-        entry = _plans.get(key, False)
-        if entry is False:
-            entry = _plan_backward(key, grad, gate, up, approximate, False)
+        entry = _backward_entry(grad, gate, up, approximate, in_place=False)
         if entry is not _NOT_PLANNED:
             grad_gate = torch.empty_like(gate, memory_format=torch.contiguous_format)
             grad_up = torch.empty_like(gate, memory_format=torch.contiguous_format)
@@ -197,10 +196,7 @@ def geglu_backward_impl(grad, gate, up, approximate, traceable=False):
 
 def geglu_backward_in_place_impl(grad, gate, up, approximate, traceable=False):
     if not traceable and gate.is_cuda:
-        key = (gate.shape, grad.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, True)
-        entry = _plans.get(key, False)
-        if entry is False:
-            entry = _plan_backward(key, grad, gate, up, approximate, True)
+        entry = _backward_entry(grad, gate, up, approximate, in_place=True)
         if entry is not _NOT_PLANNED:
             launch(entry, grad, gate, up, gate, up)
             return

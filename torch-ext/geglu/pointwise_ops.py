@@ -33,7 +33,7 @@ from torch._library.triton import triton_ops_to_kernels
 from torch.library import triton_op
 
 from ._ops import add_op_namespace_prefix
-from .checks import APPROXIMATIONS, check_approximate, check_gate_up, check_out, check_packed
+from .checks import check_approximate, check_gate_up, check_out, check_packed
 from .dispatch import (AUTOGRAD, DIRECT, OP, eager_fast_path, geglu_backward_impl, geglu_backward_in_place_impl,
                        geglu_forward_impl, geglu_packed_backward_impl, geglu_packed_backward_in_place_impl,
                        geglu_packed_forward_impl, geglu_packed_forward_out_impl, route)
@@ -220,11 +220,7 @@ def _eager_backward(ctx, grad) -> tuple:
     # The forward saw plain eager tensors, and so does its backward, unless it is being
     # differentiated itself (create_graph): then through the ops, which say they have no
     # double backward instead of returning a silently wrong one.
-    fast = not torch.is_grad_enabled() and type(grad) is torch.Tensor
-    if fast and not ctx.backward_in_place:  # the common case without `_backward`'s call (autograd's thread)
-        grads = ctx.layout.backward_impl(grad, *ctx.saved_tensors, ctx.approximate)
-        return (*grads, None, None) if type(grads) is tuple else (grads, None, None)
-    return _backward(ctx, grad, fast=fast)
+    return _backward(ctx, grad, fast=not torch.is_grad_enabled() and type(grad) is torch.Tensor)
 
 
 class _EagerGeGLU(torch.autograd.Function):
@@ -250,8 +246,7 @@ class _EagerGeGLUPacked(torch.autograd.Function):
 # --- entry points for the public API and layers: checked inputs, then the cheapest path ---
 
 def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, backward_in_place: bool = False) -> torch.Tensor:
-    if approximate not in APPROXIMATIONS:  # inline: this runs on every call
-        check_approximate(approximate)
+    check_approximate(approximate)
     check_gate_up(gate, up)
     path = route(gate, up)
     if path == DIRECT:
