@@ -407,7 +407,7 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     if not n_rows or (table_name is None and not FUSED_OPT_IN):
         return None
     table = MLP_LAUNCH_TABLES[table_name or "default"]
-    both_rows, gate_up_rows = table["max_rows"], table["gate_up_max_rows"]
+    both_rows, gate_up_rows = min(table["max_rows"], MAX_ROWS), table["gate_up_max_rows"]
     if n_rows > max(both_rows, gate_up_rows):
         # Past the fused kernels' token counts: the layer calls its projections as modules around
         # the pointwise kernel. Calling cuBLAS directly instead would need every check below, which
