@@ -652,6 +652,28 @@ def test_inference_under_a_dispatch_mode_shows_the_mode_the_ops(kernel, mlp_ops,
         torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
 
 
+def test_inference_mode_then_plain_calls_then_training(kernel, mlp_ops, fused_on):
+    """Under torch.inference_mode (what pipelines use), at one token (the fused kernels) and past the
+    fused token counts (the pointwise kernel), then the same layer without it and in training: state
+    first made under inference mode (plans, workspaces) must not turn later calls into inference-tensor
+    errors, and every call matches eager's."""
+    layers = kernel.layers
+    mlp = _MLP(bias=True).to(DEVICE, torch.bfloat16)
+    rtol, atol = TOLERANCES[torch.bfloat16]
+    for n_rows in (1, 200):
+        x = torch.randn(n_rows, 64, device=DEVICE, dtype=torch.bfloat16)
+        with torch.inference_mode():
+            got, expected = layers.GeGLUMLP.forward(mlp, x), mlp(x)
+        torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
+        with torch.no_grad():
+            got, expected = layers.GeGLUMLP.forward(mlp, x), mlp(x)
+        torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
+        xg = x.clone().requires_grad_()
+        layers.GeGLUMLP.forward(mlp, xg).float().square().sum().backward()
+        assert xg.grad is not None and torch.isfinite(xg.grad).all()
+        mlp.zero_grad()
+
+
 def test_middle_token_counts_take_the_gate_up_kernel_where_the_table_says(kernel, mlp_ops, mlp_kernels, fused_on,
                                                                           monkeypatch):
     """Above `max_rows` and up to `gate_up_max_rows` tokens: gate/up fused (several row tiles), the
