@@ -363,6 +363,43 @@ def test_only_the_class_forward_bound_to_the_module_counts_as_untouched(mlp_ops)
         assert not mlp_ops.untouched(act), what
 
 
+def test_the_layers_activation_check_agrees_with_untouched_and_global_hooks(kernel, mlp_ops):
+    """`layers._activation` repeats `untouched(act, backward=True) or global_hooks()` inline (it runs
+    on every layer call): both answers must stay the same for every kind of hook and patch."""
+    import functools
+    from types import MethodType
+
+    activation = kernel.layers._activation
+    module_hooks = ("register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+                    "register_full_backward_pre_hook")
+    global_hooks = ("register_module_forward_hook", "register_module_forward_pre_hook",
+                    "register_module_full_backward_hook", "register_module_full_backward_pre_hook")
+
+    def agrees(act, what):
+        expected = not mlp_ops.untouched(act, backward=True) or mlp_ops.global_hooks()
+        assert activation(act) == (act.approximate, expected), what
+        return expected
+
+    act = nn.GELU(approximate="tanh")
+    assert not agrees(act, "plain")
+    act.forward = MethodType(nn.GELU.forward, act)  # what kernelize binds
+    assert not agrees(act, "kernelize's own forward")
+    act.forward = functools.partial(nn.GELU.forward, act)
+    assert agrees(act, "a patched forward")
+    del act.forward
+    for name in module_hooks:
+        handle = getattr(act, name)(lambda *args: None)
+        assert agrees(act, name)
+        handle.remove()
+    for name in global_hooks:
+        handle = getattr(nn.modules.module, name)(lambda *args: None)
+        try:
+            assert agrees(act, name)
+        finally:
+            handle.remove()
+    assert not agrees(act, "all removed")
+
+
 def _hooked(mlp, method, hook):
     getattr(mlp.gate_proj, method)(hook)
     return mlp
@@ -427,7 +464,7 @@ def test_layer_compiles_fullgraph_onto_the_fused_paths_without_recompiling(kerne
     counter = torch._dynamo.testing.CompileCounterWithBackend("inductor" if HAS_CUDA else "aot_eager")
     compiled = torch.compile(lambda x: kernel.layers.GeGLUMLP.forward(mlp, x), fullgraph=True, dynamic=True,
                              backend=counter)
-    both_rows, gate_up_rows = mlp_ops.max_rows(_device_index())
+    both_rows, gate_up_rows = mlp_ops.fused_token_limits(_device_index())
     tokens = (2, 3, both_rows, both_rows + 1, gate_up_rows + 7)
     rtol, atol = TOLERANCES[torch.bfloat16]
     with torch.no_grad():
@@ -607,15 +644,15 @@ def test_out_of_memory_in_the_fused_path_is_raised_not_hidden(kernel, mlp_ops, f
     assert not mlp_ops.FUSED_OFF, "a transient out-of-memory must not turn the fused path off"
 
 
-def test_an_inference_call_enters_no_more_python_functions_than_eager(kernel, mlp_ops, mlp_kernels, fused_on):
+def test_an_inference_call_enters_no_more_python_functions_than_eager(kernel, mlp_ops, fused_on):
     """A plain call inside a host-bound model pays every Python function it enters
-    (benchmarks/NOTES.md, sessions 15-16): at one token (the fused path) and past the fused token
-    counts (the projections as modules around the pointwise kernel), the layer's inference call
+    (benchmarks/NOTES.md, sessions 15-16): at one token (the fused path) and past every table's fused
+    token counts (the projections as modules around the pointwise kernel), the layer's inference call
     enters no more than the module's own eager forward (5 module calls, 3 Linear forwards and the
     activation's, 10 attribute lookups through nn.Module.__getattr__)."""
     layers = kernel.layers
     mlp = _MLP().to(DEVICE, torch.bfloat16)
-    for n_rows in (1, max(mlp_kernels.max_rows(_device_index())) + 1):
+    for n_rows in (1, mlp_ops.MAX_FUSED_TOKENS + 1):  # a prefill's path: past every table's fused counts
         x = torch.randn(n_rows, 64, device=DEVICE, dtype=torch.bfloat16)
         with torch.no_grad():
             layers.GeGLUMLP.forward(mlp, x), mlp(x)  # warm: plans, compiled kernels

@@ -7,8 +7,8 @@ not counted: once the layer enters an op body (`geglu_forward_impl`, `run_mlp_de
 `gate_up_geglu_impl`: on CUDA a plan lookup and the launch) its callees are skipped, since under
 the interpreter they run the kernel itself; `use_triton`, which CUDA tensors do not reach, is not
 counted at all. The fused paths are turned on with GEGLU_FUSED_MLP=1 (the "default" launch table:
-up to 16 tokens both fused kernels), so token counts past 16 show the layer's unfused inference
-path, the one a prefill takes.
+up to 16 tokens both fused kernels); token counts past `mlp_ops.MAX_FUSED_TOKENS` (128, the most any
+table fuses) show the layer's unfused inference path without the fused rule, the one a prefill takes.
 
     TRITON_INTERPRET=1 GEGLU_FUSED_MLP=1 python benchmarks/probes/count_layer_calls.py [--tokens 512] [--list]
 """

@@ -31,8 +31,9 @@ def _activation(act: nn.Module) -> tuple[str, bool]:
     (ValueError for another activation), and whether calling it could do more than its GELU:
     hooks of its own or global ones, forward or backward (activation capture, patching and
     attribution hook exactly this module), or a forward replaced on the instance. Then the layer
-    calls it as eager does, on eager's composition. One function without helper calls on purpose:
-    it runs on every layer call, where each Python call costs host time (benchmarks/NOTES.md)."""
+    calls it as eager does, on eager's composition. `hooked` is `not mlp_ops.untouched(act, True) or
+    mlp_ops.global_hooks()` written out (a test holds them equal): this runs on every layer call,
+    where each Python call costs host time (benchmarks/NOTES.md)."""
     approximate = act.approximate if isinstance(act, nn.GELU) else _approximate_of_class(type(act))
     if approximate is None:
         approximate = approximate_of(act)  # raises, naming the activation
@@ -65,8 +66,9 @@ def _geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, projections: 
     if (eager and not grad and type(gate) is torch.Tensor and type(up) is torch.Tensor and gate.shape == up.shape
             and gate.dim() and gate.device == up.device and not gate.is_meta and not _functorch_active()
             and not torch._C._len_torch_dispatch_stack()):
-        # Inference outside any tracing, on plain tensors that pass geglu()'s checks: its op body,
-        # without geglu()'s Python calls (each costs host time inside a model, benchmarks/NOTES.md).
+        # Inference outside any tracing, on plain tensors that pass geglu()'s checks (check_gate_up,
+        # and route's DIRECT with the compile check already done): its op body, without geglu()'s
+        # Python calls (each costs host time inside a model, benchmarks/NOTES.md).
         return geglu_forward_impl(gate, up, approximate)
     in_place = len(projections) > 0 and grad and _nobody_else_holds(projections)
     return pointwise_ops.geglu(gate, up, approximate, backward_in_place=in_place)

@@ -39,7 +39,7 @@ from .dispatch import (DIRECT, OP, _functorch_active, geglu_backward_in_place_im
                        use_triton)
 from .kernel_src.launch import INTERPRET
 from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, MLP_LAUNCH_TABLES, _down_split_k_kernel, _gate_up_geglu_kernel,
-                             launch_down_split_k, launch_gate_up_geglu, max_rows, measured_table, run_mlp_decode,
+                             launch_down_split_k, launch_gate_up_geglu, measured_table, run_mlp_decode, table_rows,
                              workspace_numel)
 from .pointwise_ops import _declare_kernels, _OpBody
 
@@ -50,7 +50,7 @@ FUSED_OPT_IN = _SWITCH not in ("", "0")
 FUSED_OFF = _SWITCH == "0"
 # The most tokens any launch table sends to a fused kernel: an eager inference call past it takes
 # the modules' path, which a layer may choose without calling `fused_mlp` (one Python call less).
-MAX_FUSED_TOKENS = max(max(t["max_rows"], t["gate_up_max_rows"]) for t in MLP_LAUNCH_TABLES.values())
+MAX_FUSED_TOKENS = max(max(table_rows(name)) for name in MLP_LAUNCH_TABLES)
 
 
 def _give_up(exc: Exception) -> None:
@@ -65,9 +65,18 @@ def _give_up(exc: Exception) -> None:
                   "run their projections as modules from now on", RuntimeWarning, stacklevel=3)
 
 
+def fused_token_limits(device_index: int) -> tuple[int, int] | None:
+    """Where the fused paths may run on this device (a measured launch table, or the opt-in): up to
+    how many tokens both kernels take, and the gate/up kernel alone; None where they may not."""
+    if FUSED_OFF:
+        return None
+    name = measured_table(device_index)
+    return None if name is None and not FUSED_OPT_IN else table_rows(name)
+
+
 def fused_mlp_enabled(device_index: int) -> bool:
-    """Whether the fused paths may run on this device: a measured launch table, or the opt-in."""
-    return not FUSED_OFF and (FUSED_OPT_IN or measured_table(device_index) is not None)
+    """Whether the fused paths may run on this device."""
+    return fused_token_limits(device_index) is not None
 
 
 # --- the PyTorch forms (plain CPU tensors, and traced CPU graphs): eager's rounding points ---
@@ -136,8 +145,9 @@ def mlp_inference_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximat
     if not use_triton(x):
         return F.linear(_torch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate), w_down, b_down)
     device_index = x.get_device() if x.is_cuda else -1
-    if x.dtype in FUSED_DTYPES and fused_mlp_enabled(device_index):
-        both_rows, gate_up_rows = max_rows(device_index)
+    limits = fused_token_limits(device_index) if x.dtype in FUSED_DTYPES else None
+    if limits is not None:
+        both_rows, gate_up_rows = limits
         n_rows = x.shape[0]
         try:
             if n_rows <= both_rows and not torch.are_deterministic_algorithms_enabled():
@@ -403,11 +413,10 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
         return None
     hidden = x.shape[-1]
     n_rows = x.numel() // hidden if hidden else 0
-    table_name = measured_table(device_index)  # what fused_mlp_enabled and max_rows read, inline
-    if not n_rows or (table_name is None and not FUSED_OPT_IN):
+    limits = fused_token_limits(device_index)
+    if not n_rows or limits is None:
         return None
-    table = MLP_LAUNCH_TABLES[table_name or "default"]
-    both_rows, gate_up_rows = min(table["max_rows"], MAX_ROWS), table["gate_up_max_rows"]
+    both_rows, gate_up_rows = limits
     if n_rows > max(both_rows, gate_up_rows):
         # Past the fused kernels' token counts: the layer calls its projections as modules around
         # the pointwise kernel. Calling cuBLAS directly instead would need every check below, which

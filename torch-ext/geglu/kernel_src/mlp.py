@@ -187,11 +187,16 @@ def measured_table(device_index: int) -> str | None:
     return next((t for t in MEASURED_DEVICES if t in name), None)
 
 
-def max_rows(device_index: int) -> tuple[int, int]:
+def table_rows(name: str | None) -> tuple[int, int]:
     """Up to how many tokens the layers send to both fused kernels, and to the gate/up kernel alone,
-    on this device."""
-    table = MLP_LAUNCH_TABLES[measured_table(device_index) or "default"]
+    under the launch table `name` (None: "default")."""
+    table = MLP_LAUNCH_TABLES[name or "default"]
     return min(table["max_rows"], MAX_ROWS), table["gate_up_max_rows"]
+
+
+def max_rows(device_index: int) -> tuple[int, int]:
+    """`table_rows` of this device's launch table."""
+    return table_rows(measured_table(device_index))
 
 
 def row_tile(n_rows) -> int:
