@@ -202,22 +202,56 @@ def test_layer_keeps_the_modules_path_wherever_the_fused_one_would_skip_somethin
     assert not calls, "no measured launch table and no opt-in: the fused path must stay off"
 
 
-def test_past_the_fused_token_range_the_projections_run_as_modules(kernel, mlp_kernels, fused_on, monkeypatch):
-    """More tokens than the fused kernels take: the projections are called as modules around the
-    pointwise kernel (inside a model that costs less host time than the checks a direct cuBLAS call
-    would need), the same products as the modules' own."""
+def test_past_the_fused_token_range_plain_projections_are_not_called_as_modules(kernel, mlp_kernels, fused_on,
+                                                                               monkeypatch):
+    """More tokens than the fused kernels take, eager inference (a prefill): F.linear on plain
+    projections' weights, which is what calling them computes, around the pointwise kernel: no
+    module call (their host time inside a model, benchmarks/NOTES.md session 17), bit for bit the
+    modules' products. Anything the user put on any one projection (a hook, a patched forward, a
+    subclass, a parametrization) makes the layer call all three as modules, and it takes effect."""
     n_rows = max(mlp_kernels.max_rows(_device_index())) + 3
-    mlp = _MLP(bias=True).to(DEVICE, torch.bfloat16)
     x = torch.randn(n_rows, 64, device=DEVICE, dtype=torch.bfloat16)
+    layer_forward = kernel.layers.GeGLUMLP.forward
     with torch.no_grad():
-        expected = mlp.down_proj(kernel.geglu(mlp.gate_proj(x), mlp.up_proj(x), "tanh"))
-        seen = []
-        linear_forward = nn.Linear.forward
-        # On the class, so that the rule still finds the projections untouched.
-        monkeypatch.setattr(nn.Linear, "forward", lambda m, i: seen.append(i.shape) or linear_forward(m, i))
-        got = kernel.layers.GeGLUMLP.forward(mlp, x)
-    torch.testing.assert_close(got, expected, rtol=0, atol=0)  # same products, same kernel: bit for bit
-    assert seen == [(n_rows, 64), (n_rows, 64), (n_rows, 160)]
+        for bias in (False, True):
+            mlp = _MLP(bias=bias).to(DEVICE, torch.bfloat16)
+            expected = mlp.down_proj(kernel.geglu(mlp.gate_proj(x), mlp.up_proj(x), "tanh"))
+            seen = []
+            with monkeypatch.context() as patch:
+                linear_forward = nn.Linear.forward
+                # On the class: the projections stay plain, so that the layer skips their calls.
+                patch.setattr(nn.Linear, "forward", lambda m, i: seen.append(i.shape) or linear_forward(m, i))
+                got = layer_forward(mlp, x)
+            assert seen == [], "plain projections past the fused range should not be called as modules"
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)  # same products, same kernel
+        rtol, atol = TOLERANCES[torch.bfloat16]
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            touches = {
+                "forward hook": lambda m: m.register_forward_hook(lambda mod, i, o: 3 * o),
+                "forward pre-hook": lambda m: m.register_forward_pre_hook(lambda mod, i: (3 * i[0],)),
+                "forward patched on the instance": lambda m: setattr(m, "forward", lambda i, f=m.forward: 3 * f(i)),
+                "parametrized weight": lambda m: torch.nn.utils.parametrize.register_parametrization(
+                    m, "weight", _Tripled()),
+            }
+            for what, touch in touches.items():
+                mlp = _MLP(bias=True).to(DEVICE, torch.bfloat16)
+                touch(getattr(mlp, name))
+                expected = mlp(x)  # eager GatedGeluMLP: the projections as modules, the touch applied
+                got = layer_forward(mlp, x)
+                torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item(),
+                                           msg=lambda m, what=what, name=name: f"{what} on {name}: {m}")
+            mlp = _MLP(bias=True).to(DEVICE, torch.bfloat16)
+            lora = _LoRALikeLinear(*reversed(getattr(mlp, name).weight.shape)).to(DEVICE, torch.bfloat16)
+            lora.load_state_dict(getattr(mlp, name).state_dict())
+            setattr(mlp, name, lora)
+            expected = mlp(x)
+            torch.testing.assert_close(layer_forward(mlp, x), expected, rtol=4 * rtol,
+                                       atol=4 * atol * expected.abs().max().item(), msg=f"subclass as {name}")
+
+
+class _Tripled(nn.Module):
+    def forward(self, w):
+        return 3 * w
 
 
 def test_training_keeps_the_modules_path_for_what_the_node_would_skip(kernel, mlp_ops, fused_on, monkeypatch):

@@ -11,12 +11,17 @@ Variants (all compute down(gelu_tanh(gate(x)) * up(x)); past the fused kernels' 
 layer calls its projections as modules around the pointwise op):
   eager code         GemmaMLP.forward (four module calls, gelu and mul)
   our code           GeGLUMLP.forward, what kernelize binds (the rule, then the path it picks)
+  session 16 code    the layer's path past the fused token counts until session 16: its checks,
+                     then the projections as modules around the op body
   no rule            F.linear and the pointwise kernel on the projections' weights, no checks
   no rule, eager op  F.linear and eager's gelu * up on the weights, no checks
   modules, our op    the projections called as modules around the public pointwise op
   modules, op body   the same with the op body (no input checks, no routing)
   modules, bare launch  the same with the kernel's C launcher called directly on a plan resolved
                      beforehand (no Python between the projections and Triton's launcher)
+  F.linear, launch() F.linear on the weights, then `launch` (the launch layer's Python) on a plan
+                     resolved beforehand: the op body without its plan key and lookup
+  F.linear, bare launch  F.linear on the weights, then the C launcher on the resolved plan
   identity           a forward that returns x (what the rest of the model costs)
 
     python benchmarks/probes/probe_mlp_prefill_paths.py --out DIR [--rounds 9 --cpu 0 --tokens 512]
@@ -85,12 +90,42 @@ def main():
                       *bare["tail"])
         return self.down_proj(out)
 
+    launch = importlib.import_module(k.__name__ + ".kernel_src.launch").launch
+
+    def f_linear_launch(self, x):
+        wg, wu, wd = weights(self)
+        g, u = F.linear(x, wg), F.linear(x, wu)
+        out = torch.empty_like(g)
+        launch(bare["plan"], g, u, out)
+        return F.linear(out, wd)
+
+    def f_linear_bare_launch(self, x):
+        wg, wu, wd = weights(self)
+        g, u = F.linear(x, wg), F.linear(x, wu)
+        out = torch.empty_like(g)
+        bare["entry"](*bare["grid"], bare["stream"], *bare["fixed"], g.data_ptr(), u.data_ptr(), out.data_ptr(),
+                      *bare["tail"])
+        return F.linear(out, wd)
+
+    def session16_code(self, x):
+        modules = self._modules
+        gate_proj, up_proj, down_proj = modules["gate_proj"], modules["up_proj"], modules["down_proj"]
+        approximate, hooked = layers._activation(modules["act_fn"])
+        eager = not torch.compiler.is_compiling()
+        if not eager or torch.is_grad_enabled() or x.numel() <= mlp_ops.MAX_FUSED_TOKENS * x.shape[-1]:
+            y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, None, eager)
+            if y is not None:
+                return y
+        return down_proj(layers._geglu(gate_proj(x), up_proj(x), approximate, (gate_proj, up_proj), eager))
+
     def identity(self, x):
         return x
 
-    variants = {"eager code": GemmaMLP.forward, "our code": layers.GeGLUMLP.forward, "no rule": no_rule,
-                "no rule, eager op": no_rule_eager_op, "modules, our op": modules_our_op, "modules, op body": modules_op_body,
-                "modules, bare launch": modules_bare_launch, "identity": identity}
+    variants = {"eager code": GemmaMLP.forward, "our code": layers.GeGLUMLP.forward, "session 16 code": session16_code,
+                "no rule": no_rule, "no rule, eager op": no_rule_eager_op, "modules, our op": modules_our_op,
+                "modules, op body": modules_op_body, "modules, bare launch": modules_bare_launch,
+                "F.linear, launch()": f_linear_launch, "F.linear, bare launch": f_linear_bare_launch,
+                "identity": identity}
     spans = []  # host seconds of each MLP call of the current prefill
 
     def clocked(forward):
@@ -128,7 +163,7 @@ def main():
     prefill()  # compiles and keeps the plan's handle
     plan = pointwise.plan(False, args.tokens, inter, (inter,) * 3, torch.bfloat16, True, 0)
     entry, bare["fixed"] = plan.handles[1][2]  # the C launcher of the aligned handle
-    bare.update(entry=entry, grid=plan.grid, tail=plan.tail, stream=torch.cuda.current_stream().cuda_stream)
+    bare.update(entry=entry, grid=plan.grid, tail=plan.tail, stream=torch.cuda.current_stream().cuda_stream, plan=plan)
     device_ms = {}
     for name in variants:  # warm-up, then the device time of one prefill
         use(name)

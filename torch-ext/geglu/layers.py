@@ -115,10 +115,18 @@ class GeGLUMLP(nn.Module):
             h = act_fn(gate_proj(x)) * up_proj(x)
         else:
             eager = not torch.compiler.is_compiling()
-            if not eager or torch.is_grad_enabled() or x.numel() <= mlp_ops.MAX_FUSED_TOKENS * x.shape[-1]:
+            grad = torch.is_grad_enabled()
+            if not eager or grad or x.numel() <= mlp_ops.MAX_FUSED_TOKENS * x.shape[-1]:
                 y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, dropout, eager)
                 if y is not None:
                     return y
+            # Eager inference on plain projections (global hooks are in `hooked`): F.linear on their
+            # weights is exactly what calling them computes, without three module calls' host time.
+            found = mlp_ops.plain_linears((gate_proj, up_proj, down_proj)) if eager and not grad else None
+            if found is not None:
+                (w_gate, b_gate), (w_up, b_up), (w_down, b_down) = found
+                h = _geglu(F.linear(x, w_gate, b_gate), F.linear(x, w_up, b_up), approximate, (), eager)
+                return F.linear(h if dropout is None else dropout(h), w_down, b_down)
             h = _geglu(gate_proj(x), up_proj(x), approximate, (gate_proj, up_proj), eager)
         if dropout is not None:
             h = dropout(h)

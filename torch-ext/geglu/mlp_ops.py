@@ -214,19 +214,37 @@ def global_hooks() -> bool:
                 or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks)
 
 
+def plain_linears(modules, backward: bool = False) -> list | None:
+    """[(weight, bias), ...] of modules that are each a plain nn.Linear whose call would be exactly
+    F.linear(x, weight, bias): not a subclass (PEFT, quantized and parametrized linears are), no
+    forward hooks or pre-hooks of its own, no forward set on the instance (accelerate's offload
+    hooks and patched forwards; the class's own forward bound to it, as `kernels.kernelize` binds
+    it, counts as its own), plain Parameters; with `backward` (training), no backward hooks either.
+    None if any is not. Global hooks are the caller's to check. One flat function on purpose: the
+    layers' inference calls it instead of three module calls, where each Python call costs host
+    time (benchmarks/NOTES.md, session 17); `untouched` is the same check for any module."""
+    found = []
+    for p in modules:
+        if type(p) is not nn.Linear or p._forward_hooks or p._forward_pre_hooks:
+            return None
+        if backward and (p._backward_hooks or p._backward_pre_hooks):
+            return None
+        forward = p.__dict__.get("forward")
+        if forward is not None and (getattr(forward, "__func__", None) is not nn.Linear.forward
+                                    or getattr(forward, "__self__", None) is not p):
+            return None
+        params = p._parameters
+        w, b = params.get("weight"), params.get("bias")
+        if type(w) is not nn.Parameter or (b is not None and type(b) is not nn.Parameter):
+            return None
+        found.append((w, b))
+    return found
+
+
 def _plain_linear(p: nn.Module | None, backward: bool = False) -> tuple | None:
-    """(weight, bias) of a plain nn.Linear whose forward would be exactly F.linear(x, weight, bias):
-    not a subclass (PEFT, quantized and parametrized linears are), no hooks, no forward of its own
-    (accelerate's offload hooks and patched forwards replace the instance's `forward`), plain
-    Parameters; with `backward` (training), no backward hooks either. None otherwise. Reads
-    `_parameters` directly: nn.Module.__getattr__ costs a call per lookup."""
-    if type(p) is not nn.Linear or not untouched(p, backward):
-        return None
-    params = p._parameters
-    w, b = params.get("weight"), params.get("bias")
-    if type(w) is not nn.Parameter or (b is not None and type(b) is not nn.Parameter):
-        return None
-    return w, b
+    """`plain_linears` of one module: its (weight, bias), or None."""
+    found = plain_linears((p,), backward)
+    return None if found is None else found[0]
 
 
 def _any_requires_grad(*modules: nn.Module | None) -> bool:
@@ -369,10 +387,10 @@ def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_pr
     if (global_hooks() or not _inactive_dropout(dropout)
             or torch.is_autocast_enabled(x.device.type)):
         return None
-    gate, up, down = [_plain_linear(p, backward=True) for p in (gate_proj, up_proj, down_proj)]
-    if gate is None or up is None or down is None:
+    found = plain_linears((gate_proj, up_proj, down_proj), backward=True)
+    if found is None:
         return None
-    (wg, bg), (wu, bu), (wd, bd) = gate, up, down
+    (wg, bg), (wu, bu), (wd, bd) = found
     hidden = x.shape[-1]
     if (bg is None) != (bu is None) or wg.shape != wu.shape or wg.shape[1] != hidden:
         return None
@@ -418,10 +436,7 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
         return None
     both_rows, gate_up_rows = limits
     if n_rows > max(both_rows, gate_up_rows):
-        # Past the fused kernels' token counts: the layer calls its projections as modules around
-        # the pointwise kernel. Calling cuBLAS directly instead would need every check below, which
-        # cost more host time inside a model than the three module calls (benchmarks/NOTES.md).
-        return None
+        return None  # past the fused kernels' token counts: the layer's unfused path
     if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
         return None
     found = _projection_weights(x, gate_proj, up_proj)
