@@ -20,7 +20,9 @@ whose launch table is measured (or `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turn
 everywhere). The split-K down kernel also needs an untouched down projection, no active dropout and
 non-deterministic algorithms allowed (its atomics sum in arrival order); otherwise gate/up is fused
 and the down projection runs as a module. Past the fused token counts, and everywhere else, the
-layer calls its projections as modules (around the pointwise kernel).
+layer runs its projections around the pointwise kernel: in eager inference F.linear on the weights
+of plain projections (`plain_linears`: exactly what calling them computes, without the module
+calls), else as modules.
 """
 
 import os
