@@ -24,6 +24,9 @@ layer calls its projections as modules around the pointwise op):
   F.linear, bare launch  F.linear on the weights, then the C launcher on the resolved plan
   identity           a forward that returns x (what the rest of the model costs)
 
+Then the same variants (`MIXED`) in mixed prefills: each layer another variant, the assignment
+rotating, so that the host's drift within the run falls on all of them alike.
+
     python benchmarks/probes/probe_mlp_prefill_paths.py --out DIR [--rounds 9 --cpu 0 --tokens 512]
 """
 
@@ -48,6 +51,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--cpu", type=int, default=None)
     parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument("--mixed", type=int, default=400, help="prefills with the variants mixed over the layers")
     args = parser.parse_args()
     cpu = pin_to_cpu(args.cpu)
     k = load_local_build()
@@ -187,9 +191,55 @@ def main():
         print(f"T={args.tokens} {name:20s} wall {s['wall_ms']:.3f} ms  host (enqueue) {s['host_ms']:.3f}  "
               f"of which the {layers_n} MLP calls {layers_n * 1e-3 * s['mlp_host_us_per_call']:.3f} "
               f"({s['mlp_host_us_per_call']:.1f} us each)  device (profiler) {s['device_ms']:.3f}", flush=True)
+    mixed = mixed_prefills(model, variants, prefill, args.mixed)
+    for name, m in mixed.items():
+        print(f"T={args.tokens} mixed {name:20s} {m['us_per_call']:.1f} us a call, "
+              f"{m['minus_eager_us']:+.1f} against eager's in the same prefills", flush=True)
     write_json(args.out / f"probe_mlp_prefill_paths_t{args.tokens}.json", {
         "env": environment(), "date": time.strftime("%Y-%m-%d"), "pinned_cpu": cpu, "layers": layers_n,
-        "tokens": args.tokens, "median": summary, "rounds": rounds})
+        "tokens": args.tokens, "median": summary, "rounds": rounds, "mixed_prefills": args.mixed, "mixed": mixed})
+
+
+# In mixed prefills every layer runs another variant and the assignment rotates by one layer per
+# prefill: the variants share each prefill's host conditions (the lent hosts' speed drifts within a
+# run, session 17) and each layer's position in turn.
+MIXED = ("eager code", "our code", "session 16 code", "no rule", "no rule, eager op", "modules, op body",
+         "F.linear, launch()", "F.linear, bare launch")
+
+
+def mixed_prefills(model, variants: dict, prefill, count: int) -> dict:
+    """Host microseconds per MLP call of each variant in MIXED, the layers running different variants
+    in one prefill: the median over all calls, and the median over prefills of the difference to
+    eager's call in the same prefill."""
+    layers = model.model.layers
+    names = MIXED[:len(layers)]
+    calls: dict = {name: [] for name in names}
+    per_prefill: list[dict] = []
+
+    def clocked(forward, name, seen):
+        def timed_forward(self, x):
+            start = time.perf_counter()
+            y = forward(self, x)
+            seen.setdefault(name, []).append(time.perf_counter() - start)
+            return y
+        return timed_forward
+
+    for r in range(count):
+        seen: dict = {}
+        for i, layer in enumerate(layers):
+            name = names[(i + r) % len(names)]
+            layer.mlp.forward = MethodType(clocked(variants[name], name, seen), layer.mlp)
+        torch.cuda.synchronize()
+        prefill()
+        if r < len(names):  # the first pass warms each variant at each position
+            continue
+        for name, spans in seen.items():
+            calls[name] += spans
+        per_prefill.append({name: statistics.mean(spans) for name, spans in seen.items()})
+    return {name: {"us_per_call": 1e6 * statistics.median(calls[name]),
+                   "minus_eager_us": 1e6 * statistics.median(p[name] - p["eager code"] for p in per_prefill
+                                                            if name in p and "eager code" in p),
+                   "calls": len(calls[name])} for name in names}
 
 
 if __name__ == "__main__":
