@@ -195,9 +195,10 @@ def mlp_peers(k, hidden, inter):
     return base, fns
 
 
-def bench_mlp(k, dims=DIMS, tokens=TOKENS, bw=None):
+def bench_mlp(k, dims=DIMS, tokens=TOKENS, bw=None, plain_only=False):
     """The whole MLP per peer. `fwd_weight_frac`: the three weight matrices read once at the copy
-    bandwidth `bw` (GB/s), over the forward's device time (the decode roofline)."""
+    bandwidth `bw` (GB/s), over the forward's device time (the decode roofline). plain_only: the
+    forward's plain calls only (no graph replay, no training step): the host-bound side, quickly."""
     rows = []
     for hidden, inter in dims:
         base, fns = mlp_peers(k, hidden, inter)
@@ -208,6 +209,8 @@ def bench_mlp(k, dims=DIMS, tokens=TOKENS, bw=None):
                 params = list(fn.parameters()) if isinstance(fn, nn.Module) else list(base.parameters())
                 row = point_rows[name] = dict(stage="mlp", H=hidden, I=inter, T=t, peer=name)
                 forwards[name] = cycling([lambda x=x, fn=fn: fn(x) for x in xs])
+                if plain_only:
+                    continue
                 with torch.no_grad():
                     both_times(row, "fwd", forwards[name], timers=(("_us", graph_us),))
                 step = lambda x, fn=fn, params=params: torch.autograd.grad(
@@ -216,6 +219,11 @@ def bench_mlp(k, dims=DIMS, tokens=TOKENS, bw=None):
                 both_times(row, "train", steps[name], timers=(("_us", graph_us),))
             with torch.no_grad():
                 interleaved_plain_us(point_rows, "fwd", forwards)
+            if plain_only:
+                rows += point_rows.values()
+                print(f"mlp H={hidden} I={inter} T={t:5d} fwd plain us: " + " | ".join(
+                    f"{r['peer']} {r['fwd_plain_us']:.1f}" for r in point_rows.values()), flush=True)
+                continue
             interleaved_plain_us(point_rows, "train", steps)
             for name, fn in fns.items():
                 row, step = point_rows[name], steps[name]
@@ -334,6 +342,8 @@ def main():
     parser.add_argument("--tokens", default=",".join(map(str, TOKENS)), type=int_list)
     parser.add_argument("--inters", default="3072,16384,10240,14336", type=int_list,
                         help="pointwise section: intermediate sizes")
+    parser.add_argument("--plain-only", action="store_true",
+                        help="mlp section: the forward's plain calls only (compare_mlp_plain.json)")
     args = parser.parse_args()
     k = load_local_build()
     bw = copy_bandwidth_gbs()
@@ -352,9 +362,10 @@ def main():
                 result["rows"] += bench_pointwise(k, bw, inters=(inter,), tokens=args.tokens)
                 write_json(args.out / "compare_pointwise.json", result)
         elif section == "mlp":
+            section += "_plain" if args.plain_only else ""
             for dims in args.dims:  # saved after each shape, as above
-                result["rows"] += bench_mlp(k, dims=(dims,), tokens=args.tokens, bw=bw)
-                write_json(args.out / "compare_mlp.json", result)
+                result["rows"] += bench_mlp(k, dims=(dims,), tokens=args.tokens, bw=bw, plain_only=args.plain_only)
+                write_json(args.out / f"compare_{section}.json", result)
         write_json(args.out / f"compare_{section}.json", {**result, "rows": [r for r in result["rows"]]})
         result["rows"] = []
 
