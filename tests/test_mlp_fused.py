@@ -747,8 +747,9 @@ def test_inference_mode_then_plain_calls_then_training(kernel, mlp_ops, fused_on
 
 def test_middle_token_counts_take_the_gate_up_kernel_where_the_table_says(kernel, mlp_ops, mlp_kernels, fused_on,
                                                                           monkeypatch):
-    """Above `max_rows` and up to `gate_up_max_rows` tokens: gate/up fused (several row tiles), the
-    down projection as a module; above that, the modules."""
+    """Above `max_rows` and up to `gate_up_max_rows` tokens: gate/up fused (several row tiles), then
+    the down projection (F.linear on a plain one's weights, a hooked one called as its module, the
+    hook seeing h); above that, the unfused path."""
     name = mlp_kernels.measured_table(_device_index()) or "default"  # the table this device reads
     table = dict(mlp_kernels.MLP_LAUNCH_TABLES[name], max_rows=16, gate_up_max_rows=96)
     monkeypatch.setitem(mlp_kernels.MLP_LAUNCH_TABLES, name, table)
@@ -769,6 +770,18 @@ def test_middle_token_counts_take_the_gate_up_kernel_where_the_table_says(kernel
         rtol, atol = TOLERANCES[torch.bfloat16]
         torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
     assert seen == [12, 12, 70, 70, 97, 97], "the down projection's hook sees every call"
+    plain = _MLP(bias=True).to(DEVICE, torch.bfloat16)
+    x = torch.randn(70, 64, device=DEVICE, dtype=torch.bfloat16)
+    with torch.no_grad():
+        expected = plain(x)
+        called = []
+        with monkeypatch.context() as patch:
+            linear_forward = nn.Linear.forward
+            # On the class: the down projection stays plain, so F.linear on its weights replaces the call.
+            patch.setattr(nn.Linear, "forward", lambda m, i: called.append(i.shape) or linear_forward(m, i))
+            got = kernel.layers.GeGLUMLP.forward(plain, x)
+    assert called == [], "a plain down projection after the gate/up kernel should not be called as a module"
+    torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
 
 
 @pytest.mark.warms_up

@@ -470,7 +470,8 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
             except Exception as exc:  # noqa: BLE001 (any failure: the modules' path still gives the answer)
                 return _give_up(exc)
             return y if x2 is x else y.view(x.shape)
-    # The split-K down kernel does not apply: gate/up fused, then the dropout and down modules.
+    # The split-K down kernel does not apply: gate/up fused, then the dropout module and the down
+    # projection (F.linear on a plain one's weights: what calling it computes, one module call less).
     if n_rows > gate_up_rows:
         return None
     try:
@@ -480,4 +481,6 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     h = h.view(*x.shape[:-1], wg.shape[0])
     if dropout is not None:
         h = dropout(h)
-    return down_proj(h)
+    if n_rows > both_rows:
+        down = _plain_linear(down_proj)
+    return down_proj(h) if down is None else F.linear(h, *down)
