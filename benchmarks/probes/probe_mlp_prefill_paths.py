@@ -24,14 +24,15 @@ layer calls its projections as modules around the pointwise op):
   F.linear, bare launch  F.linear on the weights, then the C launcher on the resolved plan
   identity           a forward that returns x (what the rest of the model costs)
 
-Then the same variants (`MIXED`) in mixed prefills: each layer another variant, the assignment
-rotating, so that the host's drift within the run falls on all of them alike.
+Then most of the variants (`ALTERNATING`) in alternating prefills: one prefill each in turn, the order
+shuffled every cycle, so that the host's drift within the run falls on all of them alike.
 
     python benchmarks/probes/probe_mlp_prefill_paths.py --out DIR [--rounds 9 --cpu 0 --tokens 512]
 """
 
 import argparse
 import importlib
+import random
 import statistics
 import sys
 import time
@@ -51,7 +52,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--cpu", type=int, default=None)
     parser.add_argument("--tokens", type=int, default=512)
-    parser.add_argument("--mixed", type=int, default=400, help="prefills with the variants mixed over the layers")
+    parser.add_argument("--cycles", type=int, default=60, help="alternating prefills: cycles of one per variant")
     args = parser.parse_args()
     cpu = pin_to_cpu(args.cpu)
     k = load_local_build()
@@ -191,55 +192,61 @@ def main():
         print(f"T={args.tokens} {name:20s} wall {s['wall_ms']:.3f} ms  host (enqueue) {s['host_ms']:.3f}  "
               f"of which the {layers_n} MLP calls {layers_n * 1e-3 * s['mlp_host_us_per_call']:.3f} "
               f"({s['mlp_host_us_per_call']:.1f} us each)  device (profiler) {s['device_ms']:.3f}", flush=True)
-    mixed = mixed_prefills(model, variants, prefill, args.mixed)
-    for name, m in mixed.items():
-        print(f"T={args.tokens} mixed {name:20s} {m['us_per_call']:.1f} us a call, "
-              f"{m['minus_eager_us']:+.1f} against eager's in the same prefills", flush=True)
+    alternating = alternating_prefills(model, variants, prefill, args.cycles)
+    for name, m in alternating.items():
+        print(f"T={args.tokens} alternating {name:20s} {m['us_per_call']:.1f} us a call, "
+              f"{m['minus_eager_us']:+.1f} against eager's in the same cycles", flush=True)
     write_json(args.out / f"probe_mlp_prefill_paths_t{args.tokens}.json", {
         "env": environment(), "date": time.strftime("%Y-%m-%d"), "pinned_cpu": cpu, "layers": layers_n,
-        "tokens": args.tokens, "median": summary, "rounds": rounds, "mixed_prefills": args.mixed, "mixed": mixed})
+        "tokens": args.tokens, "median": summary, "rounds": rounds, "cycles": args.cycles,
+        "alternating": alternating})
 
 
-# In mixed prefills every layer runs another variant and the assignment rotates by one layer per
-# prefill: the variants share each prefill's host conditions (the lent hosts' speed drifts within a
-# run, session 17) and each layer's position in turn.
-MIXED = ("eager code", "our code", "session 16 code", "no rule", "no rule, eager op", "modules, op body",
-         "F.linear, launch()", "F.linear, bare launch")
+# Alternating prefills: every variant in turn for one prefill each (all layers), the order shuffled
+# each cycle. Each variant's calls keep the homogeneous model's code paths (every layer runs the
+# same code, as a real model does) while the host's drift within the run (tens of percent over
+# seconds on the lent hosts) falls on all variants alike. (Session 17's first form gave each layer
+# another variant in one prefill: each variant then always followed the same other one, whose
+# code left the caches colder or warmer for it, a bias of up to 20 us a call.)
+ALTERNATING = ("eager code", "our code", "session 16 code", "no rule", "no rule, eager op", "modules, op body",
+               "F.linear, launch()", "F.linear, bare launch")
 
 
-def mixed_prefills(model, variants: dict, prefill, count: int) -> dict:
-    """Host microseconds per MLP call of each variant in MIXED, the layers running different variants
-    in one prefill: the median over all calls, and the median over prefills of the difference to
-    eager's call in the same prefill."""
+def alternating_prefills(model, variants: dict, prefill, cycles: int) -> dict:
+    """Host microseconds per MLP call of each variant in ALTERNATING over `cycles` cycles of one
+    prefill per variant: the median over all calls, and the median over cycles of the difference
+    between the variant's mean call and eager's in the same cycle."""
     layers = model.model.layers
-    names = MIXED[:len(layers)]
-    calls: dict = {name: [] for name in names}
-    per_prefill: list[dict] = []
+    order = list(ALTERNATING)
+    calls: dict = {name: [] for name in order}
+    per_cycle: list[dict] = []
+    rng = random.Random(0)
 
-    def clocked(forward, name, seen):
+    def clocked(forward, spans):
         def timed_forward(self, x):
             start = time.perf_counter()
             y = forward(self, x)
-            seen.setdefault(name, []).append(time.perf_counter() - start)
+            spans.append(time.perf_counter() - start)
             return y
         return timed_forward
 
-    for r in range(count):
-        seen: dict = {}
-        for i, layer in enumerate(layers):
-            name = names[(i + r) % len(names)]
-            layer.mlp.forward = MethodType(clocked(variants[name], name, seen), layer.mlp)
-        torch.cuda.synchronize()
-        prefill()
-        if r < len(names):  # the first pass warms each variant at each position
-            continue
-        for name, spans in seen.items():
-            calls[name] += spans
-        per_prefill.append({name: statistics.mean(spans) for name, spans in seen.items()})
+    for cycle in range(cycles + 1):
+        rng.shuffle(order)
+        means = {}
+        for name in order:
+            spans: list = []
+            for layer in layers:
+                layer.mlp.forward = MethodType(clocked(variants[name], spans), layer.mlp)
+            torch.cuda.synchronize()
+            prefill()
+            means[name] = statistics.mean(spans)
+            if cycle:  # cycle 0 warms each variant
+                calls[name] += spans
+        if cycle:
+            per_cycle.append(means)
     return {name: {"us_per_call": 1e6 * statistics.median(calls[name]),
-                   "minus_eager_us": 1e6 * statistics.median(p[name] - p["eager code"] for p in per_prefill
-                                                            if name in p and "eager code" in p),
-                   "calls": len(calls[name])} for name in names}
+                   "minus_eager_us": 1e6 * statistics.median(c[name] - c["eager code"] for c in per_cycle),
+                   "calls": len(calls[name])} for name in ALTERNATING}
 
 
 if __name__ == "__main__":
