@@ -377,6 +377,31 @@ def prefill_paths_table(run: dict, name: str) -> list[str]:
     out += [f"| {name} | {m['wall_ms']:.3f} | {m['host_ms']:.3f} | "
             + (f"{m['mlp_host_us_per_call']:.1f}" if "mlp_host_us_per_call" in m else "") + f" | {m['device_ms']:.3f} |"
             for name, m in run["median"].items()]
+    if "alternating" in run:
+        out += ["", f"Alternating prefills ({run['cycles']} cycles of one prefill per variant, the order shuffled "
+                "each cycle: the host's drift falls on every variant alike):", "",
+                "| variant | host us per MLP call | minus eager's in the same cycle (median) |", "|---|---|---|"]
+        out += [f"| {name} | {m['us_per_call']:.1f} | {m['minus_eager_us']:+.1f} |"
+                for name, m in run["alternating"].items()]
+    return out
+
+
+def plain_mlp_table(run: dict) -> list[str]:
+    """The whole MLP's plain calls against the peers (`compare_peers.py --sections mlp --plain-only`),
+    with the issue's plain-call bar (no slower than the fastest of eager and torch.compile)."""
+    out = ["### Whole MLP, bf16, plain calls: the GeGLUMLP layer as kernelize installs it vs the fastest peer "
+           f"(`compare_mlp_plain.json`, {run['date']}; do_bench medians, peers timed in turn, 3 rounds, median)", "",
+           "| H, I | T | ours | eager | compile | compile dynamic | fastest peer / ours |", "|---|---|---|---|---|---|---|"]
+    losses = []
+    for h, inter, t in sorted({(r["H"], r["I"], r["T"]) for r in run["rows"]}):
+        by = {r["peer"]: r["fwd_plain_us"] for r in run["rows"] if (r["H"], r["I"], r["T"]) == (h, inter, t)}
+        best = min(by[name] for name in ("eager", "compile", "compile_dynamic", "liger") if name in by)
+        if by["ours"] > best:
+            losses.append(f"({h}, {inter}) T={t}: {best / by['ours']:.3f}x")
+        out.append(f"| {h}, {inter} | {t} | {by['ours']:.1f} | {by['eager']:.1f} | {by['compile']:.1f} | "
+                   f"{by['compile_dynamic']:.1f} | {best / by['ours']:.3f}x |")
+    out += ["", "Plain-call bar (no slower than the fastest peer at any point): "
+            + ("met." if not losses else f"NOT met at {len(losses)} points: {', '.join(losses)}.")]
     return out
 
 
@@ -490,7 +515,8 @@ def launch_report(folder: Path) -> None:
         "`probe_first_call_threads.json` (the first call by compile threads), `probe_autograd_thread.json` (the "
         "backward's launch on autograd's thread), `probe_mlp_code_in_model.json` (the MLP's code against the model "
         "object), `probe_mlp_prefill_paths_t512.json` and `probe_mlp_prefill_paths_t1.json` (the MLP's code variants "
-        "timed inside the model's prefill of 512 tokens and of one).",
+        "timed inside the model's prefill of 512 tokens and of one), `compare_mlp_plain.json` (`compare_peers.py "
+        "--sections mlp --plain-only`: the whole MLP's plain calls against the peers, session 17).",
         "- GPU test runs: `GPU_TESTS.md`, `pytest_gpu*.log`.", "",
         "### Host time per call, T=1 (no synchronisation; this machine's CPU)", "",
         "| call | host us | bar |", "|---|---|---|",
@@ -573,6 +599,8 @@ def launch_report(folder: Path) -> None:
         parts.append(f"| {h}, {inter} | {t} | " + " | ".join(cells) + " |")
     parts += ["", f"Plain-call bar (no slower than the fastest peer at any point): {verdict(not losses)}"
               + (f"; below it: {', '.join(losses)}." if losses else "."), ""]
+    if (folder / "compare_mlp_plain.json").exists():
+        parts += [*plain_mlp_table(load(folder, "compare_mlp_plain.json")), ""]
     if (folder / "compare_mlp_decode.json").exists():
         parts += [*decode_tables(folder), ""]
     if (folder / "compare_mlp_training.json").exists():
