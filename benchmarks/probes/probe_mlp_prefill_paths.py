@@ -133,17 +133,9 @@ def main():
                 "identity": identity}
     spans = []  # host seconds of each MLP call of the current prefill
 
-    def clocked(forward):
-        def timed_forward(self, x):
-            start = time.perf_counter()
-            y = forward(self, x)
-            spans.append(time.perf_counter() - start)
-            return y
-        return timed_forward
-
     def use(name):
         for layer in model.model.layers:
-            layer.mlp.forward = MethodType(clocked(variants[name]), layer.mlp)
+            layer.mlp.forward = MethodType(clocked(variants[name], spans), layer.mlp)
 
     ids = torch.randint(0, 32000, (1, args.tokens), device="cuda")
 
@@ -202,6 +194,16 @@ def main():
         "alternating": alternating})
 
 
+def clocked(forward, spans: list):
+    """forward, timing itself: each call's host seconds appended to spans."""
+    def timed_forward(self, x):
+        start = time.perf_counter()
+        y = forward(self, x)
+        spans.append(time.perf_counter() - start)
+        return y
+    return timed_forward
+
+
 # Alternating prefills: every variant in turn for one prefill each (all layers), the order shuffled
 # each cycle. Each variant's calls keep the homogeneous model's code paths (every layer runs the
 # same code, as a real model does) while the host's drift within the run (tens of percent over
@@ -221,15 +223,6 @@ def alternating_prefills(model, variants: dict, prefill, cycles: int) -> dict:
     calls: dict = {name: [] for name in order}
     per_cycle: list[dict] = []
     rng = random.Random(0)
-
-    def clocked(forward, spans):
-        def timed_forward(self, x):
-            start = time.perf_counter()
-            y = forward(self, x)
-            spans.append(time.perf_counter() - start)
-            return y
-        return timed_forward
-
     for cycle in range(cycles + 1):
         rng.shuffle(order)
         means = {}
