@@ -214,12 +214,13 @@ ALTERNATING = ("eager code", "our code", "session 16 code", "no rule", "no rule,
                "F.linear, launch()", "F.linear, bare launch")
 
 
-def alternating_prefills(model, variants: dict, prefill, cycles: int) -> dict:
-    """Host microseconds per MLP call of each variant in ALTERNATING over `cycles` cycles of one
-    prefill per variant: the median over all calls, and the median over cycles of the difference
-    between the variant's mean call and eager's in the same cycle."""
+def alternating_prefills(model, variants: dict, prefill, cycles: int, names=ALTERNATING,
+                         baseline: str = "eager code") -> dict:
+    """Host microseconds per MLP call of each variant in `names` over `cycles` cycles of one prefill
+    per variant: the median over all calls, and the median over cycles of the difference between
+    the variant's mean call and the baseline's in the same cycle."""
     layers = model.model.layers
-    order = list(ALTERNATING)
+    order = list(names)
     calls: dict = {name: [] for name in order}
     per_cycle: list[dict] = []
     rng = random.Random(0)
@@ -238,8 +239,8 @@ def alternating_prefills(model, variants: dict, prefill, cycles: int) -> dict:
         if cycle:
             per_cycle.append(means)
     return {name: {"us_per_call": 1e6 * statistics.median(calls[name]),
-                   "minus_eager_us": 1e6 * statistics.median(c[name] - c["eager code"] for c in per_cycle),
-                   "calls": len(calls[name])} for name in ALTERNATING}
+                   "minus_eager_us": 1e6 * statistics.median(c[name] - c[baseline] for c in per_cycle),
+                   "calls": len(calls[name])} for name in names}
 
 
 if __name__ == "__main__":
