@@ -434,6 +434,43 @@ def test_the_layers_activation_check_agrees_with_untouched_and_global_hooks(kern
     assert not agrees(act, "all removed")
 
 
+def test_plain_linears_agrees_with_untouched_and_parameter_types(mlp_ops):
+    """`plain_linears` repeats `untouched` inline for nn.Linear (it runs on every inference call past
+    the fused token counts): both answers must stay the same for every hook and patch, and only
+    plain Parameters count."""
+    import functools
+    from types import MethodType
+
+    def agrees(p, what):
+        for backward in (False, True):
+            params = p._parameters
+            expected = (type(p) is nn.Linear and mlp_ops.untouched(p, backward)
+                        and type(params.get("weight")) is nn.Parameter
+                        and (params.get("bias") is None or type(params["bias"]) is nn.Parameter))
+            got = mlp_ops.plain_linears((nn.Linear(2, 3), p), backward)
+            assert (got is not None) == expected, (what, backward)
+            if got is not None:
+                assert got[1][0] is params["weight"] and got[1][1] is params.get("bias"), what
+
+    p = nn.Linear(4, 5)
+    agrees(p, "plain")
+    p.forward = MethodType(nn.Linear.forward, p)  # what kernelize binds
+    agrees(p, "kernelize's own forward")
+    p.forward = functools.partial(nn.Linear.forward, p)
+    agrees(p, "a patched forward")
+    del p.forward
+    for name in ("register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+                 "register_full_backward_pre_hook"):
+        handle = getattr(p, name)(lambda *args: None)
+        agrees(p, name)
+        handle.remove()
+    agrees(_LoRALikeLinear(4, 5), "a subclass")
+    q = nn.Linear(4, 5, bias=False)
+    agrees(q, "no bias")
+    torch.nn.utils.parametrize.register_parametrization(q, "weight", _Tripled())
+    agrees(q, "parametrized")
+
+
 def _hooked(mlp, method, hook):
     getattr(mlp.gate_proj, method)(hook)
     return mlp
@@ -680,8 +717,8 @@ def test_out_of_memory_in_the_fused_path_is_raised_not_hidden(kernel, mlp_ops, f
 
 def test_an_inference_call_enters_no_more_python_functions_than_eager(kernel, mlp_ops, fused_on):
     """A plain call inside a host-bound model pays every Python function it enters
-    (benchmarks/NOTES.md, sessions 15-16): at one token (the fused path) and past every table's fused
-    token counts (the projections as modules around the pointwise kernel), the layer's inference call
+    (benchmarks/NOTES.md, sessions 15-17): at one token (the fused path) and past every table's fused
+    token counts (F.linear on the projections' weights around the pointwise kernel), the layer's inference call
     enters no more than the module's own eager forward (5 module calls, 3 Linear forwards and the
     activation's, 10 attribute lookups through nn.Module.__getattr__)."""
     layers = kernel.layers

@@ -51,7 +51,7 @@ _SWITCH = os.environ.get("GEGLU_FUSED_MLP", "")
 FUSED_OPT_IN = _SWITCH not in ("", "0")
 FUSED_OFF = _SWITCH == "0"
 # The most tokens any launch table sends to a fused kernel: an eager inference call past it takes
-# the modules' path, which a layer may choose without calling `fused_mlp` (one Python call less).
+# the unfused path, which a layer may choose without calling `fused_mlp` (one Python call less).
 MAX_FUSED_TOKENS = max(max(table_rows(name)) for name in MLP_LAUNCH_TABLES)
 
 
@@ -409,7 +409,7 @@ def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_pr
 def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
               down_proj: nn.Module, dropout: nn.Module | None = None, eager: bool | None = None) -> torch.Tensor | None:
     """down_proj(dropout(gelu(gate(x)) * up(x))) through the fused kernels, or None where they do not
-    apply (the caller then runs its projections as modules). `up_proj` None: `gate_proj` is one
+    apply (the caller then runs its unfused path). `up_proj` None: `gate_proj` is one
     packed projection whose output's first half is the gate and second half the up (ModernBERT).
     eager: the caller's `not torch.compiler.is_compiling()` (None: looked up here).
     Every check reads state the user can change between calls (hooks, modes, dtypes), so none is
@@ -445,9 +445,9 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     if found is None:
         return None
     wg, wu, bg, bu, params = found
-    # A tensor subclass input, functorch or a dispatch mode: the modules' path (the weights are
+    # A tensor subclass input, functorch or a dispatch mode: the unfused path (the weights are
     # plain Parameters). Under autocast the projections would compute in autocast's dtype: the
-    # modules' path too.
+    # unfused path too.
     if (type(x) is not torch.Tensor or _functorch_active() or torch._C._len_torch_dispatch_stack()
             or torch.is_autocast_enabled(x.device.type)):
         return None
@@ -461,8 +461,9 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
         if x2 is None:
             return None
         stride_x = x2.stride(0)
-    down = _plain_linear(down_proj) if n_rows <= both_rows else None
-    if down is not None and _inactive_dropout(dropout) and not torch.are_deterministic_algorithms_enabled():
+    down = _plain_linear(down_proj)  # the split-K kernel's weights, or F.linear's after the gate/up kernel
+    if (down is not None and n_rows <= both_rows and _inactive_dropout(dropout)
+            and not torch.are_deterministic_algorithms_enabled()):
         wd, bd = down
         if wd.shape == (hidden, wg.shape[0]) and _usable(down if bd is not None else (wd,), x, grad):
             try:
@@ -481,6 +482,4 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     h = h.view(*x.shape[:-1], wg.shape[0])
     if dropout is not None:
         h = dropout(h)
-    if n_rows > both_rows:
-        down = _plain_linear(down_proj)
     return down_proj(h) if down is None else F.linear(h, *down)
