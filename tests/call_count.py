@@ -37,3 +37,37 @@ def python_calls(fn) -> list[str]:
     finally:
         sys.setprofile(None)
     return calls[1:]
+
+
+def python_instructions(fn) -> dict[str, int]:
+    """Bytecode instructions fn() executes, per `file:function` (fn itself included), with
+    `python_calls`' skips: a finer proxy than the function count, for changes inside functions."""
+    counts: dict[str, int] = {}
+    skip_depth, depth = None, 0
+
+    def trace(frame, event, arg):
+        nonlocal depth, skip_depth
+        if event == "call":
+            depth += 1
+            code = frame.f_code
+            if skip_depth is None and (code.co_name in OP_BODIES or code.co_name in CPU_ONLY):
+                skip_depth = depth
+            frame.f_trace_opcodes = True
+            return trace
+        if event == "return":
+            if skip_depth == depth:
+                skip_depth = None
+            depth -= 1
+        elif event == "opcode" and (skip_depth is None or skip_depth == depth):
+            code = frame.f_code
+            if code.co_name not in CPU_ONLY:
+                site = f"{Path(code.co_filename).name}:{code.co_name}"
+                counts[site] = counts.get(site, 0) + 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        fn()
+    finally:
+        sys.settrace(None)
+    return counts

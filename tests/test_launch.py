@@ -405,8 +405,8 @@ def test_a_direct_launch_keeps_a_handle_per_alignment_and_launches_it_on_the_ten
     monkeypatch.setattr(launch, "DIRECT_LAUNCH", True)
     monkeypatch.setattr(launch, "TRITON_MINOR", launch.FAST_LAUNCH_TRITON[0])
     monkeypatch.setattr(launch, "_launch_jit", jit)
-    monkeypatch.setattr(torch._C, "_cuda_getDevice", lambda: current[0], raising=False)
-    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 1000 + device, raising=False)
+    monkeypatch.setattr(launch, "_current_device", lambda: current[0])
+    monkeypatch.setattr(launch, "_current_raw_stream", lambda device: 1000 + device)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: current[0])
     monkeypatch.setattr(torch.cuda, "device", Guard)
     plan = launch.LaunchPlan(kernel=None, grid=(3, 1, 1), tail=(5, "tail"), options={})
@@ -423,6 +423,24 @@ def test_a_direct_launch_keeps_a_handle_per_alignment_and_launches_it_on_the_ten
     launch.launch(plan, _Pointer(1, 4096), _Pointer(1, 8192))
     assert guarded == [1] and current == [0]
     assert launched[-1] == (3, 1, 1, 1001, *fixed, 4096, 8192, 5, "tail")
+    # A launch hook (a profiler) installed after the handles were kept: Triton's own launch again.
+    from triton import knobs
+
+    hook = knobs.runtime.launch_enter_hook
+    seen = lambda metadata: None  # noqa: E731
+    if hasattr(hook, "add"):
+        hook.add(seen)
+    else:
+        monkeypatch.setattr(knobs.runtime, "launch_enter_hook", seen)
+    on_gpu_1 = (_Pointer(1, 4096), _Pointer(1, 8192))
+    try:
+        launch.launch(plan, *on_gpu_1)
+    finally:
+        if hasattr(hook, "add"):
+            hook.remove(seen)
+    assert len(compiled_for) == 3 and len(launched) == 2
+    launch.launch(plan, *on_gpu_1)
+    assert len(compiled_for) == 3 and len(launched) == 3
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")

@@ -24,7 +24,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests")]
-from call_count import python_calls  # noqa: E402
+from call_count import python_calls, python_instructions  # noqa: E402
 
 
 def main():
@@ -49,10 +49,12 @@ def main():
         for name, module in (("eager GemmaMLP", eager), ("ours GeGLUMLP", ours)):
             module(x)  # warm: plans, caches
             calls = python_calls(lambda: module(x))
-            print(f"{name}: {len(calls)} Python functions at T={args.tokens}")
+            instructions = python_instructions(lambda: module(x))
+            print(f"{name}: {len(calls)} Python functions, {sum(instructions.values())} bytecode instructions "
+                  f"at T={args.tokens}")
             if args.list:
                 for site, n in collections.Counter(calls).items():
-                    print(f"  {n} x {site}")
+                    print(f"  {n} x {site}, {instructions.get(site, 0)} instructions")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ replaced by eager's gelu * up so that only the Python around it differs from eag
 Variants: eager `GemmaMLP.forward`; the layer's `GeGLUMLP.forward`; a copy of its inference path
 with one part left out at a time (the activation check, the compile/grad/token-count rule, the
 projections' plainness check, `_geglu`'s input checks, the prelude's attribute reads); all of them
-left out ("bare": F.linear and the op body).
+left out ("bare": F.linear and the op body); with --baseline-build DIR, the `GeGLUMLP.forward` of
+another build of this package (an earlier commit's `build/`) loaded beside this one ("baseline").
 
-    python benchmarks/probes/probe_layer_checks_cpu.py [--cycles 300 --tokens 512]
+    python benchmarks/probes/probe_layer_checks_cpu.py [--cycles 300 --tokens 512 --baseline-build DIR]
 """
 
 import argparse
@@ -57,6 +58,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=300)
     parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument("--baseline-build", type=Path, help="another build of this package: variant 'baseline'")
     args = parser.parse_args()
     import build_variants
     from kernels import Mode, get_local_kernel, kernelize, use_kernel_mapping
@@ -66,7 +68,8 @@ def main():
     build_variants.build(ROOT / "build")
     k = get_local_kernel(ROOT / "build")
     layers, mlp_ops, dispatch = (importlib.import_module(f"{k.__name__}.{m}") for m in ("layers", "mlp_ops", "dispatch"))
-    dispatch._torch_forward = lambda g, u, approximate: F.gelu(g, approximate=approximate) * u  # eager's two ops
+    eager_op = lambda g, u, approximate: F.gelu(g, approximate=approximate) * u  # noqa: E731  (eager's two ops)
+    dispatch._torch_forward = eager_op
     torch.manual_seed(0)
     config = GemmaConfig(vocab_size=256, hidden_size=64, intermediate_size=256, num_hidden_layers=8,
                          num_attention_heads=2, num_key_value_heads=1, head_dim=32,
@@ -79,6 +82,10 @@ def main():
                 "-activation": path(activation=1), "-rule": path(rule=1), "-plain": path(plain=1),
                 "-checks": path(checks=1), "-prelude": path(prelude=1),
                 "bare": path(activation=1, rule=1, plain=1, checks=1, prelude=1)}
+    if args.baseline_build:
+        baseline = get_local_kernel(args.baseline_build.resolve())
+        importlib.import_module(f"{baseline.__name__}.dispatch")._torch_forward = eager_op
+        variants["baseline"] = importlib.import_module(f"{baseline.__name__}.layers").GeGLUMLP.forward
     ids = torch.randint(0, config.vocab_size, (1, args.tokens))
 
     def prefill():

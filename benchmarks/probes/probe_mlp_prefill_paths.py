@@ -23,11 +23,14 @@ layer calls its projections as modules around the pointwise op):
                      resolved beforehand: the op body without its plan key and lookup
   F.linear, bare launch  F.linear on the weights, then the C launcher on the resolved plan
   identity           a forward that returns x (what the rest of the model costs)
+  baseline build     with --baseline-build DIR: `GeGLUMLP.forward` of another build of this package
+                     (an earlier commit's `build/`), loaded beside this one in the same process
 
 Then most of the variants (`ALTERNATING`) in alternating prefills: one prefill each in turn, the order
 shuffled every cycle, so that the host's drift within the run falls on all of them alike.
 
     python benchmarks/probes/probe_mlp_prefill_paths.py --out DIR [--rounds 9 --cpu 0 --tokens 512]
+        [--baseline-build DIR] [--alternating-only] [--names "eager code;our code;..."]
 """
 
 import argparse
@@ -53,6 +56,9 @@ def main():
     parser.add_argument("--cpu", type=int, default=None)
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--cycles", type=int, default=60, help="alternating prefills: cycles of one per variant")
+    parser.add_argument("--baseline-build", type=Path, help="another build of this package: variant 'baseline build'")
+    parser.add_argument("--alternating-only", action="store_true", help="skip the whole-prefill rounds")
+    parser.add_argument("--names", help="semicolon-separated variants of the alternating prefills")
     args = parser.parse_args()
     cpu = pin_to_cpu(args.cpu)
     k = load_local_build()
@@ -131,6 +137,13 @@ def main():
                 "modules, op body": modules_op_body, "modules, bare launch": modules_bare_launch,
                 "F.linear, launch()": f_linear_launch, "F.linear, bare launch": f_linear_bare_launch,
                 "identity": identity}
+    names = tuple(args.names.split(";")) if args.names else ALTERNATING
+    if args.baseline_build:
+        from kernels import get_local_kernel
+
+        baseline = get_local_kernel(args.baseline_build.resolve())
+        variants["baseline build"] = importlib.import_module(baseline.__name__ + ".layers").GeGLUMLP.forward
+        names = names if args.names else (*names, "baseline build")
     spans = []  # host seconds of each MLP call of the current prefill
 
     def use(name):
@@ -162,7 +175,7 @@ def main():
     entry, bare["fixed"] = plan.handles[1][2]  # the C launcher of the aligned handle
     bare.update(entry=entry, grid=plan.grid, tail=plan.tail, stream=torch.cuda.current_stream().cuda_stream, plan=plan)
     device_ms = {}
-    for name in variants:  # warm-up, then the device time of one prefill
+    for name in () if args.alternating_only else variants:  # warm-up, then the device time of one prefill
         use(name)
         for _ in range(3):
             prefill()
@@ -172,19 +185,19 @@ def main():
             torch.cuda.synchronize()
         device_ms[name] = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3
     rounds = {name: {"host": [], "wall": [], "mlp_us": []} for name in variants}
-    for r in range(args.rounds):
+    for r in range(0 if args.alternating_only else args.rounds):
         for name in rotated(list(variants), r):
             use(name)
             for key, value in zip(("host", "wall", "mlp_us"), timed()):
                 rounds[name][key].append(value)
     summary = {name: {"host_ms": statistics.median(t["host"]), "wall_ms": statistics.median(t["wall"]),
                       "mlp_host_us_per_call": statistics.median(t["mlp_us"]), "device_ms": device_ms[name]}
-               for name, t in rounds.items()}
+               for name, t in rounds.items() if t["host"]}
     for name, s in summary.items():
         print(f"T={args.tokens} {name:20s} wall {s['wall_ms']:.3f} ms  host (enqueue) {s['host_ms']:.3f}  "
               f"of which the {layers_n} MLP calls {layers_n * 1e-3 * s['mlp_host_us_per_call']:.3f} "
               f"({s['mlp_host_us_per_call']:.1f} us each)  device (profiler) {s['device_ms']:.3f}", flush=True)
-    alternating = alternating_prefills(model, variants, prefill, args.cycles)
+    alternating = alternating_prefills(model, variants, prefill, args.cycles, names)
     for name, m in alternating.items():
         print(f"T={args.tokens} alternating {name:20s} {m['us_per_call']:.1f} us a call, "
               f"{m['minus_eager_us']:+.1f} against eager's in the same cycles", flush=True)

@@ -13,7 +13,7 @@ from torch.nn.modules import module as _nn_module
 from . import mlp_ops, pointwise_ops
 from .checks import SUPPORTED_DTYPES
 from .dispatch import _functorch_active, geglu_forward_impl
-from .layer_mapping import _approximate_of_class, approximate_of
+from .layer_mapping import approximate_of
 
 
 def _nobody_else_holds(projections: tuple[nn.Module, ...]) -> bool:
@@ -26,6 +26,12 @@ def _nobody_else_holds(projections: tuple[nn.Module, ...]) -> bool:
         type(p) is nn.Linear and mlp_ops.untouched(p) for p in projections)
 
 
+# The GELU variant of each transformers activation class met so far: one dict lookup a call instead
+# of a walk over the class's MRO and the names (inside a model that walk cost ~5 us a call;
+# benchmarks/NOTES.md, session 18).
+_CLASS_APPROXIMATE: dict[type, str] = {}
+
+
 def _activation(act: nn.Module) -> tuple[str, bool]:
     """(approximate, hooked) of the activation module: its GELU variant, "tanh" or "none"
     (ValueError for another activation), and whether calling it could do more than its GELU:
@@ -34,9 +40,11 @@ def _activation(act: nn.Module) -> tuple[str, bool]:
     calls it as eager does, on eager's composition. `hooked` is `not mlp_ops.untouched(act, True) or
     mlp_ops.global_hooks()` written out (a test holds them equal): this runs on every layer call,
     where each Python call costs host time (benchmarks/NOTES.md)."""
-    approximate = act.approximate if isinstance(act, nn.GELU) else _approximate_of_class(type(act))
+    approximate = act.approximate if isinstance(act, nn.GELU) else _CLASS_APPROXIMATE.get(type(act))
     if approximate is None:
         approximate = approximate_of(act)  # raises, naming the activation
+        if not isinstance(act, nn.GELU):
+            _CLASS_APPROXIMATE[type(act)] = approximate
     forward = act.__dict__.get("forward")  # kernelize binds the class's own forward: that is untouched
     hooked = bool(act._forward_hooks or act._forward_pre_hooks or act._backward_hooks or act._backward_pre_hooks
                   or (forward is not None and (getattr(forward, "__func__", None) is not type(act).forward
@@ -125,7 +133,17 @@ class GeGLUMLP(nn.Module):
             found = mlp_ops.plain_linears((gate_proj, up_proj, down_proj)) if eager and not grad else None
             if found is not None:
                 (w_gate, b_gate), (w_up, b_up), (w_down, b_down) = found
-                h = _geglu(F.linear(x, w_gate, b_gate), F.linear(x, w_up, b_up), approximate, (), eager)
+                gate, up = F.linear(x, w_gate, b_gate), F.linear(x, w_up, b_up)
+                # Two F.linear outputs of one input share its dtype and device (F.linear refuses
+                # mixed ones), so of `_geglu`'s checks only these remain (a tensor subclass or a
+                # torch-function mode's output, another intermediate size, a dtype the kernels do
+                # not take, a transform or dispatch mode that must see the op).
+                if (type(gate) is torch.Tensor and type(up) is torch.Tensor and gate.dtype in SUPPORTED_DTYPES
+                        and gate.shape == up.shape and not _functorch_active()
+                        and not torch._C._len_torch_dispatch_stack()):
+                    h = geglu_forward_impl(gate, up, approximate)
+                else:
+                    h = _geglu(gate, up, approximate, (), eager)
                 return F.linear(h if dropout is None else dropout(h), w_down, b_down)
             h = _geglu(gate_proj(x), up_proj(x), approximate, (gate_proj, up_proj), eager)
         if dropout is not None:

@@ -54,6 +54,10 @@ TRITON_MINOR = ".".join(triton.__version__.split(".")[:2])
 
 PDL_AVAILABLE = USE_LIBDEVICE and gdc_wait is not None and torch.version.cuda is not None
 _ALIGN = 16  # bytes: Triton specialises pointer arguments on this alignment
+# Bound once (module attribute lookups on every launch); absent from CPU-only builds of torch, which
+# never launch directly.
+_current_device = getattr(torch._C, "_cuda_getDevice", None)
+_current_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
 
 def _direct_launch_enabled() -> bool:
@@ -100,13 +104,28 @@ class LaunchPlan:
 
 def launch(plan: LaunchPlan, *pointers: torch.Tensor) -> None:
     """Launch `plan` with these tensors as its pointer arguments, on the GPU they live on."""
+    # One flat test for the steady state, first: every launch pays this Python on the host, and
+    # inside a model several times its price in a loop (benchmarks/NOTES.md, sessions 15 and 18).
+    # 16-byte aligned pointers, the aligned handle's C entry, the tensors on the GPU it was loaded
+    # on and that GPU current, no launch hooks: call the entry, as JITFunction.run would.
+    ptrs = [p.data_ptr() for p in pointers]
+    handle = plan.handles[1]
+    if (handle is not None and handle[2] is not None and DIRECT_LAUNCH and not reduce(or_, ptrs) % _ALIGN
+            and handle[1] == pointers[0].get_device() == _current_device()
+            and not getattr(_knobs.runtime.launch_enter_hook, "calls", True)):
+        entry = handle[2]
+        entry[0](*plan.grid, _current_raw_stream(handle[1]), *entry[1], *ptrs, *plan.tail)
+        return
+    _launch_general(plan, pointers, ptrs)
+
+
+def _launch_general(plan: LaunchPlan, pointers, ptrs: list) -> None:
+    """Every other launch: the first of a handle (compile or load), another GPU, unaligned
+    pointers, launch hooks, a Triton whose launcher was not checked."""
     if not DIRECT_LAUNCH or _hooks_installed():
         with _on_device(pointers[0]):
             _launch_jit(plan, pointers)
         return
-    # One flat function on purpose: every launch pays this Python on the host (benchmarks/NOTES.md,
-    # session 15: inside a model it cost more than timed in a loop).
-    ptrs = [p.data_ptr() for p in pointers]
     aligned = 0 if reduce(or_, ptrs) % _ALIGN else 1
     handle = plan.handles[aligned]
     device = pointers[0].get_device()
@@ -114,12 +133,12 @@ def launch(plan: LaunchPlan, *pointers: torch.Tensor) -> None:
         with _on_device(pointers[0]):
             plan.handles[aligned] = kept_handle(_launch_jit(plan, pointers), device)
         return
-    if device != torch._C._cuda_getDevice():
+    if device != _current_device():
         with torch.cuda.device(device):
-            launch(plan, *pointers)
+            _launch_general(plan, pointers, ptrs)
         return
     # What JITFunction.run does once the kernel is compiled and bound (DIRECT_LAUNCH_TRITON).
-    stream = torch._C._cuda_getCurrentRawStream(device)
+    stream = _current_raw_stream(device)
     entry = handle[2]
     if entry is not None:
         entry[0](*plan.grid, stream, *entry[1], *ptrs, *plan.tail)
