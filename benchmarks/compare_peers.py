@@ -171,10 +171,12 @@ def _unfused(k, fn):
         ops.FUSED_OFF = before
 
 
-def mlp_peers(k, hidden, inter):
+def mlp_peers(k, hidden, inter, baseline=None):
     base = GemmaLikeMLP(hidden, inter).to("cuda", torch.bfloat16)
     fns = {
         "ours": lambda x: k.layers.GeGLUMLP.forward(base, x),
+        # The layer of another build (--baseline-build: an earlier commit's), on the same module.
+        **({"ours_baseline": lambda x: baseline.layers.GeGLUMLP.forward(base, x)} if baseline else {}),
         # The layer without its fused decode kernels (cuBLAS projections + our pointwise kernel).
         "ours_unfused": lambda x: _unfused(k, lambda: k.layers.GeGLUMLP.forward(base, x)),
         "eager": base,
@@ -195,13 +197,13 @@ def mlp_peers(k, hidden, inter):
     return base, fns
 
 
-def bench_mlp(k, dims=DIMS, tokens=TOKENS, bw=None, plain_only=False):
+def bench_mlp(k, dims=DIMS, tokens=TOKENS, bw=None, plain_only=False, baseline=None):
     """The whole MLP per peer. `fwd_weight_frac`: the three weight matrices read once at the copy
     bandwidth `bw` (GB/s), over the forward's device time (the decode roofline). plain_only: the
     forward's plain calls only (no graph replay, no training step): the host-bound side, quickly."""
     rows = []
     for hidden, inter in dims:
-        base, fns = mlp_peers(k, hidden, inter)
+        base, fns = mlp_peers(k, hidden, inter, baseline)
         for t in tokens:
             xs = [torch.randn(t, hidden, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(SETS)]
             point_rows, forwards, steps = {}, {}, {}
@@ -342,10 +344,17 @@ def main():
     parser.add_argument("--tokens", default=",".join(map(str, TOKENS)), type=int_list)
     parser.add_argument("--inters", default="3072,16384,10240,14336", type=int_list,
                         help="pointwise section: intermediate sizes")
+    parser.add_argument("--baseline-build", type=Path,
+                        help="mlp section: another build of this package (an earlier commit's build/), peer ours_baseline")
     parser.add_argument("--plain-only", action="store_true",
                         help="mlp section: the forward's plain calls only (compare_mlp_plain.json)")
     args = parser.parse_args()
     k = load_local_build()
+    baseline = None
+    if args.baseline_build:
+        from kernels import get_local_kernel
+
+        baseline = get_local_kernel(args.baseline_build.resolve())
     bw = copy_bandwidth_gbs()
     print(f"copy bandwidth {bw:.0f} GB/s", flush=True)
     result = {"env": environment(), "copy_gbs": bw, "date": time.strftime("%Y-%m-%d"), "rows": []}
@@ -364,7 +373,8 @@ def main():
         elif section == "mlp":
             section += "_plain" if args.plain_only else ""
             for dims in args.dims:  # saved after each shape, as above
-                result["rows"] += bench_mlp(k, dims=(dims,), tokens=args.tokens, bw=bw, plain_only=args.plain_only)
+                result["rows"] += bench_mlp(k, dims=(dims,), tokens=args.tokens, bw=bw, plain_only=args.plain_only,
+                                          baseline=baseline)
                 write_json(args.out / f"compare_{section}.json", result)
         write_json(args.out / f"compare_{section}.json", {**result, "rows": [r for r in result["rows"]]})
         result["rows"] = []

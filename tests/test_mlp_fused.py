@@ -129,6 +129,60 @@ def _count_fused(mlp_ops, monkeypatch, what=("gate_up_geglu_impl", "run_mlp_deco
     return calls
 
 
+def test_the_flat_decode_path_answers_as_fused_mlp_or_leaves_it(kernel, mlp_ops, mlp_kernels, fused_on, monkeypatch):
+    """`fused_inference` (the layers' flat decode path) either gives `fused_mlp`'s result bit for bit
+    or returns None, leaving the case to `fused_mlp`; it takes the common cases (plain projections,
+    with or without biases, strided rows, both fused kernels and the gate/up kernel alone) and leaves
+    every one it must not decide: a hooked or subclassed projection, active dropout, autocast, fp32,
+    past the table's token counts."""
+    both_rows, gate_up_rows = mlp_kernels.max_rows(_device_index())
+    gate_up_rows = max(both_rows, gate_up_rows)
+
+    def fresh(bias=False):
+        return _MLP(bias=bias).to(DEVICE, torch.bfloat16)
+
+    def x_of(rows, dtype=torch.bfloat16, strided=False):
+        x = torch.randn(1, rows, 128 if strided else 64, device=DEVICE, dtype=dtype)
+        return x[..., :64] if strided else x  # rows 128 apart, unit column stride
+
+    def dropout(p, training):
+        d = nn.Dropout(p)
+        d.train(training)
+        return d
+
+    def answers(mlp, x, drop=None):
+        args = (x, "tanh", mlp.gate_proj, mlp.up_proj, mlp.down_proj, drop)
+        mlp.eval()
+        return mlp_ops.fused_inference(*args), mlp_ops.fused_mlp(*args, eager=True)
+
+    hooked_down = fresh()
+    hooked_down.down_proj.register_forward_hook(lambda m, i, o: None)
+    taken = {
+        "plain": (fresh(), x_of(1)),
+        "biases": (fresh(True), x_of(3)),
+        "strided rows": (fresh(), x_of(2, strided=True)),
+        "the gate/up kernel alone": (fresh(True), x_of(gate_up_rows)),
+        "dropout in eval mode": (fresh(), x_of(1), dropout(0.5, False)),
+    }
+    left = {
+        "fp32": (fresh().float(), x_of(1, torch.float32)),
+        "past the token counts": (fresh(), x_of(gate_up_rows + 1)),
+        "hooked down projection": (hooked_down, x_of(1)),
+        "subclassed up projection": (_with_subclass(fresh()), x_of(1)),
+        "dropout in training": (fresh(), x_of(1), dropout(0.5, True)),
+    }
+    with torch.no_grad():
+        for what, (mlp, x, *drop) in taken.items():
+            flat, general = answers(mlp, x, *drop)
+            assert flat is not None, f"{what}: the flat path should take it"
+            torch.testing.assert_close(flat, general, rtol=0, atol=0, msg=what)
+        for what, (mlp, x, *drop) in left.items():
+            assert answers(mlp, x, *drop)[0] is None, f"{what}: the flat path should leave it to fused_mlp"
+        if HAS_CUDA:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                assert answers(fresh(), x_of(1))[0] is None, "autocast"
+
+
 def test_layer_takes_the_fused_path_for_decode_inference(kernel, mlp_ops, fused_on, monkeypatch):
     calls = _count_fused(mlp_ops, monkeypatch)
     downs = _count_fused(mlp_ops, monkeypatch, "run_mlp_decode")

@@ -406,6 +406,58 @@ def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_pr
     return _GeGLUDown.apply(F.linear(x, wg, bg), F.linear(x, wu, bu), wd, bd, approximate)
 
 
+def fused_inference(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module,
+                    down_proj: nn.Module, dropout: nn.Module | None = None) -> torch.Tensor | None:
+    """`fused_mlp`'s eager inference path for three separate plain projections and no active
+    dropout (the layers' decode), as one flat function: every check and Python call before the first launch
+    delays the GPU's start by its host time, which plain decoding calls pay in full
+    (benchmarks/NOTES.md, session 18). The caller has checked global hooks and that autograd
+    records nothing. None for anything else (a hook, a subclass, another dtype, device or layout,
+    a mode, autocast, deterministic algorithms, past the launch table's token counts): the caller
+    then asks `fused_mlp`, which decides every case."""
+    if FUSED_OFF or x.dtype not in FUSED_DTYPES or type(x) is not torch.Tensor:
+        return None
+    if x.is_cuda:
+        device_index = x.get_device()
+        autocast = torch.is_autocast_enabled("cuda")
+    elif use_triton(x):
+        device_index, autocast = -1, torch.is_autocast_enabled(x.device.type)
+    else:
+        return None
+    name = measured_table(device_index)
+    if autocast or (name is None and not FUSED_OPT_IN) or _functorch_active() or torch._C._len_torch_dispatch_stack():
+        return None
+    hidden = x.shape[-1]
+    n_rows = x.numel() // hidden if hidden else 0
+    both_rows, gate_up_rows = table_rows(name)
+    found = plain_linears((gate_proj, up_proj, down_proj))
+    if found is None or not 0 < n_rows <= max(both_rows, gate_up_rows) or not _inactive_dropout(dropout):
+        return None
+    (wg, bg), (wu, bu), (wd, bd) = found
+    inter = wg.shape[0]
+    if (wg.shape != wu.shape or wg.shape[1] != hidden or wd.shape != (hidden, inter) or (bg is None) != (bu is None)
+            or not _usable((wg, wu, wd) if bg is None and bd is None else
+                           [t for t in (wg, wu, wd, bg, bu, bd) if t is not None], x, False)):
+        return None
+    if x.is_contiguous():
+        x2, stride_x = x, hidden
+    else:
+        x2 = row_view(x)
+        if x2 is None:
+            return None
+        stride_x = x2.stride(0)
+    try:
+        if n_rows <= both_rows and not torch._C._get_deterministic_algorithms():
+            y = run_mlp_decode(x2, stride_x, wg, wu, wd, bg, bu, bd, approximate == "tanh", device_index)
+            return y if x2 is x else y.view(x.shape)
+        if n_rows > gate_up_rows:
+            return None
+        h = gate_up_geglu_impl(x2.view(n_rows, hidden) if x2 is x else x2, wg, wu, bg, bu, approximate)
+    except Exception as exc:  # noqa: BLE001 (any failure: the modules' path still gives the answer)
+        return _give_up(exc)
+    return F.linear(h.view(*x.shape[:-1], inter), wd, bd)
+
+
 def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
               down_proj: nn.Module, dropout: nn.Module | None = None, eager: bool | None = None) -> torch.Tensor | None:
     """down_proj(dropout(gelu(gate(x)) * up(x))) through the fused kernels, or None where they do not
