@@ -130,8 +130,8 @@ def _count_fused(mlp_ops, monkeypatch, what=("gate_up_geglu_impl", "run_mlp_deco
 
 
 def test_the_flat_decode_path_answers_as_fused_mlp_or_leaves_it(kernel, mlp_ops, mlp_kernels, fused_on, monkeypatch):
-    """`fused_inference` (the layers' flat decode path) either gives `fused_mlp`'s result bit for bit
-    or returns None, leaving the case to `fused_mlp`; it takes the common cases (plain projections,
+    """`fused_inference` (the flat decode path `fused_mlp` tries first) either gives the general
+    path's result bit for bit or returns None, leaving the case to it; it takes the common cases (plain projections,
     with or without biases, strided rows, both fused kernels and the gate/up kernel alone) and leaves
     every one it must not decide: a hooked or subclassed projection, active dropout, autocast, fp32,
     past the table's token counts."""
@@ -153,7 +153,10 @@ def test_the_flat_decode_path_answers_as_fused_mlp_or_leaves_it(kernel, mlp_ops,
     def answers(mlp, x, drop=None):
         args = (x, "tanh", mlp.gate_proj, mlp.up_proj, mlp.down_proj, drop)
         mlp.eval()
-        return mlp_ops.fused_inference(*args), mlp_ops.fused_mlp(*args, eager=True)
+        flat = mlp_ops.fused_inference(*args)
+        with monkeypatch.context() as patch:  # fused_mlp's general path, which decides every case
+            patch.setattr(mlp_ops, "fused_inference", lambda *a: None)
+            return flat, mlp_ops.fused_mlp(*args, eager=True)
 
     hooked_down = fresh()
     hooked_down.down_proj.register_forward_hook(lambda m, i, o: None)

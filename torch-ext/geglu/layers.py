@@ -125,11 +125,7 @@ class GeGLUMLP(nn.Module):
             eager = not torch.compiler.is_compiling()
             grad = torch.is_grad_enabled()
             if not eager or grad or x.numel() <= mlp_ops.MAX_FUSED_TOKENS * x.shape[-1]:
-                # Eager inference (decode): the flat common case first, `fused_mlp` for every other.
-                y = mlp_ops.fused_inference(x, approximate, gate_proj, up_proj, down_proj, dropout) \
-                    if eager and not grad else None
-                if y is None:
-                    y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, dropout, eager)
+                y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, dropout, eager)
                 if y is not None:
                     return y
             # Eager inference on plain projections (global hooks are in `hooked`): F.linear on their

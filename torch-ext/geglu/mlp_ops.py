@@ -411,10 +411,10 @@ def fused_inference(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_
     """`fused_mlp`'s eager inference path for three separate plain projections and no active
     dropout (the layers' decode), as one flat function: every check and Python call before the first launch
     delays the GPU's start by its host time, which plain decoding calls pay in full
-    (benchmarks/NOTES.md, session 18). The caller has checked global hooks and that autograd
-    records nothing. None for anything else (a hook, a subclass, another dtype, device or layout,
-    a mode, autocast, deterministic algorithms, past the launch table's token counts): the caller
-    then asks `fused_mlp`, which decides every case."""
+    (benchmarks/NOTES.md, session 18). `fused_mlp` tries it first, having checked global hooks and
+    that autograd records nothing. None for anything else (a hook, a subclass, another dtype, device
+    or layout, a mode, autocast, deterministic algorithms, past the launch table's token counts):
+    `fused_mlp`'s general path then decides."""
     if FUSED_OFF or x.dtype not in FUSED_DTYPES or type(x) is not torch.Tensor:
         return None
     if x.is_cuda:
@@ -475,6 +475,10 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
         return _fused_mlp_compiled(x, approximate, gate_proj, up_proj, down_proj, dropout)
     if torch.is_grad_enabled() and (x.requires_grad or _any_requires_grad(gate_proj, up_proj, down_proj)):
         return _mlp_training(x, approximate, gate_proj, up_proj, down_proj, dropout)
+    if up_proj is not None and not (_nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks):
+        y = fused_inference(x, approximate, gate_proj, up_proj, down_proj, dropout)  # the common case, flat
+        if y is not None:
+            return y
     if x.dtype not in FUSED_DTYPES:
         return None
     if x.is_cuda:
