@@ -7,7 +7,7 @@ from pathlib import Path
 
 # Counted but not entered: the op bodies (on CUDA a plan lookup and the launch; under the
 # interpreter the kernel itself). Not counted at all: the device check that CUDA tensors skip.
-OP_BODIES = frozenset({"geglu_forward_impl", "run_mlp_decode", "gate_up_geglu_impl"})
+OP_BODIES = frozenset({"geglu_forward_impl", "geglu_forward_over_gate_impl", "run_mlp_decode", "gate_up_geglu_impl"})
 CPU_ONLY = frozenset({"use_triton"})
 
 

@@ -1,5 +1,7 @@
 """The registered ops: opcheck, torch.compile without graph breaks, CUDA graphs."""
 
+import itertools
+
 import pytest
 import torch
 import torch._dynamo.testing
@@ -59,6 +61,32 @@ def test_in_place_backward_matches_and_guards_the_saved_inputs(kernel, device):
                 with pytest.raises(RuntimeError, match="modified by an inplace operation"):
                     loss.backward()
         torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_the_forward_over_gate_matches_and_writes_only_gate(kernel, device):
+    """The layers' forward that writes h over the gate projection's output (their own tensor) gives
+    the allocating forward's h bit for bit, for contiguous gates, gates with a row stride of their
+    own, and gates without a row view (then a new tensor); `up` and the rest of gate's storage are
+    never written."""
+    dispatch = kernel.dispatch
+    layouts = {"contiguous": lambda b: b[..., :90].contiguous(), "row strided": lambda b: b[..., :90],
+               "column-major": lambda b: b[..., :90].transpose(0, 1).contiguous().transpose(0, 1)}
+    for dtype in (torch.float32, torch.bfloat16):
+        values = (2 * torch.randn(7, 3, 2 * 90, device=device)).to(dtype)
+        up = torch.randn(7, 3, 90, device=device).to(dtype)
+        up_before = up.clone()
+        for (layout, make), approximate in itertools.product(layouts.items(), ("tanh", "none")):
+            expected = dispatch.geglu_forward_impl(make(values.clone()), up, approximate)  # same layout
+            base = values.clone()
+            gate = make(base)
+            h = dispatch.geglu_forward_over_gate_impl(gate, up, approximate)
+            what = f"{dtype} {layout} {approximate}"
+            torch.testing.assert_close(h, expected, rtol=0, atol=0, msg=what)
+            torch.testing.assert_close(up, up_before, rtol=0, atol=0, msg=what)
+            if layout != "column-major" and dispatch.use_triton(gate):
+                assert h.data_ptr() == gate.data_ptr() and h.stride() == gate.stride(), what
+            if layout == "row strided":  # the other half of each row is not gate's: untouched
+                torch.testing.assert_close(base[..., 90:], values[..., 90:], rtol=0, atol=0, msg=what)
 
 
 def test_op_namespace_is_the_build_id(kernel):

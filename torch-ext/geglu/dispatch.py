@@ -175,6 +175,29 @@ def geglu_forward_impl(gate, up, approximate, traceable=False):
     return out
 
 
+def geglu_forward_over_gate_impl(gate, up, approximate):
+    """h = gelu(gate) * up written over gate, which the caller alone holds (a projection's fresh
+    output inside a layer): one [T, I] allocation less, on the host (inside a model each call costs
+    several times its loop price, benchmarks/NOTES.md) and at the memory peak. Returns h: gate
+    itself where the kernels write it (each element is read before its own program writes it),
+    a new tensor elsewhere (no row view, plain CPU tensors). Eager, untraced calls only."""
+    if gate.is_cuda:
+        key = (gate.shape, gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, True)
+        entry = _plans.get(key, False)
+        if entry is False:
+            g = _row_stride(gate)
+            entry = _planned(key, False, approximate, gate.shape, (g, _row_stride(up), g), gate.dtype,
+                             gate.get_device())
+        if entry is not _NOT_PLANNED:
+            launch(entry, gate, up, gate)
+            return gate
+    g2, u2 = row_view(gate), row_view(up)
+    if not use_triton(gate) or g2 is None or u2 is None:
+        return geglu_forward_impl(gate, up, approximate)
+    launch_geglu_forward(g2, u2, g2, approximate == "tanh", traceable=False)
+    return gate
+
+
 def geglu_backward_impl(grad, gate, up, approximate, traceable=False):
     if not traceable and gate.is_cuda:
         entry = _backward_entry(grad, gate, up, approximate, in_place=False)

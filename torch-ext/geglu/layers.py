@@ -12,7 +12,7 @@ from torch.nn.modules import module as _nn_module
 
 from . import mlp_ops, pointwise_ops
 from .checks import SUPPORTED_DTYPES
-from .dispatch import _functorch_active, geglu_forward_impl
+from .dispatch import _functorch_active, geglu_forward_impl, geglu_forward_over_gate_impl
 from .layer_mapping import approximate_of
 
 
@@ -141,7 +141,7 @@ class GeGLUMLP(nn.Module):
                 if (type(gate) is torch.Tensor and type(up) is torch.Tensor and gate.dtype in SUPPORTED_DTYPES
                         and gate.shape == up.shape and not _functorch_active()
                         and not torch._C._len_torch_dispatch_stack()):
-                    h = geglu_forward_impl(gate, up, approximate)
+                    h = geglu_forward_over_gate_impl(gate, up, approximate)  # gate is ours alone
                 else:
                     h = _geglu(gate, up, approximate, (), eager)
                 return F.linear(h if dropout is None else dropout(h), w_down, b_down)

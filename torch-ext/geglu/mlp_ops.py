@@ -37,8 +37,8 @@ from torch.nn.modules import module as _nn_module
 
 from ._ops import add_op_namespace_prefix
 from .checks import SUPPORTED_DTYPES, check_approximate, check_mlp_decode, row_view
-from .dispatch import (DIRECT, OP, _functorch_active, geglu_backward_in_place_impl, geglu_forward_impl, route,
-                       use_triton)
+from .dispatch import (DIRECT, OP, _functorch_active, geglu_backward_in_place_impl, geglu_forward_impl,
+                       geglu_forward_over_gate_impl, route, use_triton)
 from .kernel_src.launch import INTERPRET
 from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, MLP_LAUNCH_TABLES, _down_split_k_kernel, _gate_up_geglu_kernel,
                              launch_down_split_k, launch_gate_up_geglu, measured_table, run_mlp_decode, table_rows,
@@ -163,8 +163,9 @@ def mlp_inference_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximat
 
 
 def _unfused_mlp(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximate):
-    """cuBLAS's three projections around the pointwise kernel."""
-    h = geglu_forward_impl(F.linear(x, w_gate, b_gate), F.linear(x, w_up, b_up), approximate)
+    """cuBLAS's three projections around the pointwise kernel (h written over the gate projection's
+    fresh output)."""
+    h = geglu_forward_over_gate_impl(F.linear(x, w_gate, b_gate), F.linear(x, w_up, b_up), approximate)
     return F.linear(h, w_down, b_down)
 
 
