@@ -382,6 +382,36 @@ def test_memory_is_flat_and_results_bitwise_repeatable_over_many_calls(kernel):
     assert all(torch.equal(grads[0], x) for x in grads[1:])
 
 
+def test_kernelized_gemma_traced_by_dynamo_never_recompiles_on_the_cpu(kernel):
+    """What Dynamo guards on, without a GPU (its eager backend): the kernelized layers' Python read
+    while tracing (the activation's variant, the rule's module state) stays the same when the
+    eager copy of the model runs in between, so no new graph at any token count. (The layers keep
+    a per-class memo of the activation's variant for eager calls; a traced call filling it was a
+    side effect that retraced.)"""
+    from torch._dynamo.utils import counters
+    from tiny_models import FAMILIES
+    from kernels import Mode, kernelize, use_kernel_mapping
+
+    model = FAMILIES["gemma"][0]().eval()
+    with use_kernel_mapping(kernel.layer_mapping.register(model), inherit_mapping=False):
+        kernelize(model, mode=Mode.INFERENCE | Mode.TORCH_COMPILE, device="cpu")
+    kernel.layers._CLASS_APPROXIMATE.clear()  # as in a fresh process
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(model, dynamic=True, backend="eager")
+    eager = copy.deepcopy(model)
+    with torch.no_grad():
+        for t in (1, 2):  # warm-up: the static first trace, then the dynamic one
+            compiled(input_ids=torch.randint(0, 128, (1, t)))
+        frames = counters["stats"]["unique_graphs"]
+        for t in (1, 3, 17, 130, 300):
+            ids = torch.randint(0, 128, (1, t))
+            torch.testing.assert_close(compiled(input_ids=ids).logits, eager(input_ids=ids).logits, rtol=2e-3, atol=2e-3)
+    assert counters["stats"]["unique_graphs"] == frames, dict(counters["stats"])
+    assert not counters["recompiles"], dict(counters["recompiles"])
+    torch._dynamo.reset()
+
+
 @gpu
 def test_kernelized_gemma_under_dynamic_compile_never_recompiles(kernel):
     from torch._dynamo.utils import counters

@@ -36,7 +36,7 @@ def inference_path(layers, mlp_ops, dispatch, activation=True, rule=True, plain=
             dropout = modules.get("dropout")
         approximate = "tanh"
         if activation:
-            approximate, _ = layers._activation(act_fn)
+            approximate, _ = layers._activation(act_fn, True)
         eager, grad = True, False
         if rule:
             eager, grad = not torch.compiler.is_compiling(), torch.is_grad_enabled()

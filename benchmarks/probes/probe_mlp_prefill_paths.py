@@ -121,7 +121,7 @@ def main():
     def session16_code(self, x):
         modules = self._modules
         gate_proj, up_proj, down_proj = modules["gate_proj"], modules["up_proj"], modules["down_proj"]
-        approximate, hooked = layers._activation(modules["act_fn"])
+        approximate, hooked = layers._activation(modules["act_fn"], True)
         eager = not torch.compiler.is_compiling()
         if not eager or torch.is_grad_enabled() or x.numel() <= mlp_ops.MAX_FUSED_TOKENS * x.shape[-1]:
             y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, None, eager)

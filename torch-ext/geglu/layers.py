@@ -32,19 +32,23 @@ def _nobody_else_holds(projections: tuple[nn.Module, ...]) -> bool:
 _CLASS_APPROXIMATE: dict[type, str] = {}
 
 
-def _activation(act: nn.Module) -> tuple[str, bool]:
+def _activation(act: nn.Module, eager: bool = False) -> tuple[str, bool]:
     """(approximate, hooked) of the activation module: its GELU variant, "tanh" or "none"
-    (ValueError for another activation), and whether calling it could do more than its GELU:
+    (ValueError for another activation; eager: the caller saw torch.compile not tracing, so the
+    per-class memo may be used), and whether calling it could do more than its GELU:
     hooks of its own or global ones, forward or backward (activation capture, patching and
     attribution hook exactly this module), or a forward replaced on the instance. Then the layer
     calls it as eager does, on eager's composition. `hooked` is `not mlp_ops.untouched(act, True) or
     mlp_ops.global_hooks()` written out (a test holds them equal): this runs on every layer call,
     where each Python call costs host time (benchmarks/NOTES.md)."""
-    approximate = act.approximate if isinstance(act, nn.GELU) else _CLASS_APPROXIMATE.get(type(act))
-    if approximate is None:
-        approximate = approximate_of(act)  # raises, naming the activation
-        if not isinstance(act, nn.GELU):
-            _CLASS_APPROXIMATE[type(act)] = approximate
+    if isinstance(act, nn.GELU):
+        approximate = act.approximate
+    elif not eager:  # traced: no memo (Dynamo would guard on it, and a fill would be a side effect)
+        approximate = approximate_of(act)
+    else:
+        approximate = _CLASS_APPROXIMATE.get(type(act))
+        if approximate is None:
+            approximate = _CLASS_APPROXIMATE[type(act)] = approximate_of(act)  # raises, naming the activation
     forward = act.__dict__.get("forward")  # kernelize binds the class's own forward: that is untouched
     hooked = bool(act._forward_hooks or act._forward_pre_hooks or act._backward_hooks or act._backward_pre_hooks
                   or (forward is not None and (getattr(forward, "__func__", None) is not type(act).forward
@@ -118,11 +122,11 @@ class GeGLUMLP(nn.Module):
         except KeyError:
             gate_proj, up_proj, down_proj, act_fn = _attributes(self, "gate_proj", "up_proj", "down_proj", "act_fn")
         dropout = modules.get("dropout")
-        approximate, hooked = _activation(act_fn)
+        eager = not torch.compiler.is_compiling()
+        approximate, hooked = _activation(act_fn, eager)
         if hooked:
             h = act_fn(gate_proj(x)) * up_proj(x)
         else:
-            eager = not torch.compiler.is_compiling()
             grad = torch.is_grad_enabled()
             if not eager or grad or x.numel() <= mlp_ops.MAX_FUSED_TOKENS * x.shape[-1]:
                 y = mlp_ops.fused_mlp(x, approximate, gate_proj, up_proj, down_proj, dropout, eager)
@@ -196,11 +200,11 @@ class T5DenseGatedGeGLU(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         wi_0, wi_1, wo, act, dropout = _attributes(self, "wi_0", "wi_1", "wo", "act", "dropout")
         weight = wo.weight
-        approximate, hooked = _activation(act)
+        eager = not torch.compiler.is_compiling()
+        approximate, hooked = _activation(act, eager)
         if hooked:
             h = dropout(act(wi_0(hidden_states)) * wi_1(hidden_states))
         else:
-            eager = not torch.compiler.is_compiling()
             if isinstance(weight, torch.Tensor) and weight.dtype == hidden_states.dtype:  # no cast before wo
                 y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout, eager)
                 if y is not None:
@@ -220,10 +224,10 @@ class LongT5DenseGatedGeGLU(T5DenseGatedGeGLU):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         wi_0, wi_1, wo, act, dropout = _attributes(self, "wi_0", "wi_1", "wo", "act", "dropout")
-        approximate, hooked = _activation(act)
+        eager = not torch.compiler.is_compiling()
+        approximate, hooked = _activation(act, eager)
         if hooked:
             return wo(dropout(act(wi_0(hidden_states)) * wi_1(hidden_states)))
-        eager = not torch.compiler.is_compiling()
         y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout, eager)
         if y is not None:
             return y
