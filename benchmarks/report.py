@@ -368,15 +368,16 @@ def code_in_model_table(run: dict) -> list[str]:
 
 def prefill_paths_table(run: dict, name: str) -> list[str]:
     """The MLP's code variants inside the model's prefill (`probes/probe_mlp_prefill_paths.py`)."""
-    out = [f"### The MLP's code inside the model's prefill (`{name}`, "
-           f"T={run['tokens']}, medians of rotating rounds, pinned to CPU {run['pinned_cpu']})", "",
-           "The kernelized model's MLPs' forward swapped for each variant in place; host time until the forward "
-           "returns, wall time until the GPU is done, the MLP calls' own host time (each call timed inside the "
-           "model), the GPU's kernel time (profiler).", "",
-           "| variant | wall ms | host ms | host us per MLP call | device ms |", "|---|---|---|---|---|"]
-    out += [f"| {name} | {m['wall_ms']:.3f} | {m['host_ms']:.3f} | "
-            + (f"{m['mlp_host_us_per_call']:.1f}" if "mlp_host_us_per_call" in m else "") + f" | {m['device_ms']:.3f} |"
-            for name, m in run["median"].items()]
+    out = [f"### The MLP's code inside the model's prefill (`{name}`, T={run['tokens']}, pinned to CPU "
+           f"{run['pinned_cpu']})", "",
+           "The kernelized model's MLPs' forward swapped for each variant in place."]
+    if run["median"]:  # whole-prefill rounds (not run with --alternating-only)
+        out += ["Medians of rotating rounds: host time until the forward returns, wall time until the GPU is done, "
+                "the MLP calls' own host time (each call timed inside the model), the GPU's kernel time (profiler).",
+                "", "| variant | wall ms | host ms | host us per MLP call | device ms |", "|---|---|---|---|---|"]
+        out += [f"| {name} | {m['wall_ms']:.3f} | {m['host_ms']:.3f} | "
+                + (f"{m['mlp_host_us_per_call']:.1f}" if "mlp_host_us_per_call" in m else "")
+                + f" | {m['device_ms']:.3f} |" for name, m in run["median"].items()]
     if "alternating" in run:
         out += ["", f"Alternating prefills ({run['cycles']} cycles of one prefill per variant, the order shuffled "
                 "each cycle: the host's drift falls on every variant alike):", "",
@@ -516,7 +517,11 @@ def launch_report(folder: Path) -> None:
         "backward's launch on autograd's thread), `probe_mlp_code_in_model.json` (the MLP's code against the model "
         "object), `probe_mlp_prefill_paths_t512.json` and `probe_mlp_prefill_paths_t1.json` (the MLP's code variants "
         "timed inside the model's prefill of 512 tokens and of one), `compare_mlp_plain.json` (`compare_peers.py "
-        "--sections mlp --plain-only`: the whole MLP's plain calls against the peers, session 17).",
+        "--sections mlp --plain-only`: the whole MLP's plain calls against the peers, session 17), "
+        "`compare_mlp_plain_session18.json` (the same at decode and 128 tokens, with session 17's build of the "
+        "layer as the peer `ours_baseline`; session 18). The alternating prefills of "
+        "`probe_mlp_prefill_paths_t512.json`, `compare_model.json` and `compare_host.json` are session 18's last "
+        "call (commit dee04a5).",
         "- GPU test runs: `GPU_TESTS.md`, `pytest_gpu*.log`.", "",
         "### Host time per call, T=1 (no synchronisation; this machine's CPU)", "",
         "| call | host us | bar |", "|---|---|---|",

@@ -138,6 +138,7 @@ def main():
                 "F.linear, launch()": f_linear_launch, "F.linear, bare launch": f_linear_bare_launch,
                 "identity": identity}
     names = tuple(args.names.split(";")) if args.names else ALTERNATING
+    baseline = None
     if args.baseline_build:
         from kernels import get_local_kernel
 
@@ -204,7 +205,7 @@ def main():
     write_json(args.out / f"probe_mlp_prefill_paths_t{args.tokens}.json", {
         "env": environment(), "date": time.strftime("%Y-%m-%d"), "pinned_cpu": cpu, "layers": layers_n,
         "tokens": args.tokens, "median": summary, "rounds": rounds, "cycles": args.cycles,
-        "alternating": alternating})
+        "alternating": alternating, "baseline_build": baseline.__name__ if args.baseline_build else None})
 
 
 def clocked(forward, spans: list):
