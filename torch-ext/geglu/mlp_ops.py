@@ -271,6 +271,15 @@ def _usable(tensors, x, grad: bool) -> bool:
     return True
 
 
+def _row_layout(x: torch.Tensor, hidden: int) -> tuple | None:
+    """(x itself where contiguous, else its 2-D row view; the row stride) for the fused kernels,
+    which take rows of unit column stride; None where x has no such layout."""
+    if x.is_contiguous():
+        return x, hidden
+    x2 = row_view(x)
+    return None if x2 is None else (x2, x2.stride(0))
+
+
 def _compile_may_fuse(device_index: int) -> bool:
     # Called by Dynamo while it traces, its answer kept in the graph: the table lookup behind it
     # (the device's name) is nothing Dynamo can trace.
@@ -440,13 +449,10 @@ def fused_inference(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_
             or not _usable((wg, wu, wd) if bg is None and bd is None else
                            [t for t in (wg, wu, wd, bg, bu, bd) if t is not None], x, False)):
         return None
-    if x.is_contiguous():
-        x2, stride_x = x, hidden
-    else:
-        x2 = row_view(x)
-        if x2 is None:
-            return None
-        stride_x = x2.stride(0)
+    rows = _row_layout(x, hidden)
+    if rows is None:
+        return None
+    x2, stride_x = rows
     try:
         if n_rows <= both_rows and not torch._C._get_deterministic_algorithms():
             y = run_mlp_decode(x2, stride_x, wg, wu, wd, bg, bu, bd, approximate == "tanh", device_index)
@@ -511,13 +517,10 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     grad = torch.is_grad_enabled()
     if not _usable(params, x, grad):
         return None
-    if x.is_contiguous():
-        x2, stride_x = x, hidden
-    else:
-        x2 = row_view(x)
-        if x2 is None:
-            return None
-        stride_x = x2.stride(0)
+    rows = _row_layout(x, hidden)
+    if rows is None:
+        return None
+    x2, stride_x = rows
     down = _plain_linear(down_proj)  # the split-K kernel's weights, or F.linear's after the gate/up kernel
     if (down is not None and n_rows <= both_rows and _inactive_dropout(dropout)
             and not torch.are_deterministic_algorithms_enabled()):
