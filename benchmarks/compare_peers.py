@@ -345,7 +345,8 @@ def main():
     parser.add_argument("--inters", default="3072,16384,10240,14336", type=int_list,
                         help="pointwise section: intermediate sizes")
     parser.add_argument("--baseline-build", type=Path,
-                        help="mlp section: another build of this package (an earlier commit's build/), peer ours_baseline")
+                        help="mlp section: another build of this package (an earlier commit's build/), "
+                             "peer ours_baseline")
     parser.add_argument("--plain-only", action="store_true",
                         help="mlp section: the forward's plain calls only (compare_mlp_plain.json)")
     args = parser.parse_args()

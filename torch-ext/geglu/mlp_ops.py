@@ -419,10 +419,10 @@ def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_pr
 def fused_inference(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module,
                     down_proj: nn.Module, dropout: nn.Module | None = None) -> torch.Tensor | None:
     """`fused_mlp`'s eager inference path for three separate plain projections and no active
-    dropout (the layers' decode), as one flat function: every check and Python call before the first launch
-    delays the GPU's start by its host time, which plain decoding calls pay in full
-    (benchmarks/NOTES.md, session 18). `fused_mlp` tries it first, having checked global hooks and
-    that autograd records nothing. None for anything else (a hook, a subclass, another dtype, device
+    dropout (the layers' decode), as one flat function: a model decoding in plain calls is bound by
+    its host time, of which every check and Python call here is part (benchmarks/NOTES.md,
+    sessions 15-18). `fused_mlp` tries it first, having checked global hooks and that autograd
+    records nothing. None for anything else (a hook, a subclass, another dtype, device
     or layout, a mode, autocast, deterministic algorithms, past the launch table's token counts):
     `fused_mlp`'s general path then decides."""
     if FUSED_OFF or x.dtype not in FUSED_DTYPES or type(x) is not torch.Tensor:
