@@ -382,8 +382,9 @@ def prefill_paths_table(run: dict, name: str) -> list[str]:
         out += ["", f"Alternating prefills ({run['cycles']} cycles of one prefill per variant, the order shuffled "
                 "each cycle: the host's drift falls on every variant alike):", "",
                 "| variant | host us per MLP call | minus eager's in the same cycle (median) |", "|---|---|---|"]
-        out += [f"| {name} | {m['us_per_call']:.1f} | {m['minus_eager_us']:+.1f} |"
-                for name, m in run["alternating"].items()]
+        built = run.get("baseline_build")  # the other build's module name (its commit), where recorded
+        out += [f"| {name}{f' (`{built}`)' if name == 'baseline build' and built else ''} | {m['us_per_call']:.1f} | "
+                f"{m['minus_eager_us']:+.1f} |" for name, m in run["alternating"].items()]
     return out
 
 
@@ -520,8 +521,8 @@ def launch_report(folder: Path) -> None:
         "--sections mlp --plain-only`: the whole MLP's plain calls against the peers, session 17), "
         "`compare_mlp_plain_session18.json` (the same at decode and 128 tokens, with session 17's build of the "
         "layer as the peer `ours_baseline`; session 18). The alternating prefills of "
-        "`probe_mlp_prefill_paths_t512.json`, `compare_model.json` and `compare_host.json` are session 18's last "
-        "call (commit dee04a5).",
+        "`probe_mlp_prefill_paths_t512.json`, `compare_model.json` and `compare_host.json` are session 18's third "
+        "call (commit dee04a5), the one-token alternating prefills of `probe_mlp_prefill_paths_t1.json` its fourth.",
         "- GPU test runs: `GPU_TESTS.md`, `pytest_gpu*.log`.", "",
         "### Host time per call, T=1 (no synchronisation; this machine's CPU)", "",
         "| call | host us | bar |", "|---|---|---|",
