@@ -306,6 +306,41 @@ def test_past_the_fused_token_range_plain_projections_are_not_called_as_modules(
                                        atol=4 * atol * expected.abs().max().item(), msg=f"subclass as {name}")
 
 
+def test_t5_layers_past_the_fused_token_range_call_f_linear_on_plain_projections(kernel, mlp_kernels, fused_on,
+                                                                                  monkeypatch):
+    """The T5 layers' unfused inference, as GeGLUMLP's: F.linear on plain wi_0 and wi_1 (no module
+    call), bit for bit the modules' products around the pointwise kernel; wo stays a module call
+    (T5 casts h to its dtype first). A hook on either projection sends the layer to the module calls
+    and takes effect."""
+    from transformers import T5Config
+    from transformers.models.longt5.modeling_longt5 import LongT5DenseGatedActDense
+    from transformers.models.t5.modeling_t5 import T5DenseGatedActDense
+
+    n_rows = max(mlp_kernels.max_rows(_device_index())) + 3
+    x = torch.randn(1, n_rows, 64, device=DEVICE, dtype=torch.bfloat16)
+    config = T5Config(d_model=64, d_ff=160, feed_forward_proj="gated-gelu")
+    rtol, atol = TOLERANCES[torch.bfloat16]
+    for layer, cls in (("T5DenseGatedGeGLU", T5DenseGatedActDense), ("LongT5DenseGatedGeGLU", LongT5DenseGatedActDense)):
+        forward = getattr(kernel.layers, layer).forward
+        with torch.no_grad():
+            module = cls(config).to(DEVICE, torch.bfloat16).eval()
+            expected = module.wo(kernel.geglu(module.wi_0(x), module.wi_1(x), "tanh"))
+            seen = []
+            with monkeypatch.context() as patch:
+                linear_forward = nn.Linear.forward
+                # On the class: the projections stay plain, so that the layer skips their calls.
+                patch.setattr(nn.Linear, "forward", lambda m, i: seen.append(m) or linear_forward(m, i))
+                got = forward(module, x)
+            assert seen == [module.wo], f"{layer}: only wo should be called as a module"
+            torch.testing.assert_close(got, expected, rtol=0, atol=0, msg=layer)
+            for name in ("wi_0", "wi_1"):
+                module = cls(config).to(DEVICE, torch.bfloat16).eval()
+                getattr(module, name).register_forward_hook(lambda m, i, o: 3 * o)
+                expected = module(x)
+                torch.testing.assert_close(forward(module, x), expected, rtol=4 * rtol,
+                                           atol=4 * atol * expected.abs().max().item(), msg=f"{layer}, hooked {name}")
+
+
 class _Tripled(nn.Module):
     def forward(self, w):
         return 3 * w

@@ -86,6 +86,23 @@ def _geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, projections: 
     return pointwise_ops.geglu(gate, up, approximate, backward_in_place=in_place)
 
 
+def _geglu_of_linears(x: torch.Tensor, w_gate: torch.Tensor, b_gate, w_up: torch.Tensor, b_up,
+                      approximate: str) -> torch.Tensor:
+    """The GeGLU of plain projections' F.linear outputs, in eager inference past the fused token
+    counts: exactly what calling the projections computes, without their module calls (their host
+    time inside a model, benchmarks/NOTES.md, session 17), h written over the gate projection's
+    output, which no one else holds (one allocation less, session 18)."""
+    gate, up = F.linear(x, w_gate, b_gate), F.linear(x, w_up, b_up)
+    # Two F.linear outputs of one input share its dtype and device (F.linear refuses mixed ones),
+    # so of `_geglu`'s checks only these remain (a tensor subclass or a torch-function mode's
+    # output, another intermediate size, a dtype the kernels do not take, a transform or dispatch
+    # mode that must see the op).
+    if (type(gate) is torch.Tensor and type(up) is torch.Tensor and gate.dtype in SUPPORTED_DTYPES
+            and gate.shape == up.shape and not _functorch_active() and not torch._C._len_torch_dispatch_stack()):
+        return geglu_forward_over_gate_impl(gate, up, approximate)
+    return _geglu(gate, up, approximate, (), True)
+
+
 def _geglu_packed(x: torch.Tensor, approximate: str, projection: nn.Module | None = None) -> torch.Tensor:
     if x.dtype not in SUPPORTED_DTYPES:  # as in _geglu
         gate, up = x.chunk(2, dim=-1)
@@ -137,17 +154,7 @@ class GeGLUMLP(nn.Module):
             found = mlp_ops.plain_linears((gate_proj, up_proj, down_proj)) if eager and not grad else None
             if found is not None:
                 (w_gate, b_gate), (w_up, b_up), (w_down, b_down) = found
-                gate, up = F.linear(x, w_gate, b_gate), F.linear(x, w_up, b_up)
-                # Two F.linear outputs of one input share its dtype and device (F.linear refuses
-                # mixed ones), so of `_geglu`'s checks only these remain (a tensor subclass or a
-                # torch-function mode's output, another intermediate size, a dtype the kernels do
-                # not take, a transform or dispatch mode that must see the op).
-                if (type(gate) is torch.Tensor and type(up) is torch.Tensor and gate.dtype in SUPPORTED_DTYPES
-                        and gate.shape == up.shape and not _functorch_active()
-                        and not torch._C._len_torch_dispatch_stack()):
-                    h = geglu_forward_over_gate_impl(gate, up, approximate)  # gate is ours alone
-                else:
-                    h = _geglu(gate, up, approximate, (), eager)
+                h = _geglu_of_linears(x, w_gate, b_gate, w_up, b_up, approximate)
                 return F.linear(h if dropout is None else dropout(h), w_down, b_down)
             h = _geglu(gate_proj(x), up_proj(x), approximate, (gate_proj, up_proj), eager)
         if dropout is not None:
@@ -181,6 +188,16 @@ class GeluAndMul(nn.Module):
         return _geglu_packed(x, "none")
 
 
+def _t5_geglu(x: torch.Tensor, wi_0: nn.Module, wi_1: nn.Module, approximate: str, eager: bool) -> torch.Tensor:
+    """gelu(wi_0(x)) * wi_1(x) of the T5 layers' unfused path: F.linear on plain projections in
+    eager inference (`_geglu_of_linears`), else the projections as modules."""
+    found = mlp_ops.plain_linears((wi_0, wi_1)) if eager and not torch.is_grad_enabled() else None
+    if found is not None:
+        (w_0, b_0), (w_1, b_1) = found
+        return _geglu_of_linears(x, w_0, b_0, w_1, b_1, approximate)
+    return _geglu(wi_0(x), wi_1(x), approximate, (wi_0, wi_1), eager)
+
+
 class T5DenseGatedGeGLU(nn.Module):
     """wo(dropout(gelu(wi_0(x)) * wi_1(x))), the product cast to wo's dtype first where wo
     is kept in another float dtype (T5 keeps it in fp32), exactly as T5DenseGatedActDense.
@@ -209,7 +226,7 @@ class T5DenseGatedGeGLU(nn.Module):
                 y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout, eager)
                 if y is not None:
                     return y
-            h = dropout(_geglu(wi_0(hidden_states), wi_1(hidden_states), approximate, (wi_0, wi_1), eager))
+            h = dropout(_t5_geglu(hidden_states, wi_0, wi_1, approximate, eager))
         if isinstance(weight, torch.Tensor) and h.dtype != weight.dtype and weight.dtype != torch.int8:
             h = h.to(weight.dtype)
         return wo(h)
@@ -231,8 +248,7 @@ class LongT5DenseGatedGeGLU(T5DenseGatedGeGLU):
         y = mlp_ops.fused_mlp(hidden_states, approximate, wi_0, wi_1, wo, dropout, eager)
         if y is not None:
             return y
-        h = _geglu(wi_0(hidden_states), wi_1(hidden_states), approximate, (wi_0, wi_1), eager)
-        return wo(dropout(h))
+        return wo(dropout(_t5_geglu(hidden_states, wi_0, wi_1, approximate, eager)))
 
 
 class ModernBertGeGLUMLP(nn.Module):
