@@ -129,61 +129,67 @@ def _count_fused(mlp_ops, monkeypatch, what=("gate_up_geglu_impl", "run_mlp_deco
     return calls
 
 
-def test_the_flat_decode_path_answers_as_fused_mlp_or_leaves_it(kernel, mlp_ops, mlp_kernels, fused_on, monkeypatch):
-    """`fused_inference` (the flat decode path `fused_mlp` tries first) either gives the general
-    path's result bit for bit or returns None, leaving the case to it; it takes the common cases (plain projections,
-    with or without biases, strided rows, both fused kernels and the gate/up kernel alone) and leaves
-    every one it must not decide: a hooked or subclassed projection, active dropout, autocast, fp32,
-    past the table's token counts."""
+def test_the_eager_inference_path_answers_as_the_modules_or_leaves_it(kernel, mlp_ops, mlp_kernels, fused_on,
+                                                                      monkeypatch):
+    """`fused_inference` (the eager inference path of `fused_mlp`, one flat function) takes the cases
+    the fused kernels serve, each as the modules answer (both kernels; the gate/up kernel alone past
+    the down kernel's rows, for a hooked down projection, whose hook runs, or under an active
+    dropout, which applies), and returns None for every case they do not serve."""
+    calls = _count_fused(mlp_ops, monkeypatch, ("gate_up_geglu_impl", "run_mlp_decode"))
     both_rows, gate_up_rows = mlp_kernels.max_rows(_device_index())
     gate_up_rows = max(both_rows, gate_up_rows)
+    hooked = []
 
     def fresh(bias=False):
-        return _MLP(bias=bias).to(DEVICE, torch.bfloat16)
+        return _MLP(bias=bias).to(DEVICE, torch.bfloat16).eval()
 
     def x_of(rows, dtype=torch.bfloat16, strided=False):
         x = torch.randn(1, rows, 128 if strided else 64, device=DEVICE, dtype=dtype)
         return x[..., :64] if strided else x  # rows 128 apart, unit column stride
 
-    def dropout(p, training):
-        d = nn.Dropout(p)
-        d.train(training)
-        return d
+    def with_hooked_down():
+        mlp = fresh()
+        mlp.down_proj.register_forward_hook(lambda m, i, o: hooked.append(1) or 3 * o)
+        return mlp
 
-    def answers(mlp, x, drop=None):
-        args = (x, "tanh", mlp.gate_proj, mlp.up_proj, mlp.down_proj, drop)
-        mlp.eval()
-        flat = mlp_ops.fused_inference(*args)
-        with monkeypatch.context() as patch:  # fused_mlp's general path, which decides every case
-            patch.setattr(mlp_ops, "fused_inference", lambda *a: None)
-            return flat, mlp_ops.fused_mlp(*args, eager=True)
+    def inference(mlp, x, drop=None):
+        return mlp_ops.fused_inference(x, "tanh", mlp.gate_proj, mlp.up_proj, mlp.down_proj, drop)
 
-    hooked_down = fresh()
-    hooked_down.down_proj.register_forward_hook(lambda m, i, o: None)
+    def modules(mlp, x, drop=None):
+        h = F.gelu(mlp.gate_proj(x), approximate="tanh") * mlp.up_proj(x)
+        return mlp.down_proj(h if drop is None else drop(h))
+
+    zeroing = nn.Dropout(1.0)  # in training mode: zeroes h, so the result is the down bias alone
     taken = {
-        "plain": (fresh(), x_of(1)),
-        "biases": (fresh(True), x_of(3)),
-        "strided rows": (fresh(), x_of(2, strided=True)),
-        "the gate/up kernel alone": (fresh(True), x_of(gate_up_rows)),
-        "dropout in eval mode": (fresh(), x_of(1), dropout(0.5, False)),
+        "plain": (fresh(), x_of(1), None, 1),
+        "biases": (fresh(True), x_of(3), None, 1),
+        "strided rows": (fresh(), x_of(2, strided=True), None, 1),
+        "the gate/up kernel alone": (fresh(True), x_of(gate_up_rows), None, 1),
+        "dropout in eval mode": (fresh(), x_of(1), nn.Dropout(0.5).eval(), 1),
+        "hooked down projection": (with_hooked_down(), x_of(1), None, 1),
+        "dropout in training": (fresh(True), x_of(1), zeroing, 1),
     }
     left = {
         "fp32": (fresh().float(), x_of(1, torch.float32)),
         "past the token counts": (fresh(), x_of(gate_up_rows + 1)),
-        "hooked down projection": (hooked_down, x_of(1)),
         "subclassed up projection": (_with_subclass(fresh()), x_of(1)),
-        "dropout in training": (fresh(), x_of(1), dropout(0.5, True)),
     }
+    rtol, atol = TOLERANCES[torch.bfloat16]
     with torch.no_grad():
-        for what, (mlp, x, *drop) in taken.items():
-            flat, general = answers(mlp, x, *drop)
-            assert flat is not None, f"{what}: the flat path should take it"
-            torch.testing.assert_close(flat, general, rtol=0, atol=0, msg=what)
-        for what, (mlp, x, *drop) in left.items():
-            assert answers(mlp, x, *drop)[0] is None, f"{what}: the flat path should leave it to fused_mlp"
+        for what, (mlp, x, drop, kernels) in taken.items():
+            before = len(calls)
+            got = inference(mlp, x, drop)
+            assert got is not None and len(calls) == before + kernels, f"{what}: the fused kernels should take it"
+            expected = modules(mlp, x, drop)
+            torch.testing.assert_close(got, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item(),
+                                       msg=what)
+        assert len(hooked) == 2, "the down projection's hook runs on the fused path as on the modules'"
+        for what, (mlp, x) in left.items():
+            before = len(calls)
+            assert inference(mlp, x) is None and len(calls) == before, f"{what}: no fused kernel should take it"
         if HAS_CUDA:
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                assert answers(fresh(), x_of(1))[0] is None, "autocast"
+                assert inference(fresh(), x_of(1)) is None, "autocast"
 
 
 def test_layer_takes_the_fused_path_for_decode_inference(kernel, mlp_ops, fused_on, monkeypatch):

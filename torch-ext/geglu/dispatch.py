@@ -141,6 +141,17 @@ def _row_stride(t: torch.Tensor) -> int | None:
     return None if view is None else view.stride(0)
 
 
+def _forward_entry(gate, up, approximate: str, over_gate: bool):
+    """The forward's plan, h written into a fresh contiguous tensor or (over_gate) over gate."""
+    key = (gate.shape, gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, over_gate)
+    entry = _plans.get(key, False)
+    if entry is False:
+        g = _row_stride(gate)
+        entry = _planned(key, False, approximate, gate.shape, (g, _row_stride(up), g if over_gate else gate.shape[-1]),
+                         gate.dtype, gate.get_device())
+    return entry
+
+
 def _backward_entry(grad, gate, up, approximate: str, in_place: bool):
     """The backward's plan, the gradients written into fresh contiguous tensors or
     (in_place) over gate and up."""
@@ -158,11 +169,7 @@ def _backward_entry(grad, gate, up, approximate: str, in_place: bool):
 
 def geglu_forward_impl(gate, up, approximate, traceable=False):
     if not traceable and gate.is_cuda:
-        key = (gate.shape, gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate)
-        entry = _plans.get(key, False)
-        if entry is False:
-            entry = _planned(key, False, approximate, gate.shape, (_row_stride(gate), _row_stride(up), gate.shape[-1]),
-                             gate.dtype, gate.get_device())
+        entry = _forward_entry(gate, up, approximate, over_gate=False)
         if entry is not _NOT_PLANNED:
             # empty_like: a third of torch.empty(shape, dtype=, device=)'s host time (no keyword parsing)
             out = torch.empty_like(gate, memory_format=torch.contiguous_format)
@@ -182,12 +189,7 @@ def geglu_forward_over_gate_impl(gate, up, approximate):
     itself where the kernels write it (each element is read before its own program writes it),
     a new tensor elsewhere (no row view, plain CPU tensors). Eager, untraced calls only."""
     if gate.is_cuda:
-        key = (gate.shape, gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, True)
-        entry = _plans.get(key, False)
-        if entry is False:
-            g = _row_stride(gate)
-            entry = _planned(key, False, approximate, gate.shape, (g, _row_stride(up), g), gate.dtype,
-                             gate.get_device())
+        entry = _forward_entry(gate, up, approximate, over_gate=True)
         if entry is not _NOT_PLANNED:
             launch(entry, gate, up, gate)
             return gate

@@ -292,24 +292,20 @@ def _compile_may_fuse(device_index: int) -> bool:
 _compile_may_fuse._dynamo_marked_constant = True
 
 
-def _projection_weights(x, gate_proj, up_proj) -> tuple | None:
-    """(wg, wu, bg, bu, params) of plain gate/up projections (or one packed projection) for x, or None."""
-    gate = _plain_linear(gate_proj)
-    if gate is None:
-        return None
-    if up_proj is None:
-        w, b = gate
+def _gate_up_weights(gate_up: list, hidden: int) -> tuple | None:
+    """(wg, wu, bg, bu, params) of `plain_linears`' answer for the separate gate and up projections,
+    or for one packed projection (its halves, read in place), where they fit inputs of `hidden`
+    features; None where they do not. `params`: the Parameters themselves, for `_usable`."""
+    if len(gate_up) == 1:
+        (w, b), = gate_up
         inter = w.shape[0] // 2
         wg, wu = w[:inter], w[inter:]
         bg, bu = (None, None) if b is None else (b[:inter], b[inter:])
-        params = gate if b is not None else (w,)
+        params = (w,) if b is None else (w, b)
     else:
-        up = _plain_linear(up_proj)
-        if up is None:
-            return None
-        (wg, bg), (wu, bu) = gate, up
+        (wg, bg), (wu, bu) = gate_up
         params = (wg, wu) if bg is None else (wg, wu, bg, bu)
-    if (bg is None) != (bu is None) or wg.shape != wu.shape or wg.shape[1] != x.shape[-1]:
+    if (bg is None) != (bu is None) or wg.shape != wu.shape or wg.shape[1] != hidden:
         return None
     return wg, wu, bg, bu, params
 
@@ -322,7 +318,8 @@ def _fused_mlp_compiled(x, approximate, gate_proj, up_proj, down_proj, dropout) 
         return None
     if not _compile_may_fuse(x.get_device() if x.is_cuda else -1) or global_forward_hooks():
         return None
-    found = _projection_weights(x, gate_proj, up_proj)
+    gate_up = plain_linears((gate_proj,) if up_proj is None else (gate_proj, up_proj))
+    found = None if gate_up is None else _gate_up_weights(gate_up, x.shape[-1])
     down = _plain_linear(down_proj)
     if found is None or down is None or not _inactive_dropout(dropout) or torch.is_autocast_enabled(x.device.type):
         return None
@@ -416,15 +413,16 @@ def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_pr
     return _GeGLUDown.apply(F.linear(x, wg, bg), F.linear(x, wu, bu), wd, bd, approximate)
 
 
-def fused_inference(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module,
+def fused_inference(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
                     down_proj: nn.Module, dropout: nn.Module | None = None) -> torch.Tensor | None:
-    """`fused_mlp`'s eager inference path for three separate plain projections and no active
-    dropout (the layers' decode), as one flat function: a model decoding in plain calls is bound by
-    its host time, of which every check and Python call here is part (benchmarks/NOTES.md,
-    sessions 15-18). `fused_mlp` tries it first, having checked global hooks and that autograd
-    records nothing. None for anything else (a hook, a subclass, another dtype, device
-    or layout, a mode, autocast, deterministic algorithms, past the launch table's token counts):
-    `fused_mlp`'s general path then decides."""
+    """`fused_mlp`'s eager inference, as one flat function: a model decoding in plain calls is bound
+    by its host time, of which every check and Python call here is part (benchmarks/NOTES.md,
+    sessions 15-18). The caller has checked global hooks and that autograd records nothing. Both
+    fused kernels where the down projection is plain and nothing stands between (dropout,
+    deterministic algorithms); else the gate/up kernel, then the dropout module and the down
+    projection (F.linear on a plain one's weights: what calling it computes). None where the fused
+    kernels do not apply (a touched gate or up projection, another dtype, device or layout, a mode,
+    autocast, past the launch table's token counts)."""
     if FUSED_OFF or x.dtype not in FUSED_DTYPES or type(x) is not torch.Tensor:
         return None
     if x.is_cuda:
@@ -440,29 +438,42 @@ def fused_inference(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_
     hidden = x.shape[-1]
     n_rows = x.numel() // hidden if hidden else 0
     both_rows, gate_up_rows = table_rows(name)
-    found = plain_linears((gate_proj, up_proj, down_proj))
-    if found is None or not 0 < n_rows <= max(both_rows, gate_up_rows) or not _inactive_dropout(dropout):
+    if not 0 < n_rows <= max(both_rows, gate_up_rows):
         return None
-    (wg, bg), (wu, bu), (wd, bd) = found
+    projections = (gate_proj, down_proj) if up_proj is None else (gate_proj, up_proj, down_proj)
+    found = plain_linears(projections)  # the common case: one call for all of them
+    if found is None:
+        found = plain_linears(projections[:-1])
+        if found is None:
+            return None
+        found.append(None)  # a touched down projection: called as its module after the gate/up kernel
+    down = found.pop()
+    weights = _gate_up_weights(found, hidden)
+    if weights is None:
+        return None
+    wg, wu, bg, bu, params = weights
     inter = wg.shape[0]
-    if (wg.shape != wu.shape or wg.shape[1] != hidden or wd.shape != (hidden, inter) or (bg is None) != (bu is None)
-            or not _usable((wg, wu, wd) if bg is None and bd is None else
-                           [t for t in (wg, wu, wd, bg, bu, bd) if t is not None], x, False)):
+    if not _usable(params, x, False):
         return None
     rows = _row_layout(x, hidden)
     if rows is None:
         return None
     x2, stride_x = rows
     try:
-        if n_rows <= both_rows and not torch._C._get_deterministic_algorithms():
-            y = run_mlp_decode(x2, stride_x, wg, wu, wd, bg, bu, bd, approximate == "tanh", device_index)
+        if (down is not None and n_rows <= both_rows and _inactive_dropout(dropout)
+                and not torch._C._get_deterministic_algorithms() and down[0].shape == (hidden, inter)
+                and _usable(down if down[1] is not None else down[:1], x, False)):
+            y = run_mlp_decode(x2, stride_x, wg, wu, down[0], bg, bu, down[1], approximate == "tanh", device_index)
             return y if x2 is x else y.view(x.shape)
         if n_rows > gate_up_rows:
             return None
         h = gate_up_geglu_impl(x2.view(n_rows, hidden) if x2 is x else x2, wg, wu, bg, bu, approximate)
     except Exception as exc:  # noqa: BLE001 (any failure: the modules' path still gives the answer)
         return _give_up(exc)
-    return F.linear(h.view(*x.shape[:-1], inter), wd, bd)
+    h = h.view(*x.shape[:-1], inter)
+    if dropout is not None:
+        h = dropout(h)
+    return down_proj(h) if down is None else F.linear(h, *down)
 
 
 def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
@@ -472,8 +483,7 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
     packed projection whose output's first half is the gate and second half the up (ModernBERT).
     eager: the caller's `not torch.compiler.is_compiling()` (None: looked up here).
     Every check reads state the user can change between calls (hooks, modes, dtypes), so none is
-    cached; they are ordered so that the common cases leave early, and the steady path calls as few
-    Python functions as it can (each costs host time inside a model, benchmarks/NOTES.md)."""
+    cached; the eager inference path is one flat function (`fused_inference`)."""
     if FUSED_OFF or not (FUSED_OPT_IN or MEASURED_DEVICES):  # no table anywhere, no opt-in: one check
         return None
     if eager is None:
@@ -482,64 +492,6 @@ def fused_mlp(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: 
         return _fused_mlp_compiled(x, approximate, gate_proj, up_proj, down_proj, dropout)
     if torch.is_grad_enabled() and (x.requires_grad or _any_requires_grad(gate_proj, up_proj, down_proj)):
         return _mlp_training(x, approximate, gate_proj, up_proj, down_proj, dropout)
-    if up_proj is not None and not (_nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks):
-        y = fused_inference(x, approximate, gate_proj, up_proj, down_proj, dropout)  # the common case, flat
-        if y is not None:
-            return y
-    if x.dtype not in FUSED_DTYPES:
-        return None
-    if x.is_cuda:
-        device_index = x.get_device()
-    elif use_triton(x):
-        device_index = -1
-    else:
-        return None
-    hidden = x.shape[-1]
-    n_rows = x.numel() // hidden if hidden else 0
-    limits = fused_token_limits(device_index)
-    if not n_rows or limits is None:
-        return None
-    both_rows, gate_up_rows = limits
-    if n_rows > max(both_rows, gate_up_rows):
-        return None  # past the fused kernels' token counts: the layer's unfused path
     if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
         return None
-    found = _projection_weights(x, gate_proj, up_proj)
-    if found is None:
-        return None
-    wg, wu, bg, bu, params = found
-    # A tensor subclass input, functorch or a dispatch mode: the unfused path (the weights are
-    # plain Parameters). Under autocast the projections would compute in autocast's dtype: the
-    # unfused path too.
-    if (type(x) is not torch.Tensor or _functorch_active() or torch._C._len_torch_dispatch_stack()
-            or torch.is_autocast_enabled(x.device.type)):
-        return None
-    grad = torch.is_grad_enabled()
-    if not _usable(params, x, grad):
-        return None
-    rows = _row_layout(x, hidden)
-    if rows is None:
-        return None
-    x2, stride_x = rows
-    down = _plain_linear(down_proj)  # the split-K kernel's weights, or F.linear's after the gate/up kernel
-    if (down is not None and n_rows <= both_rows and _inactive_dropout(dropout)
-            and not torch.are_deterministic_algorithms_enabled()):
-        wd, bd = down
-        if wd.shape == (hidden, wg.shape[0]) and _usable(down if bd is not None else (wd,), x, grad):
-            try:
-                y = run_mlp_decode(x2, stride_x, wg, wu, wd, bg, bu, bd, approximate == "tanh", device_index)
-            except Exception as exc:  # noqa: BLE001 (any failure: the modules' path still gives the answer)
-                return _give_up(exc)
-            return y if x2 is x else y.view(x.shape)
-    # The split-K down kernel does not apply: gate/up fused, then the dropout module and the down
-    # projection (F.linear on a plain one's weights: what calling it computes, one module call less).
-    if n_rows > gate_up_rows:
-        return None
-    try:
-        h = gate_up_geglu_impl(x2.view(n_rows, hidden) if x2 is x else x2, wg, wu, bg, bu, approximate)
-    except Exception as exc:  # noqa: BLE001
-        return _give_up(exc)
-    h = h.view(*x.shape[:-1], wg.shape[0])
-    if dropout is not None:
-        h = dropout(h)
-    return down_proj(h) if down is None else F.linear(h, *down)
+    return fused_inference(x, approximate, gate_proj, up_proj, down_proj, dropout)
