@@ -372,3 +372,45 @@ def test_double_backward_is_refused_loudly(kernel, device):
     (dg,) = torch.autograd.grad(kernel.geglu(g, u).sum(), (g,), create_graph=True)
     with pytest.raises(RuntimeError, match="no autograd formula"):
         dg.sum().backward()
+
+
+def test_eager_autograd_records_the_package_node_through_the_c_apply(kernel, device):
+    """Eager calls with autograd skip `Function.apply`'s Python wrapper for the C apply behind it
+    (host time on every call): the node recorded is still the package's own, the gradients still
+    right in both layouts, and a dead functorch wrapper is unwrapped as the wrapper would."""
+    from reference import geglu64_grads
+
+    ops, dispatch = kernel.pointwise_ops, kernel.dispatch
+    assert ops._apply_separate is not ops._EagerGeGLU.apply, "this torch's C apply is no longer bound"
+    assert kernel.mlp_ops._apply_geglu_down is not kernel.mlp_ops._GeGLUDown.apply
+    g = torch.randn(7, 3, 50, device=device, requires_grad=True)
+    u = torch.randn(7, 3, 50, device=device, requires_grad=True)
+    x = torch.randn(7, 3, 100, device=device, requires_grad=True)
+    dh = torch.randn(7, 3, 50, device=device)
+    for approximate in ("tanh", "none"):
+        h = kernel.geglu(g, u, approximate)
+        assert type(h.grad_fn).__name__ == "_EagerGeGLUBackward"
+        hp = ops.geglu_packed(x, approximate)
+        assert type(hp.grad_fn).__name__ == "_EagerGeGLUPackedBackward"
+        want_g, want_u = geglu64_grads(dh, g, u, approximate)
+        got_g, got_u = torch.autograd.grad(h, (g, u), dh)
+        assert_close_to_reference(got_g, want_g, "dgate", scale=dh * u)
+        assert_close_to_reference(got_u, want_u, "dup")
+        want_xg, want_xu = geglu64_grads(dh, x[..., :50], x[..., 50:], approximate)
+        (got_x,) = torch.autograd.grad(hp, (x,), dh)
+        assert_close_to_reference(got_x[..., :50], want_xg, "dx gate half", scale=dh * x[..., 50:])
+        assert_close_to_reference(got_x[..., 50:], want_xu, "dx up half")
+
+    captured = []
+
+    def keep(a, b):
+        captured.append((a, b))
+        return (a * b).sum()
+
+    torch.func.grad(keep)(g.detach(), u.detach())
+    dead_g, dead_u = captured[0]
+    assert torch._C._functorch.is_functorch_wrapped_tensor(dead_g)
+    assert dispatch.route(dead_g, dead_u) == dispatch.AUTOGRAD
+    out = kernel.geglu(dead_g, dead_u)
+    assert out.grad_fn is None and not torch._C._functorch.is_functorch_wrapped_tensor(out)
+    torch.testing.assert_close(out, kernel.geglu(g.detach(), u.detach()), rtol=0, atol=0)

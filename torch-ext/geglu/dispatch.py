@@ -71,6 +71,26 @@ def route(*tensors: torch.Tensor) -> int:
     return AUTOGRAD if grad and torch.is_grad_enabled() else DIRECT
 
 
+def c_apply(function: type[torch.autograd.Function]):
+    """`function.apply` without its Python wrapper, which binds default arguments and checks for
+    functorch transforms on every call (~3 us of host time): the C apply that wrapper ends in, for
+    calls `route` sent to AUTOGRAD (no transform active). Callers pass their tensors through
+    `unwrap_if_dead`, the wrapper's one step for such calls. `function.apply` where this torch has
+    no C apply to bind."""
+    base = getattr(torch._C, "_FunctionBase", None)
+    c_apply_method = vars(base).get("apply") if base is not None else None
+    if c_apply_method is None or not hasattr(c_apply_method, "__get__"):
+        return function.apply
+    return c_apply_method.__get__(None, function)
+
+
+try:  # what Function.apply does to each tensor outside functorch transforms
+    from torch._C._functorch import unwrap_if_dead
+except ImportError:
+    def unwrap_if_dead(t):
+        return t
+
+
 def eager_fast_path(*tensors: torch.Tensor) -> bool:
     """Plain eager tensors and no autograd needed: the op body may be called directly."""
     return route(*tensors) == DIRECT
@@ -141,35 +161,33 @@ def _row_stride(t: torch.Tensor) -> int | None:
     return None if view is None else view.stride(0)
 
 
-def _forward_entry(gate, up, approximate: str, over_gate: bool):
-    """The forward's plan, h written into a fresh contiguous tensor or (over_gate) over gate."""
-    key = (gate.shape, gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, over_gate)
-    entry = _plans.get(key, False)
-    if entry is False:
-        g = _row_stride(gate)
-        entry = _planned(key, False, approximate, gate.shape, (g, _row_stride(up), g if over_gate else gate.shape[-1]),
-                         gate.dtype, gate.get_device())
-    return entry
+def _plan_forward(key, gate, up, approximate: str, over_gate: bool):
+    """The forward's plan (a miss of `key` in `_plans`), h written into a fresh contiguous tensor
+    or (over_gate) over gate."""
+    g = _row_stride(gate)
+    return _planned(key, False, approximate, gate.shape, (g, _row_stride(up), g if over_gate else gate.shape[-1]),
+                    gate.dtype, gate.get_device())
 
 
-def _backward_entry(grad, gate, up, approximate: str, in_place: bool):
-    """The backward's plan, the gradients written into fresh contiguous tensors or
-    (in_place) over gate and up."""
-    key = (gate.shape, grad.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, in_place)
-    entry = _plans.get(key, False)
-    if entry is False:
-        g, u = _row_stride(gate), _row_stride(up)
-        outputs = (g, u) if in_place else (gate.shape[-1],) * 2
-        entry = _planned(key, True, approximate, gate.shape, (_row_stride(grad), g, u, *outputs), gate.dtype,
-                         gate.get_device())
-    return entry
+def _plan_backward(key, grad, gate, up, approximate: str, in_place: bool):
+    """The backward's plan (a miss of `key` in `_plans`), the gradients written into fresh
+    contiguous tensors or (in_place) over gate and up."""
+    g, u = _row_stride(gate), _row_stride(up)
+    outputs = (g, u) if in_place else (gate.shape[-1],) * 2
+    return _planned(key, True, approximate, gate.shape, (_row_stride(grad), g, u, *outputs), gate.dtype,
+                    gate.get_device())
 
 
 # --- op bodies ---
 
 def geglu_forward_impl(gate, up, approximate, traceable=False):
     if not traceable and gate.is_cuda:
-        entry = _forward_entry(gate, up, approximate, over_gate=False)
+        # Plan lookups inline, not in a helper: each Python call is host time on every launch (and
+        # about twice its main-thread price on autograd's device thread, benchmarks/NOTES.md).
+        key = (gate.shape, gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, False)
+        entry = _plans.get(key, False)
+        if entry is False:
+            entry = _plan_forward(key, gate, up, approximate, False)
         if entry is not _NOT_PLANNED:
             # empty_like: a third of torch.empty(shape, dtype=, device=)'s host time (no keyword parsing)
             out = torch.empty_like(gate, memory_format=torch.contiguous_format)
@@ -189,7 +207,10 @@ def geglu_forward_over_gate_impl(gate, up, approximate):
     itself where the kernels write it (each element is read before its own program writes it),
     a new tensor elsewhere (no row view, plain CPU tensors). Eager, untraced calls only."""
     if gate.is_cuda:
-        entry = _forward_entry(gate, up, approximate, over_gate=True)
+        key = (gate.shape, gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, True)
+        entry = _plans.get(key, False)
+        if entry is False:
+            entry = _plan_forward(key, gate, up, approximate, True)
         if entry is not _NOT_PLANNED:
             launch(entry, gate, up, gate)
             return gate
@@ -202,7 +223,10 @@ def geglu_forward_over_gate_impl(gate, up, approximate):
 
 def geglu_backward_impl(grad, gate, up, approximate, traceable=False):
     if not traceable and gate.is_cuda:
-        entry = _backward_entry(grad, gate, up, approximate, in_place=False)
+        key = (gate.shape, grad.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, False)
+        entry = _plans.get(key, False)
+        if entry is False:
+            entry = _plan_backward(key, grad, gate, up, approximate, False)
         if entry is not _NOT_PLANNED:
             grad_gate = torch.empty_like(gate, memory_format=torch.contiguous_format)
             grad_up = torch.empty_like(gate, memory_format=torch.contiguous_format)
@@ -221,7 +245,10 @@ def geglu_backward_impl(grad, gate, up, approximate, traceable=False):
 
 def geglu_backward_in_place_impl(grad, gate, up, approximate, traceable=False):
     if not traceable and gate.is_cuda:
-        entry = _backward_entry(grad, gate, up, approximate, in_place=True)
+        key = (gate.shape, grad.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, True)
+        entry = _plans.get(key, False)
+        if entry is False:
+            entry = _plan_backward(key, grad, gate, up, approximate, True)
         if entry is not _NOT_PLANNED:
             launch(entry, grad, gate, up, gate, up)
             return

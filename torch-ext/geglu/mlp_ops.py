@@ -37,8 +37,8 @@ from torch.nn.modules import module as _nn_module
 
 from ._ops import add_op_namespace_prefix
 from .checks import SUPPORTED_DTYPES, check_approximate, check_mlp_decode, row_view
-from .dispatch import (DIRECT, OP, _functorch_active, geglu_backward_in_place_impl, geglu_forward_impl,
-                       geglu_forward_over_gate_impl, route, use_triton)
+from .dispatch import (DIRECT, OP, _functorch_active, c_apply, geglu_backward_in_place_impl, geglu_forward_impl,
+                       geglu_forward_over_gate_impl, route, unwrap_if_dead, use_triton)
 from .kernel_src.launch import INTERPRET
 from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, MLP_LAUNCH_TABLES, _down_split_k_kernel, _gate_up_geglu_kernel,
                              launch_down_split_k, launch_gate_up_geglu, measured_table, run_mlp_decode, table_rows,
@@ -385,6 +385,9 @@ class _GeGLUDown(torch.autograd.Function):
         return g if need_g else None, u if need_u else None, d_w_down, d_b_down, None
 
 
+_apply_geglu_down = c_apply(_GeGLUDown)
+
+
 def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,
                   down_proj: nn.Module, dropout: nn.Module | None) -> torch.Tensor | None:
     """F.linear for gate and up, then the `_GeGLUDown` node, where that computes exactly what the
@@ -410,7 +413,9 @@ def _mlp_training(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_pr
             return None
     if not x.numel():
         return None
-    return _GeGLUDown.apply(F.linear(x, wg, bg), F.linear(x, wu, bu), wd, bd, approximate)
+    if bd is not None:
+        bd = unwrap_if_dead(bd)
+    return _apply_geglu_down(F.linear(x, wg, bg), F.linear(x, wu, bu), unwrap_if_dead(wd), bd, approximate)
 
 
 def fused_inference(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_proj: nn.Module | None,

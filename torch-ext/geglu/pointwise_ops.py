@@ -33,10 +33,10 @@ from torch._library.triton import triton_ops_to_kernels
 from torch.library import triton_op
 
 from ._ops import add_op_namespace_prefix
-from .checks import check_approximate, check_gate_up, check_out, check_packed
-from .dispatch import (AUTOGRAD, DIRECT, OP, eager_fast_path, geglu_backward_impl, geglu_backward_in_place_impl,
+from .checks import APPROXIMATIONS, check_approximate, check_gate_up, check_out, check_packed
+from .dispatch import (AUTOGRAD, DIRECT, OP, c_apply, eager_fast_path, geglu_backward_impl, geglu_backward_in_place_impl,
                        geglu_forward_impl, geglu_packed_backward_impl, geglu_packed_backward_in_place_impl,
-                       geglu_packed_forward_impl, geglu_packed_forward_out_impl, route)
+                       geglu_packed_forward_impl, geglu_packed_forward_out_impl, route, unwrap_if_dead)
 from .kernel_src.pointwise import _geglu_backward_kernel, _geglu_forward_kernel
 
 
@@ -220,7 +220,13 @@ def _eager_backward(ctx, grad) -> tuple:
     # The forward saw plain eager tensors, and so does its backward, unless it is being
     # differentiated itself (create_graph): then through the ops, which say they have no
     # double backward instead of returning a silently wrong one.
-    return _backward(ctx, grad, fast=not torch.is_grad_enabled() and type(grad) is torch.Tensor)
+    fast = not torch.is_grad_enabled() and type(grad) is torch.Tensor
+    if fast and not ctx.backward_in_place:
+        # The common case without `_backward`'s call: autograd runs this on its device thread,
+        # where each Python call costs about twice its main-thread price (benchmarks/NOTES.md).
+        grads = ctx.layout.backward_impl(grad, *ctx.saved_tensors, ctx.approximate)
+        return (*grads, None, None) if type(grads) is tuple else (grads, None, None)
+    return _backward(ctx, grad, fast=fast)
 
 
 class _EagerGeGLU(torch.autograd.Function):
@@ -243,16 +249,21 @@ class _EagerGeGLUPacked(torch.autograd.Function):
     backward = staticmethod(_eager_backward)
 
 
+_apply_separate = c_apply(_EagerGeGLU)
+_apply_packed = c_apply(_EagerGeGLUPacked)
+
+
 # --- entry points for the public API and layers: checked inputs, then the cheapest path ---
 
 def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, backward_in_place: bool = False) -> torch.Tensor:
-    check_approximate(approximate)
+    if approximate not in APPROXIMATIONS:  # inline: this runs on every call
+        check_approximate(approximate)
     check_gate_up(gate, up)
     path = route(gate, up)
     if path == DIRECT:
         return geglu_forward_impl(gate, up, approximate)
     if path == AUTOGRAD:
-        return _EagerGeGLU.apply(gate, up, approximate, backward_in_place)
+        return _apply_separate(unwrap_if_dead(gate), unwrap_if_dead(up), approximate, backward_in_place)
     return geglu_forward(gate, up, approximate, backward_in_place)
 
 
@@ -262,7 +273,7 @@ def geglu_packed(x: torch.Tensor, approximate: str, backward_in_place: bool = Fa
     if path == DIRECT:
         return geglu_packed_forward_impl(x, approximate)
     if path == AUTOGRAD:
-        return _EagerGeGLUPacked.apply(x, approximate, backward_in_place)
+        return _apply_packed(unwrap_if_dead(x), approximate, backward_in_place)
     return geglu_packed_forward(x, approximate, backward_in_place)
 
 
