@@ -13,6 +13,7 @@ bandwidth measured in the same run.
 """
 
 import argparse
+import random
 import statistics
 import time
 from pathlib import Path
@@ -281,10 +282,11 @@ class _BareFunction(torch.autograd.Function):
         return grad, grad
 
 
-def bench_host_overhead(k, rounds: int = 5):
+def bench_host_overhead(k, rounds: int = 41, calls_per_round: int = 200):
     """Host microseconds per call at T=1, no synchronisation: what a decode step pays on this
-    machine's CPU when it does not replay graphs. The calls are timed in turn `rounds` times and
-    the median kept. The MLP rows (small dims, so the GPU never holds the host back) subtract the
+    machine's CPU when it does not replay graphs. Each round times `calls_per_round` calls of every
+    row in turn, the order shuffled (the lent hosts drift within a run: short rounds put that drift
+    on every row alike); the median over rounds is kept. The MLP rows (small dims, so the GPU never holds the host back) subtract the
     host time of the module's three projections called alone."""
     g = torch.randn(1, 16384, device="cuda", dtype=torch.bfloat16)
     gr, ur = (torch.randn(1, 16384, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
@@ -317,11 +319,13 @@ def bench_host_overhead(k, rounds: int = 5):
     with torch.no_grad():
         ours_layer()  # compile / plan outside the timing
     times = {name: [] for name in calls}
+    order, rng = list(calls), random.Random(0)
     for _ in range(rounds):
-        for name, fn in calls.items():
+        rng.shuffle(order)
+        for name in order:
             grad = "autograd" in name
             with torch.enable_grad() if grad else torch.no_grad():
-                times[name].append(host_us(fn))
+                times[name].append(host_us(calls[name], calls=calls_per_round, warmup=20))
     med = {name: statistics.median(t) for name, t in times.items()}
     med["ours GeGLUMLP layer (excl. projections)"] = med.pop("_ours layer") - med["_projections"]
     med["eager GemmaMLP (excl. projections)"] = med.pop("_eager layer") - med["_projections"]

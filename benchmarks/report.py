@@ -294,6 +294,9 @@ def decode_tables(folder: Path) -> list[str]:
             f"{worst['steady_us' if steady else 'second_us']:.0f} us), bar 2x: "
             f"{'met' if worst['ratio'] <= 2 else 'NOT met'}" + (f" ({sum(r['ratio'] <= 2 for r in ours)} of {len(ours)} "
             f"counts within it)." if steady else "."))
+    if "first_host_us" in worst:
+        line += (f" Of that first call, {worst['first_host_us']:.0f} us passed before it returned (host), against "
+                 f"{worst['steady_host_us']:.0f} in a steady call.")
     if eager:
         line += (f" Eager ran every T first (so cuBLAS had loaded its kernels when the layer ran): its own first "
                  f"calls took {min(r['ratio'] for r in eager):.1f}-{max(r['ratio'] for r in eager):.1f}x its second.")
@@ -351,6 +354,16 @@ def autograd_thread_table(run: dict) -> list[str]:
     out += [f"| {s} | {by['main thread', s]:.2f} | {by['autograd backward', s]:.2f} |" for s in steps]
     out += ["", "Forward+backward host time in the same run: " + ", ".join(
         f"{s} {us:.1f} us" for (w, s), us in by.items() if w == "fwd+bwd") + "."]
+    return out
+
+
+def autograd_variants_table(run: dict) -> list[str]:
+    """geglu()'s forward+backward under autograd against node variants, alternating cycles
+    (`probes/probe_autograd_variants.py`)."""
+    out = ["### geglu() forward+backward under autograd, node variants (`probe_autograd_variants.json`, T=1, "
+           f"I=16384, bf16, {run['cycles']} cycles of {run['burst']} calls per variant, the order shuffled each cycle)",
+           "", "| variant | host us per forward+backward | minus eager's in the same cycle (median) |", "|---|---|---|"]
+    out += [f"| {r['variant']} | {r['fwd_bwd_host_us']:.1f} | {r['minus_eager_us']:+.1f} |" for r in run["rows"]]
     return out
 
 
@@ -520,9 +533,12 @@ def launch_report(folder: Path) -> None:
         "timed inside the model's prefill of 512 tokens and of one), `compare_mlp_plain.json` (`compare_peers.py "
         "--sections mlp --plain-only`: the whole MLP's plain calls against the peers, session 17), "
         "`compare_mlp_plain_session18.json` (the same at decode and 128 tokens, with session 17's build of the "
-        "layer as the peer `ours_baseline`; session 18). The alternating prefills of "
-        "`probe_mlp_prefill_paths_t512.json`, `compare_model.json` and `compare_host.json` are session 18's third "
-        "call (commit dee04a5), the one-token alternating prefills of `probe_mlp_prefill_paths_t1.json` its fourth.",
+        "layer as the peer `ours_baseline`; session 18), `probe_autograd_variants.json` (geglu()'s autograd node "
+        "against variants of it, alternating cycles). Session 19 (package code of commit a0156d5): the alternating "
+        "prefills of `probe_mlp_prefill_paths_t512.json` and `probe_mlp_prefill_paths_t1.json` (against session "
+        "18's dee04a5 as the baseline build) and the GPU suite are its first call; `probe_autograd_variants.json`, "
+        "`compare_host.json` (41 shuffled rounds of 200 calls) and `compare_model.json` its second; "
+        "`probe_mlp_first_call.json` (with the host's share of each call) its third.",
         "- GPU test runs: `GPU_TESTS.md`, `pytest_gpu*.log`.", "",
         "### Host time per call, T=1 (no synchronisation; this machine's CPU)", "",
         "| call | host us | bar |", "|---|---|---|",
@@ -558,6 +574,18 @@ def launch_report(folder: Path) -> None:
                      + (f"{med['untouched'] / med['untouched_copy']:.3f}x | " if "untouched_copy" in med else "| ")
                      + " ".join(f"{v:.2f}" for v in rounds["kernelized"]) + " / "
                      + " ".join(f"{v:.2f}" for v in rounds["untouched"]) + " |")
+    if model.get("alternating"):
+        parts += ["", "The same cases in alternating cycles (one call of each model per cycle, the order shuffled, "
+                  "each call timed alone; medians over cycles of the per-cycle ratio):", "",
+                  "| case | cycles | kernelized ms | untouched ms | speedup (median of per-cycle ratios) | bar | "
+                  "A/A control |", "|---|---|---|---|---|---|---|"]
+        for case, alt in model["alternating"].items():
+            noise = abs(alt["aa"] - 1)
+            judged = abs(alt["speedup"] - 1) > 2 * noise
+            parts.append(f"| {case} | {alt['cycles']} | {alt['median_ms']['kernelized']:.3f} | "
+                         f"{alt['median_ms']['untouched']:.3f} | {alt['speedup']:.3f}x | "
+                         + (f"{verdict(alt['speedup'] >= 1)} (no slower)" if judged else
+                            "not judged (no slower): within twice the A/A spread") + f" | {alt['aa']:.3f}x |")
     if (folder / "compare_model_four_nodes.json").exists():
         before = load(folder, "compare_model_four_nodes.json")
         parts += ["", "The same model in an earlier session (`compare_model_four_nodes.json`), before the fix that "
@@ -578,6 +606,8 @@ def launch_report(folder: Path) -> None:
         parts += ["", *code_in_model_table(load(folder, "probe_mlp_code_in_model.json"))]
     for path in sorted(folder.glob("probe_mlp_prefill_paths_t*.json")):
         parts += ["", *prefill_paths_table(load(folder, path.name), path.name)]
+    if (folder / "probe_autograd_variants.json").exists():
+        parts += ["", *autograd_variants_table(load(folder, "probe_autograd_variants.json"))]
     if (folder / "probe_autograd_thread.json").exists():
         parts += ["", *autograd_thread_table(load(folder, "probe_autograd_thread.json"))]
     if (folder / "probe_mlp_host_split.json").exists():

@@ -1,18 +1,19 @@
 """Host time of `geglu()`'s forward+backward under autograd, T=1, I=16384, bf16: the package's node
-against variants of it, in the same process and rounds (each round times every variant in turn,
-the order shuffled; medians over rounds). What each variant changes:
+against variants of it, in the same process and cycles (each cycle times a burst of calls of every
+variant in turn, the order shuffled; medians over cycles, and of each cycle's difference against
+eager's gelu * up in the same cycle). What each variant changes:
 
 - "C apply": `autograd.Function.apply`'s Python wrapper (default-argument binding, functorch
   checks) skipped for the C apply it ends in, with the dead-wrapper unwrap it does kept;
 - "flat": forward and backward each one Python frame (plan lookup, allocation and launch inline),
-  where the package's node goes through `_save` / `_backward` / the op body / the plan lookup;
+  where the package's node calls `_save` and the op body forward, the op body backward;
 - "one allocation": both gradients as the two halves of one [2, T, I] buffer;
 - "key from forward": the backward's plan key built in the forward (only grad's strides added).
 
 The backward runs on autograd's device thread, where each Python step costs about twice its
 main-thread price (`probe_autograd_thread.py`).
 
-    python benchmarks/probes/probe_autograd_variants.py [--out DIR] [--rounds 9] [--baseline-build DIR]
+    python benchmarks/probes/probe_autograd_variants.py [--out DIR] [--cycles 300] [--burst 20] [--baseline-build DIR]
 """
 
 import argparse
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import environment, host_us, load_local_build, write_json  # noqa: E402
+from common import environment, load_local_build, write_json  # noqa: E402
 
 _C_APPLY = torch._C._FunctionBase.__dict__["apply"]
 try:
@@ -113,10 +114,30 @@ def variants(k):
     }
 
 
+def alternating(calls: dict, g, u, dh, cycles: int, burst: int, rng) -> dict:
+    """Host microseconds per forward+backward of each variant over `cycles` cycles of `burst` calls
+    per variant, the order shuffled every cycle (the host's drift falls on every variant alike):
+    per cycle the mean of the burst; returned per variant, the list over cycles."""
+    per_cycle = {name: [] for name in calls}
+    order = list(calls)
+    for _ in range(cycles):
+        rng.shuffle(order)
+        for name in order:
+            fn = calls[name]
+            torch.autograd.grad(fn(g, u), (g, u), dh)  # its plans and the allocator's blocks warm
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(burst):
+                torch.autograd.grad(fn(g, u), (g, u), dh)
+            per_cycle[name].append((time.perf_counter() - start) / burst * 1e6)
+    return per_cycle
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--cycles", type=int, default=300)
+    parser.add_argument("--burst", type=int, default=20, help="calls per variant and cycle")
     parser.add_argument("--baseline-build", type=Path, help="an earlier commit's build/: its geglu() as a variant")
     args = parser.parse_args()
     k = load_local_build()
@@ -138,24 +159,19 @@ def main():
         got = torch.autograd.grad(fn(g, u), (g, u), dh)
         checks[name] = max(float((a.double() - b).abs().max() / b.abs().max()) for a, b in zip(got, ref))
         print(f"check {name:55s} max rel err vs eager {checks[name]:.2e}", flush=True)
-    times = {name: [] for name in calls}
-    rng = random.Random(0)
-    for _ in range(args.rounds):
-        order = list(calls)
-        rng.shuffle(order)
-        for name in order:
-            fn = calls[name]
-            times[name].append(host_us(lambda: torch.autograd.grad(fn(g, u), (g, u), dh)))
+    per_cycle = alternating(calls, g, u, dh, args.cycles, args.burst, random.Random(0))
+    eager = per_cycle["eager gelu*mul"]
     rows = []
-    for name, values in times.items():
-        rows.append(dict(variant=name, fwd_bwd_host_us=statistics.median(values), rounds_us=values,
+    for name, values in per_cycle.items():
+        minus = statistics.median(v - e for v, e in zip(values, eager))
+        rows.append(dict(variant=name, fwd_bwd_host_us=statistics.median(values), minus_eager_us=minus,
                          max_rel_err_vs_eager=checks.get(name)))
-        print(f"{name:55s} {statistics.median(values):7.1f} us  (rounds {', '.join(f'{v:.1f}' for v in values)})",
+        print(f"{name:55s} {statistics.median(values):7.1f} us, {minus:+6.1f} against eager's in the same cycles",
               flush=True)
     if args.out:
         write_json(args.out / "probe_autograd_variants.json",
                    {"env": environment(), "date": time.strftime("%Y-%m-%d"), "T": 1, "I": 16384,
-                    "dtype": "bfloat16", "baseline_build": baseline.__name__ if baseline else None, "rows": rows})
+                    "dtype": "bfloat16", "cycles": args.cycles, "burst": args.burst, "baseline_build": baseline.__name__ if baseline else None, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -34,9 +34,10 @@ from torch.library import triton_op
 
 from ._ops import add_op_namespace_prefix
 from .checks import APPROXIMATIONS, check_approximate, check_gate_up, check_out, check_packed
-from .dispatch import (AUTOGRAD, DIRECT, OP, c_apply, eager_fast_path, geglu_backward_impl, geglu_backward_in_place_impl,
-                       geglu_forward_impl, geglu_packed_backward_impl, geglu_packed_backward_in_place_impl,
-                       geglu_packed_forward_impl, geglu_packed_forward_out_impl, route, unwrap_if_dead)
+from .dispatch import (AUTOGRAD, DIRECT, OP, _functorch_active, _torch_forward, c_apply, eager_fast_path,
+                       geglu_backward_impl, geglu_backward_in_place_impl, geglu_forward_impl,
+                       geglu_packed_backward_impl, geglu_packed_backward_in_place_impl, geglu_packed_forward_impl,
+                       geglu_packed_forward_out_impl, route, unwrap_if_dead)
 from .kernel_src.pointwise import _geglu_backward_kernel, _geglu_forward_kernel
 
 
@@ -255,6 +256,16 @@ _apply_packed = c_apply(_EagerGeGLUPacked)
 
 # --- entry points for the public API and layers: checked inputs, then the cheapest path ---
 
+def _under_func_transform() -> bool:
+    """Whether a torch.func transform (grad, vmap, jvp, jacrev, functional per-sample gradients)
+    runs this call eagerly. The registered ops' autograd cannot run under one (PyTorch's custom-op
+    autograd has no functorch rule: "must override the setup_context staticmethod"), and no Triton
+    kernel has a forward-mode or batching rule; eager's composition, with the kernels' rounding
+    points, works under every transform. Under torch.compile the transform is traced, and the
+    registered ops serve it as any traced call."""
+    return _functorch_active() and not torch.compiler.is_compiling()
+
+
 def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, backward_in_place: bool = False) -> torch.Tensor:
     if approximate not in APPROXIMATIONS:  # inline: this runs on every call
         check_approximate(approximate)
@@ -264,6 +275,8 @@ def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, backward_in_pl
         return geglu_forward_impl(gate, up, approximate)
     if path == AUTOGRAD:
         return _apply_separate(unwrap_if_dead(gate), unwrap_if_dead(up), approximate, backward_in_place)
+    if _under_func_transform():
+        return _torch_forward(gate, up, approximate)
     return geglu_forward(gate, up, approximate, backward_in_place)
 
 
@@ -274,6 +287,9 @@ def geglu_packed(x: torch.Tensor, approximate: str, backward_in_place: bool = Fa
         return geglu_packed_forward_impl(x, approximate)
     if path == AUTOGRAD:
         return _apply_packed(unwrap_if_dead(x), approximate, backward_in_place)
+    if _under_func_transform():
+        d = x.shape[-1] // 2
+        return _torch_forward(x[..., :d], x[..., d:], approximate)
     return geglu_packed_forward(x, approximate, backward_in_place)
 
 
