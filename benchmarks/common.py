@@ -83,6 +83,19 @@ def host_us(fn, calls: int = 2000, warmup: int = 200, with_device: bool = False)
     return (host, total) if with_device else host
 
 
+class BareFunction(torch.autograd.Function):
+    """The floor of a Python autograd node on this host, for reading host times under autograd: its
+    forward only allocates, its backward returns its input."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return torch.empty(a.shape, dtype=a.dtype, device=a.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, grad
+
+
 def timed_ms(fn, repeat: int) -> float:
     """Milliseconds per call of fn(), synchronised before and after `repeat` calls (plain calls,
     host time and the GPU's together)."""

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import (copy_bandwidth_gbs, cycling, eager_packed, eager_separate, environment, graph_replay, graph_us, host_us,
+from common import (BareFunction, copy_bandwidth_gbs, cycling, eager_packed, eager_separate, environment, graph_replay, graph_us, host_us,
                     int_list, interleaved_rounds, load_local_build, median_us, shape_list, write_json)
 
 DIMS = [(768, 3072), (2048, 16384), (2560, 10240), (3584, 14336)]
@@ -272,16 +272,6 @@ def bench_first_call(k, inter=16384, warm_t=2048, new_ts=(3001, 4099, 777, 1029,
     return rows
 
 
-class _BareFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, b):
-        return torch.empty(a.shape, dtype=a.dtype, device=a.device)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, grad
-
-
 def bench_host_overhead(k, rounds: int = 41, calls_per_round: int = 200):
     """Host microseconds per call at T=1, no synchronisation: what a decode step pays on this
     machine's CPU when it does not replay graphs. Each round times `calls_per_round` calls of every
@@ -311,7 +301,7 @@ def bench_host_overhead(k, rounds: int = 41, calls_per_round: int = 200):
         # autograd.Function whose forward only allocates and whose backward returns its input.
         "reference: torch.empty alone": lambda: torch.empty(g.shape, dtype=g.dtype, device=g.device),
         "reference: bare autograd.Function forward+backward, autograd":
-            lambda: torch.autograd.grad(_BareFunction.apply(gr, ur), (gr, ur), dh),
+            lambda: torch.autograd.grad(BareFunction.apply(gr, ur), (gr, ur), dh),
         "_projections": projections,
         "_ours layer": ours_layer,
         "_eager layer": lambda: mlp(x),

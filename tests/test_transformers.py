@@ -391,3 +391,33 @@ def test_kernelized_model_under_torch_func_matches_eager(kernel, family):
         for got, ref in ((grads[name], grads_ref[name]), (per_sample[name], per_sample_ref[name])):
             rel = ((got - ref).norm() / ref.norm().clamp_min(1e-12)).item()
             assert rel < 1e-4, f"{family}: torch.func gradient of {name} differs from eager by {rel:.2e}"
+
+
+@pytest.mark.parametrize("family", ["gemma", "t5_v1_1", "modernbert"])
+def test_kernelized_model_under_forward_mode_ad_matches_eager(kernel, family):
+    """A Jacobian-vector product through the kernelized model (a dual input embedding, in eval):
+    the tangent of its output equals the untouched model's (no fast path may drop it)."""
+    import torch.autograd.forward_ad as fwAD
+    from kernels import Mode
+
+    build, make_inputs, out_getter = FAMILIES[family]
+    torch.manual_seed(int.from_bytes(os.urandom(2), "little"))
+    eager = build().to(DEVICE).float().eval()
+    eager.set_attn_implementation("eager")  # aten's fused attention kernels have no forward-mode AD
+    model = copy.deepcopy(eager)
+    _kernelize(kernel, model, Mode.INFERENCE)
+    assert _replaced(model)
+    inputs = {k: v.to(DEVICE) for k, v in make_inputs(model).items()}
+    embeds = model.get_input_embeddings()(inputs.pop("input_ids"))
+    tangent = torch.randn_like(embeds)
+    outs = []
+    with torch.no_grad(), fwAD.dual_level():
+        for m in (model, eager):
+            out = out_getter(m(inputs_embeds=fwAD.make_dual(embeds, tangent), **inputs))
+            primal, jvp = fwAD.unpack_dual(out)
+            assert jvp is not None, f"{family}: the tangent was dropped"
+            outs.append((primal.clone(), jvp.clone()))
+    (primal, jvp), (primal_ref, jvp_ref) = outs
+    torch.testing.assert_close(primal, primal_ref, rtol=1e-4, atol=1e-4)
+    rel = ((jvp - jvp_ref).norm() / jvp_ref.norm()).item()
+    assert rel < 1e-4, f"{family}: the kernelized model's tangent differs from eager's by {rel:.2e}"

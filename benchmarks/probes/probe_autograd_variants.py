@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import environment, load_local_build, write_json  # noqa: E402
+from common import BareFunction, environment, load_local_build, write_json  # noqa: E402
 
 _C_APPLY = torch._C._FunctionBase.__dict__["apply"]
 try:
@@ -43,15 +43,6 @@ def variants(k):
     launch = importlib.import_module(k.__name__ + ".kernel_src.launch").launch
     plans = dispatch._plans
     check_approximate, check_gate_up, route = ops.check_approximate, ops.check_gate_up, ops.route
-
-    class Bare(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, a, b):
-            return torch.empty(a.shape, dtype=a.dtype, device=a.device)
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad, grad
 
     def flat(one_alloc: bool, key_from_forward: bool):
         class Flat(torch.autograd.Function):
@@ -104,7 +95,7 @@ def variants(k):
     flat_plain, flat_one, flat_key = flat(False, False), flat(True, False), flat(True, True)
     return {
         "eager gelu*mul": lambda g, u: torch.nn.functional.gelu(g, approximate="tanh") * u,
-        "reference: bare Function": lambda g, u: Bare.apply(g, u),
+        "reference: bare Function": lambda g, u: BareFunction.apply(g, u),
         "geglu() (package)": k.geglu,
         "package node, C apply": checked(c_apply(ops._EagerGeGLU)),
         "flat node": checked(flat_plain.apply),

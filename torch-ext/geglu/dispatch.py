@@ -19,6 +19,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import is_fake
+from torch.autograd import forward_ad as _forward_ad
 
 from .checks import row_view
 from .kernel_src import launch_geglu_backward, launch_geglu_forward
@@ -49,7 +50,20 @@ def use_triton(t: torch.Tensor) -> bool:
 
 
 # Bound once: `route` runs on every call (functorch transforms are a torch 2.x C binding).
-_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None) or (lambda: False)
+_functorch_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", None) or (lambda: False)
+
+
+def transforms_active() -> bool:
+    """Whether a torch.func transform (grad, vmap, jvp, ...) or a forward-mode AD dual level
+    (`torch.autograd.forward_ad.dual_level`) is active: both need every op of the computation to
+    carry their rules (batching, tangents), which a Triton kernel does not. Unchecked, an op body on
+    a dual tensor would return a result without its tangent, silently."""
+    return _functorch_transforms_active() or _forward_ad._current_level >= 0
+
+
+def has_tangent(t: torch.Tensor) -> bool:
+    """Whether t is a dual tensor of the active forward-mode AD level (it carries a tangent)."""
+    return _forward_ad._current_level >= 0 and _forward_ad.unpack_dual(t).tangent is not None
 
 
 OP, DIRECT, AUTOGRAD = 0, 1, 2  # the routes of `route`
@@ -58,15 +72,16 @@ OP, DIRECT, AUTOGRAD = 0, 1, 2  # the routes of `route`
 def route(*tensors: torch.Tensor) -> int:
     """Which path a call on these tensors takes. OP, through the registered op: tracing and tensor
     subclasses (fake, functional, distributed tensors), meta tensors (the registered fake
-    implementations answer them), torch.compile, functorch transforms and dispatch modes (make_fx,
-    FlopCounterMode must see the op). Otherwise plain eager tensors: DIRECT (the op body, no
-    autograd needed) or AUTOGRAD (eager with autograd)."""
+    implementations answer them), torch.compile, torch.func transforms and forward-mode AD
+    (`transforms_active`), and dispatch modes (make_fx, FlopCounterMode must see the op).
+    Otherwise plain eager tensors: DIRECT (the op body, no autograd needed) or AUTOGRAD (eager
+    with autograd)."""
     grad = False
     for t in tensors:
         if type(t) is not torch.Tensor or t.is_meta:
             return OP
         grad = grad or t.requires_grad
-    if torch.compiler.is_compiling() or _functorch_active() or torch._C._len_torch_dispatch_stack():
+    if torch.compiler.is_compiling() or transforms_active() or torch._C._len_torch_dispatch_stack():
         return OP
     return AUTOGRAD if grad and torch.is_grad_enabled() else DIRECT
 

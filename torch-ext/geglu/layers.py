@@ -12,7 +12,7 @@ from torch.nn.modules import module as _nn_module
 
 from . import mlp_ops, pointwise_ops
 from .checks import SUPPORTED_DTYPES
-from .dispatch import _functorch_active, geglu_forward_impl, geglu_forward_over_gate_impl
+from .dispatch import geglu_forward_impl, geglu_forward_over_gate_impl, transforms_active
 from .layer_mapping import approximate_of
 
 
@@ -76,7 +76,7 @@ def _geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, projections: 
         return F.gelu(gate, approximate=approximate) * up
     grad = torch.is_grad_enabled()
     if (eager and not grad and type(gate) is torch.Tensor and type(up) is torch.Tensor and gate.shape == up.shape
-            and gate.dim() and gate.device == up.device and not gate.is_meta and not _functorch_active()
+            and gate.dim() and gate.device == up.device and not gate.is_meta and not transforms_active()
             and not torch._C._len_torch_dispatch_stack()):
         # Inference outside any tracing, on plain tensors that pass geglu()'s checks (check_gate_up,
         # and route's DIRECT with the compile check already done): its op body, without geglu()'s
@@ -98,7 +98,7 @@ def _geglu_of_linears(x: torch.Tensor, w_gate: torch.Tensor, b_gate, w_up: torch
     # output, another intermediate size, a dtype the kernels do not take, a transform or dispatch
     # mode that must see the op).
     if (type(gate) is torch.Tensor and type(up) is torch.Tensor and gate.dtype in SUPPORTED_DTYPES
-            and gate.shape == up.shape and not _functorch_active() and not torch._C._len_torch_dispatch_stack()):
+            and gate.shape == up.shape and not transforms_active() and not torch._C._len_torch_dispatch_stack()):
         return geglu_forward_over_gate_impl(gate, up, approximate)
     return _geglu(gate, up, approximate, (), True)
 

@@ -12,17 +12,17 @@ gate and up, then `_GeGLUDown`, one autograd node for the GeGLU and the down pro
 The fused paths read the projections' weights directly, so `fused_mlp` takes them only where that
 changes nothing the user can observe: plain `nn.Linear` projections (not a subclass, a PEFT/LoRA
 wrapper, a quantized or parametrized linear) holding plain contiguous weights of the input's dtype
-and device, no forward hooks or pre-hooks (module or global), no autograd needed, no autocast, an
-eager call (or torch.compile tracing the layer: then `mlp_inference` for every token count, so
-nothing guards on T), 1 to the table's `max_rows` tokens (`gate_up_max_rows` for the gate/up kernel
-alone), a 16-bit dtype (fp32 follows cuBLAS's TF32 setting, which these kernels do not), and a GPU
-whose launch table is measured (or `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off
-everywhere). The split-K down kernel also needs an untouched down projection, no active dropout and
-non-deterministic algorithms allowed (its atomics sum in arrival order); otherwise gate/up is fused
-and the down projection runs as a module. Past the fused token counts, and everywhere else, the
-layer runs its projections around the pointwise kernel: in eager inference F.linear on the weights
-of plain projections (`plain_linears`: exactly what calling them computes, without the module
-calls), else as modules.
+and device, no forward hooks or pre-hooks (module or global), no autograd needed, no autocast, no
+torch.func transform or forward-mode AD, an eager call (or torch.compile tracing the layer: then
+`mlp_inference` for every token count, so nothing guards on T), 1 to the table's `max_rows` tokens
+(`gate_up_max_rows` for the gate/up kernel alone), a 16-bit dtype (fp32 follows cuBLAS's TF32
+setting, which these kernels do not), and a GPU whose launch table is measured (or
+`GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The split-K down kernel also
+needs an untouched down projection, no active dropout and non-deterministic algorithms allowed (its
+atomics sum in arrival order); otherwise gate/up is fused and the down projection runs as a module.
+Past the fused token counts, and everywhere else, the layer runs its projections around the
+pointwise kernel: in eager inference F.linear on the weights of plain projections (`plain_linears`:
+exactly what calling them computes, without the module calls), else as modules.
 """
 
 import os
@@ -37,8 +37,8 @@ from torch.nn.modules import module as _nn_module
 
 from ._ops import add_op_namespace_prefix
 from .checks import SUPPORTED_DTYPES, check_approximate, check_mlp_decode, row_view
-from .dispatch import (DIRECT, OP, _functorch_active, c_apply, geglu_backward_in_place_impl, geglu_forward_impl,
-                       geglu_forward_over_gate_impl, route, unwrap_if_dead, use_triton)
+from .dispatch import (DIRECT, OP, c_apply, geglu_backward_in_place_impl, geglu_forward_impl,
+                       geglu_forward_over_gate_impl, route, transforms_active, unwrap_if_dead, use_triton)
 from .kernel_src.launch import INTERPRET
 from .kernel_src.mlp import (MAX_ROWS, MEASURED_DEVICES, MLP_LAUNCH_TABLES, _down_split_k_kernel, _gate_up_geglu_kernel,
                              launch_down_split_k, launch_gate_up_geglu, measured_table, run_mlp_decode, table_rows,
@@ -438,7 +438,7 @@ def fused_inference(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_
     else:
         return None
     name = measured_table(device_index)
-    if autocast or (name is None and not FUSED_OPT_IN) or _functorch_active() or torch._C._len_torch_dispatch_stack():
+    if autocast or (name is None and not FUSED_OPT_IN) or transforms_active() or torch._C._len_torch_dispatch_stack():
         return None
     hidden = x.shape[-1]
     n_rows = x.numel() // hidden if hidden else 0

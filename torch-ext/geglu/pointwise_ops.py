@@ -29,15 +29,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch._library.triton import triton_ops_to_kernels
 from torch.library import triton_op
 
 from ._ops import add_op_namespace_prefix
 from .checks import APPROXIMATIONS, check_approximate, check_gate_up, check_out, check_packed
-from .dispatch import (AUTOGRAD, DIRECT, OP, _functorch_active, _torch_forward, c_apply, eager_fast_path,
+from .dispatch import (AUTOGRAD, DIRECT, OP, _torch_forward, c_apply, eager_fast_path,
                        geglu_backward_impl, geglu_backward_in_place_impl, geglu_forward_impl,
                        geglu_packed_backward_impl, geglu_packed_backward_in_place_impl, geglu_packed_forward_impl,
-                       geglu_packed_forward_out_impl, route, unwrap_if_dead)
+                       geglu_packed_forward_out_impl, has_tangent, route, transforms_active, unwrap_if_dead)
 from .kernel_src.pointwise import _geglu_backward_kernel, _geglu_forward_kernel
 
 
@@ -256,44 +257,55 @@ _apply_packed = c_apply(_EagerGeGLUPacked)
 
 # --- entry points for the public API and layers: checked inputs, then the cheapest path ---
 
-def _under_func_transform() -> bool:
-    """Whether a torch.func transform (grad, vmap, jvp, jacrev, functional per-sample gradients)
-    runs this call eagerly. The registered ops' autograd cannot run under one (PyTorch's custom-op
-    autograd has no functorch rule: "must override the setup_context staticmethod"), and no Triton
-    kernel has a forward-mode or batching rule; eager's composition, with the kernels' rounding
-    points, works under every transform. Under torch.compile the transform is traced, and the
+def _needs_eager_composition() -> bool:
+    """Whether a torch.func transform (grad, vmap, jvp, jacrev, functional per-sample gradients) or
+    a forward-mode AD dual level runs this call eagerly. The registered ops' autograd cannot run
+    under a transform (PyTorch's custom-op autograd has no functorch rule: "must override the
+    setup_context staticmethod"), and no Triton kernel has a batching or forward-mode rule (an op
+    body on a dual tensor would drop its tangent); eager's composition, with the kernels' rounding
+    points, works under all of them. Under torch.compile the transform is traced, and the
     registered ops serve it as any traced call."""
-    return _functorch_active() and not torch.compiler.is_compiling()
+    return transforms_active() and not torch.compiler.is_compiling()
 
 
 def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, backward_in_place: bool = False) -> torch.Tensor:
     if approximate not in APPROXIMATIONS:  # inline: this runs on every call
         check_approximate(approximate)
+    if gate.is_nested or up.is_nested:
+        # torch.nested tensors have no row layout to launch on; the op is elementwise, so eager's
+        # composition serves every nested layout, autograd included.
+        return F.gelu(gate, approximate=approximate) * up
     check_gate_up(gate, up)
     path = route(gate, up)
     if path == DIRECT:
         return geglu_forward_impl(gate, up, approximate)
     if path == AUTOGRAD:
         return _apply_separate(unwrap_if_dead(gate), unwrap_if_dead(up), approximate, backward_in_place)
-    if _under_func_transform():
+    if _needs_eager_composition():
         return _torch_forward(gate, up, approximate)
     return geglu_forward(gate, up, approximate, backward_in_place)
 
 
 def geglu_packed(x: torch.Tensor, approximate: str, backward_in_place: bool = False) -> torch.Tensor:
+    if x.is_nested:  # as in geglu(); aten's nested gelu takes contiguous halves only
+        gate, up = (half.contiguous() for half in x.chunk(2, dim=-1))
+        return F.gelu(gate, approximate=approximate) * up
     check_packed(x)
     path = route(x)
     if path == DIRECT:
         return geglu_packed_forward_impl(x, approximate)
     if path == AUTOGRAD:
         return _apply_packed(unwrap_if_dead(x), approximate, backward_in_place)
-    if _under_func_transform():
+    if _needs_eager_composition():
         d = x.shape[-1] // 2
         return _torch_forward(x[..., :d], x[..., d:], approximate)
     return geglu_packed_forward(x, approximate, backward_in_place)
 
 
 def geglu_packed_out(out: torch.Tensor, x: torch.Tensor, approximate: str, name: str) -> torch.Tensor:
+    if x.is_nested or out.is_nested:
+        raise TypeError(f"{name}(out, x): out= functions take no nested tensors ({'x' if x.is_nested else 'out'} "
+                        "is one); use geglu.geglu on the halves of x")
     check_packed(x)
     check_out(out, x)
     if torch.is_grad_enabled() and (x.requires_grad or out.requires_grad):
@@ -303,6 +315,9 @@ def geglu_packed_out(out: torch.Tensor, x: torch.Tensor, approximate: str, name:
             f"{'x' if x.requires_grad else 'out'} requires grad; use geglu.layers."
             f"{'GeluTanhAndMul' if approximate == 'tanh' else 'GeluAndMul'}()(x) (or geglu.geglu on the halves), "
             "or call it under torch.no_grad()")
+    if has_tangent(x):  # as PyTorch's out= functions, rather than an out without the tangent
+        raise RuntimeError(f"{name}(out, x): out= functions do not support forward-mode AD, and x carries a tangent; "
+                           "use geglu.geglu on the halves of x")
     if eager_fast_path(out, x):
         return geglu_packed_forward_out_impl(out, x, approximate)
     geglu_packed_forward_out(out, x, approximate)
