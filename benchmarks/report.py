@@ -376,6 +376,12 @@ def code_in_model_table(run: dict) -> list[str]:
            "| case | " + " | ".join(next(iter(run["median"].values()))) + " |",
            "|---|" + "---|" * len(next(iter(run["median"].values())))]
     out += [f"| {case} | " + " | ".join(f"{v:.3f}" for v in per.values()) + " |" for case, per in run["median"].items()]
+    if run.get("alternating_prefill_512"):
+        out += ["", f"The 512-token prefill in alternating cycles ({run['alternating_cycles']} cycles of one prefill "
+                "per condition, the order shuffled; medians over cycles):", "",
+                "| condition | ms | over the untouched model with eager code, same cycle |", "|---|---|---|"]
+        out += [f"| {name} | {a['median_ms']:.3f} | {a['over_reference']:.4f}x |"
+                for name, a in run["alternating_prefill_512"].items()]
     return out
 
 

@@ -271,7 +271,7 @@ def _needs_eager_composition() -> bool:
 def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, backward_in_place: bool = False) -> torch.Tensor:
     if approximate not in APPROXIMATIONS:  # inline: this runs on every call
         check_approximate(approximate)
-    if gate.is_nested or up.is_nested:
+    if getattr(gate, "is_nested", False) or getattr(up, "is_nested", False):  # (check_gate_up names non-tensors)
         # torch.nested tensors have no row layout to launch on; the op is elementwise, so eager's
         # composition serves every nested layout, autograd included.
         return F.gelu(gate, approximate=approximate) * up
@@ -287,7 +287,7 @@ def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, backward_in_pl
 
 
 def geglu_packed(x: torch.Tensor, approximate: str, backward_in_place: bool = False) -> torch.Tensor:
-    if x.is_nested:  # as in geglu(); aten's nested gelu takes contiguous halves only
+    if getattr(x, "is_nested", False):  # as in geglu(); aten's nested gelu takes contiguous halves only
         gate, up = (half.contiguous() for half in x.chunk(2, dim=-1))
         return F.gelu(gate, approximate=approximate) * up
     check_packed(x)
@@ -303,7 +303,7 @@ def geglu_packed(x: torch.Tensor, approximate: str, backward_in_place: bool = Fa
 
 
 def geglu_packed_out(out: torch.Tensor, x: torch.Tensor, approximate: str, name: str) -> torch.Tensor:
-    if x.is_nested or out.is_nested:
+    if getattr(x, "is_nested", False) or getattr(out, "is_nested", False):
         raise TypeError(f"{name}(out, x): out= functions take no nested tensors ({'x' if x.is_nested else 'out'} "
                         "is one); use geglu.geglu on the halves of x")
     check_packed(x)
