@@ -540,11 +540,15 @@ def launch_report(folder: Path) -> None:
         "--sections mlp --plain-only`: the whole MLP's plain calls against the peers, session 17), "
         "`compare_mlp_plain_session18.json` (the same at decode and 128 tokens, with session 17's build of the "
         "layer as the peer `ours_baseline`; session 18), `probe_autograd_variants.json` (geglu()'s autograd node "
-        "against variants of it, alternating cycles). Session 19 (package code of commit a0156d5): the alternating "
-        "prefills of `probe_mlp_prefill_paths_t512.json` and `probe_mlp_prefill_paths_t1.json` (against session "
-        "18's dee04a5 as the baseline build) and the GPU suite are its first call; `probe_autograd_variants.json`, "
-        "`compare_host.json` (41 shuffled rounds of 200 calls) and `compare_model.json` its second; "
-        "`probe_mlp_first_call.json` (with the host's share of each call) its third.",
+        "against variants of it, alternating cycles), `probe_mlp_code_in_model_no_gc.json` (the same as "
+        "`probe_mlp_code_in_model.json` with Python's garbage collector off), `probe_launch_mix.json` (an aten "
+        "launch after a Triton launch against after an aten one). Session 19: the alternating prefills of "
+        "`probe_mlp_prefill_paths_t512.json` and `probe_mlp_prefill_paths_t1.json` (package code of a0156d5, against "
+        "session 18's dee04a5 as the baseline build) are its first call, `probe_autograd_variants.json` its second, "
+        "`probe_mlp_first_call.json` (with the host's share of each call) its third; `compare_host.json` (41 "
+        "shuffled rounds of 200 calls) and `compare_model.json` (with alternating cycles) its fourth (commit "
+        "42c82b7), `probe_mlp_code_in_model.json` its fifth and `..._no_gc.json`, `probe_launch_mix.json` its "
+        "sixth and seventh (5faf77a).",
         "- GPU test runs: `GPU_TESTS.md`, `pytest_gpu*.log`.", "",
         "### Host time per call, T=1 (no synchronisation; this machine's CPU)", "",
         "| call | host us | bar |", "|---|---|---|",
@@ -610,6 +614,17 @@ def launch_report(folder: Path) -> None:
         parts += ["", *outside_mlp_table(outside)]
     if (folder / "probe_mlp_code_in_model.json").exists():
         parts += ["", *code_in_model_table(load(folder, "probe_mlp_code_in_model.json"))]
+    if (folder / "probe_mlp_code_in_model_no_gc.json").exists():
+        no_gc = load(folder, "probe_mlp_code_in_model_no_gc.json")["alternating_prefill_512"]
+        parts += ["", "The same alternating prefills with Python's garbage collector off "
+                  "(`probe_mlp_code_in_model_no_gc.json`): " + "; ".join(
+                      f"{name} {a['over_reference']:.4f}x" for name, a in no_gc.items()) + "."]
+    if (folder / "probe_launch_mix.json").exists():
+        mix = load(folder, "probe_launch_mix.json")
+        parts += ["", "An aten launch (a [512, 2048] add) right after each kind of launch (`probe_launch_mix.json`, "
+                  f"{mix['cycles']} alternating cycles of {mix['burst']} pairs, host us, medians): " + "; ".join(
+                      f"after the {r['first']} ({r['first_us']:.2f} us) {r['then_aten_add_us']:.2f}"
+                      for r in mix["rows"]) + "."]
     for path in sorted(folder.glob("probe_mlp_prefill_paths_t*.json")):
         parts += ["", *prefill_paths_table(load(folder, path.name), path.name)]
     if (folder / "probe_autograd_variants.json").exists():

@@ -10,11 +10,12 @@ each synchronised and timed alone, and the median over cycles of each condition'
 untouched model's with eager code in the same cycle (one call each leaves the host's drift
 milliseconds to act, not seconds).
 
-    python benchmarks/probes/probe_mlp_code_in_model.py --out DIR [--rounds 9] [--alternating-cycles 300] [--cpu 0]
+    python benchmarks/probes/probe_mlp_code_in_model.py --out DIR [--rounds 9] [--alternating-cycles 300] [--cpu 0] [--no-gc]
 """
 
 import argparse
 import copy
+import gc
 import random
 import statistics
 import sys
@@ -39,6 +40,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--alternating-cycles", type=int, default=0)
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--no-gc", action="store_true", help="Python's cyclic garbage collector off while timing")
     args = parser.parse_args()
     cpu = pin_to_cpu(args.cpu)
     k = load_local_build()
@@ -69,6 +71,9 @@ def main():
     for condition in conditions:  # warm-up: plans, allocator, cuBLAS heuristics
         for fn, _, _ in cases.values():
             run(condition, fn)
+    if args.no_gc:  # whether collections that the MLP's code triggers land outside its own calls
+        gc.collect()
+        gc.disable()
     rounds = {case: {f"{o}, {c}": [] for o, c in conditions} for case in cases}
     for r in range(args.rounds):
         for case, (fn, repeat, per) in cases.items():
@@ -92,10 +97,10 @@ def main():
         for name, a in alternating.items():
             print(f"prefill alternating, {name:32s} {a['median_ms']:.3f} ms, {a['over_reference']:.4f}x the "
                   f"untouched model with eager code in the same cycle", flush=True)
-    write_json(args.out / "probe_mlp_code_in_model.json", {
+    write_json(args.out / f"probe_mlp_code_in_model{'_no_gc' if args.no_gc else ''}.json", {
         "env": environment(), "date": time.strftime("%Y-%m-%d"), "pinned_cpu": cpu, "layers": 8,
         "median": summary, "rounds": rounds, "alternating_cycles": args.alternating_cycles,
-        "alternating_prefill_512": alternating})
+        "alternating_prefill_512": alternating, "gc_disabled": args.no_gc})
 
 
 if __name__ == "__main__":

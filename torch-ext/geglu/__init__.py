@@ -26,6 +26,9 @@ def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str = "tanh") -> to
         approximate: "tanh" (the tanh approximation) or "none" (exact erf), as in F.gelu.
     Returns:
         A new tensor [..., d] in the inputs' dtype.
+
+    Under torch.func transforms (grad, vmap, jvp, ...), forward-mode AD and for torch.nested
+    inputs, the result is eager's composition gelu(gate) * up, with the kernels' rounding points.
     """
     return _pointwise_ops.geglu(gate, up, approximate)
 

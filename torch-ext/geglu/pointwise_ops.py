@@ -271,7 +271,8 @@ def _needs_eager_composition() -> bool:
 def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, backward_in_place: bool = False) -> torch.Tensor:
     if approximate not in APPROXIMATIONS:  # inline: this runs on every call
         check_approximate(approximate)
-    if getattr(gate, "is_nested", False) or getattr(up, "is_nested", False):  # (check_gate_up names non-tensors)
+    # getattr: a non-tensor argument goes on to check_gate_up, which names it.
+    if getattr(gate, "is_nested", False) or getattr(up, "is_nested", False):
         # torch.nested tensors have no row layout to launch on; the op is elementwise, so eager's
         # composition serves every nested layout, autograd included.
         return F.gelu(gate, approximate=approximate) * up
@@ -303,8 +304,9 @@ def geglu_packed(x: torch.Tensor, approximate: str, backward_in_place: bool = Fa
 
 
 def geglu_packed_out(out: torch.Tensor, x: torch.Tensor, approximate: str, name: str) -> torch.Tensor:
-    if getattr(x, "is_nested", False) or getattr(out, "is_nested", False):
-        raise TypeError(f"{name}(out, x): out= functions take no nested tensors ({'x' if x.is_nested else 'out'} "
+    x_nested = getattr(x, "is_nested", False)
+    if x_nested or getattr(out, "is_nested", False):
+        raise TypeError(f"{name}(out, x): out= functions take no nested tensors ({'x' if x_nested else 'out'} "
                         "is one); use geglu.geglu on the halves of x")
     check_packed(x)
     check_out(out, x)
