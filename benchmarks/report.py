@@ -283,7 +283,8 @@ def decode_tables(folder: Path) -> list[str]:
     if (folder / "probe_mlp_decode_down_unsplit.json").exists():
         out += unsplit_table(load(folder, "probe_mlp_decode_down_unsplit.json"))
     first = load(folder, "probe_mlp_first_call.json")["rows"]
-    ours = [r for r in first if r.get("peer", "ours") == "ours"]
+    profiled = set(load(folder, "probe_mlp_first_call.json").get("python_profile", ()))
+    ours = [r for r in first if r.get("peer", "ours") == "ours" and r["T"] not in profiled]
     eager = [r for r in first if r.get("peer") == "eager"]
     worst = max(ours, key=lambda r: r["ratio"])
     steady = "steady_us" in worst  # later runs: the median of 10 calls after the first
@@ -297,6 +298,9 @@ def decode_tables(folder: Path) -> list[str]:
     if "first_host_us" in worst:
         line += (f" Of that first call, {worst['first_host_us']:.0f} us passed before it returned (host), against "
                  f"{worst['steady_host_us']:.0f} in a steady call.")
+    if profiled:
+        line += (f" Not counted: T = {', '.join(map(str, sorted(profiled)))}, whose first calls ran under cProfile "
+                 "(`benchmarks/NOTES.md`, session 19).")
     if eager:
         line += (f" Eager ran every T first (so cuBLAS had loaded its kernels when the layer ran): its own first "
                  f"calls took {min(r['ratio'] for r in eager):.1f}-{max(r['ratio'] for r in eager):.1f}x its second.")

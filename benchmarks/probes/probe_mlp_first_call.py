@@ -118,6 +118,7 @@ def main():
     write_json(args.out / f"probe_mlp_first_call{'_func_load' if args.func_load else ''}.json",
                {"env": environment(), "date": time.strftime("%Y-%m-%d"), "func_load": args.func_load,
                 "cuda_module_loading": os.environ.get("CUDA_MODULE_LOADING"), "warmed_loading_states": lazy,
+                "python_profile": sorted(profiled),
                 "rows": rows})
 
 
