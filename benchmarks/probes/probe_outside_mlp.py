@@ -14,12 +14,20 @@ tokens, in models that differ only in their MLPs' forward:
 
 The models run in a rotating order over several rounds; medians per model.
 
-    python benchmarks/probes/probe_outside_mlp.py --out DIR [--layers 8 --rounds 6]
+`--prefill-cycles N` times 512-token prefills instead, in alternating cycles (one prefill per model
+per cycle, the order shuffled), each module kind's host time and the prefill's wall time per model,
+and per model the median over cycles of each against the untouched model's in the same cycle: where
+the ~10 us per layer go that the kernelized model's prefill loses outside its MLP calls
+(`benchmarks/NOTES.md`, session 19). "GemmaDecoderLayer" includes its children; the residual adds
+are the decoder layer less its attention, norms and MLP.
+
+    python benchmarks/probes/probe_outside_mlp.py --out DIR [--layers 8 --rounds 6] [--prefill-cycles 300 --cpu 7]
 """
 
 import argparse
 import collections
 import copy
+import random
 import statistics
 import sys
 import time
@@ -73,6 +81,8 @@ def main():
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--cpu", type=int, default=-1, help="pin the process to this CPU (default: not pinned)")
+    parser.add_argument("--prefill-cycles", type=int, default=0,
+                        help="alternating 512-token prefills instead of rotating decode rounds")
     args = parser.parse_args()
     cpu = pin_to_cpu(args.cpu)
     k = load_local_build()
@@ -89,6 +99,9 @@ def main():
     def decode(m):
         m.generate(prompt, max_new_tokens=32, min_new_tokens=32, do_sample=False)
 
+    if args.prefill_cycles:
+        prefill_cycles(args, models, cpu)
+        return
     reference = None
     for name, m in models.items():  # warm-up, and the same tokens from every model
         with torch.no_grad():
@@ -118,6 +131,47 @@ def main():
               flush=True)
     write_json(args.out / "probe_outside_mlp.json", {"env": environment(), "date": time.strftime("%Y-%m-%d"),
                                                      "pinned_cpu": cpu, "layers": args.layers, "rows": rows})
+
+
+def prefill_cycles(args, models: dict, cpu: int) -> None:
+    ids = torch.randint(0, 32000, (1, 512), device="cuda")
+
+    def prefill(m):
+        with torch.no_grad():
+            m(input_ids=ids, use_cache=False)
+
+    for m in models.values():  # warm-up: plans, allocator, cuBLAS heuristics
+        prefill(m), prefill(m)
+    clocks = {name: KindClock(m) for name, m in models.items()}
+    samples = {name: collections.defaultdict(list) for name in models}
+    order, rng = list(models), random.Random(0)
+    for _ in range(args.prefill_cycles):
+        rng.shuffle(order)
+        for name in order:
+            clocks[name].totals.clear()
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            prefill(models[name])
+            torch.cuda.synchronize()
+            samples[name]["prefill_us"].append((time.perf_counter() - start) * 1e6)
+            totals = clocks[name].totals
+            for kind in KINDS:
+                samples[name][kind + "_us"].append(totals.get(kind, 0.0) * 1e6)
+            samples[name]["residual_and_rest_us"].append(1e6 * (totals.get("GemmaDecoderLayer", 0.0) - sum(
+                totals.get(kind, 0.0) for kind in ("GemmaAttention", "GemmaRMSNorm", "GemmaMLP"))))
+    reference = samples["untouched"]
+    rows = []
+    for name, per in samples.items():
+        row = dict(model=name, median_us={key: statistics.median(v) for key, v in per.items()},
+                   minus_untouched_us={key: statistics.median(a - b for a, b in zip(v, reference[key]))
+                                       for key, v in per.items()})
+        rows.append(row)
+        print(f"{name:15s} " + "  ".join(f"{key[:-3]} {row['median_us'][key]:8.1f} ({row['minus_untouched_us'][key]:+6.1f})"
+                                         for key in per) + "  (us per prefill; against untouched, same cycle)",
+              flush=True)
+    write_json(args.out / "probe_outside_mlp_prefill.json", {
+        "env": environment(), "date": time.strftime("%Y-%m-%d"), "pinned_cpu": cpu, "layers": args.layers,
+        "tokens": 512, "cycles": args.prefill_cycles, "rows": rows})
 
 
 if __name__ == "__main__":
