@@ -265,7 +265,7 @@ def _needs_eager_composition() -> bool:
     body on a dual tensor would drop its tangent); eager's composition, with the kernels' rounding
     points, works under all of them. Under torch.compile the transform is traced, and the
     registered ops serve it as any traced call."""
-    return transforms_active() and not torch.compiler.is_compiling()
+    return not torch.compiler.is_compiling() and transforms_active()  # Dynamo never reads the state
 
 
 def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str, backward_in_place: bool = False) -> torch.Tensor:
