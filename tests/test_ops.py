@@ -430,6 +430,43 @@ def test_eager_autograd_records_the_package_node_through_the_c_apply(kernel, dev
     torch.testing.assert_close(out, kernel.geglu(g.detach(), u.detach()), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_small_eager_backward_made_in_the_forward(kernel, device, dtype):
+    """A small eager autograd call makes its backward's plan and gradients in the forward
+    (`prepare_backward`): right gradients; each prepared pair used by one backward only (a second
+    backward through a retained graph must not write over the gradients the first returned); a
+    gradient of another layout, or a larger call, takes the ordinary backward. (Plain CPU tensors
+    run the PyTorch implementation: nothing to prepare.)"""
+    from reference import geglu64_grads
+
+    dispatch = kernel.dispatch
+    limit = dispatch.PREPARED_BACKWARD_MAX_BYTES // torch.empty((), dtype=dtype).element_size()
+    g = (2 * torch.randn(3, 37, device=device)).to(dtype).requires_grad_()
+    u = torch.randn(3, 37, device=device).to(dtype).requires_grad_()
+    for approximate in ("tanh", "none"):
+        h = kernel.geglu(g, u, approximate)
+        assert (h.grad_fn.prepared is not None) == dispatch.use_triton(g)
+        dh1, dh2 = (torch.randn_like(h) for _ in range(2))
+        first = torch.autograd.grad(h, (g, u), dh1, retain_graph=True)
+        assert h.grad_fn.prepared is None
+        second = torch.autograd.grad(h, (g, u), dh2)
+        for dh, (got_g, got_u) in ((dh1, first), (dh2, second)):
+            want_g, want_u = geglu64_grads(dh, g, u, approximate)
+            assert_close_to_reference(got_g, want_g, "dgate", scale=dh * u)
+            assert_close_to_reference(got_u, want_u, "dup")
+        assert first[0].data_ptr() != second[0].data_ptr()
+        # a gradient laid out otherwise than h (column-major): the ordinary backward
+        h = kernel.geglu(g, u, approximate)
+        dh_t = torch.randn(37, 3, device=device).to(dtype).t()
+        got_g, got_u = torch.autograd.grad(h, (g, u), dh_t)
+        want_g, want_u = geglu64_grads(dh_t, g, u, approximate)
+        assert_close_to_reference(got_g, want_g, "dgate, column-major grad", scale=dh_t * u)
+        assert_close_to_reference(got_u, want_u, "dup, column-major grad")
+    assert kernel.pointwise_ops.geglu(g, u, "tanh", backward_in_place=True).grad_fn.prepared is None
+    big = torch.randn(2, limit // 2 + 1, device=device).to(dtype).requires_grad_()
+    assert kernel.geglu(big, big.detach().clone()).grad_fn.prepared is None
+
+
 @pytest.mark.parametrize("approximate", ["tanh", "none"])
 def test_torch_func_transforms_get_eager_composition_gradients(kernel, device, approximate):
     """grad, vmap, jvp and jacrev of geglu() (both layouts) answer as they do for eager's

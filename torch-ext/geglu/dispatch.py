@@ -258,6 +258,31 @@ def geglu_backward_impl(grad, gate, up, approximate, traceable=False):
     return grad_gate, grad_up
 
 
+# Gradients up to this many bytes each are made in the forward of an eager autograd call
+# (`prepare_backward`): the host-bound sizes, where they hold next to no memory.
+PREPARED_BACKWARD_MAX_BYTES = 1 << 18
+
+
+def prepare_backward(out, gate, up, approximate):
+    """The backward of a small eager autograd call, made in its forward: the backward's plan for a
+    gradient laid out as `out` (h), that layout's strides, and the two gradient tensors; None where
+    it does not apply (larger than PREPARED_BACKWARD_MAX_BYTES, no row views, no Triton kernel).
+    Autograd runs the backward on its device thread, where each Python step costs about twice its
+    main-thread price (benchmarks/NOTES.md): the lookup and the two allocations cost less here.
+    The price is their memory (at most twice PREPARED_BACKWARD_MAX_BYTES) from forward to backward."""
+    if gate.numel() * gate.element_size() > PREPARED_BACKWARD_MAX_BYTES or \
+            not (gate.is_cuda or gate.device.type == "cpu" and use_triton(gate)):
+        return None
+    key = (gate.shape, out.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, False)
+    entry = _plans.get(key, False)
+    if entry is False:
+        entry = _plan_backward(key, out, gate, up, approximate, False)
+    if entry is _NOT_PLANNED:
+        return None
+    return (entry, out.stride(), torch.empty_like(gate, memory_format=torch.contiguous_format),
+            torch.empty_like(gate, memory_format=torch.contiguous_format))
+
+
 def geglu_backward_in_place_impl(grad, gate, up, approximate, traceable=False):
     if not traceable and gate.is_cuda:
         key = (gate.shape, grad.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, True)

@@ -38,7 +38,9 @@ from .checks import APPROXIMATIONS, check_approximate, check_gate_up, check_out,
 from .dispatch import (AUTOGRAD, DIRECT, OP, _torch_forward, c_apply, eager_fast_path,
                        geglu_backward_impl, geglu_backward_in_place_impl, geglu_forward_impl,
                        geglu_packed_backward_impl, geglu_packed_backward_in_place_impl, geglu_packed_forward_impl,
-                       geglu_packed_forward_out_impl, has_tangent, route, transforms_active, unwrap_if_dead)
+                       geglu_packed_forward_out_impl, has_tangent, prepare_backward, route, transforms_active,
+                       unwrap_if_dead)
+from .kernel_src.launch import launch
 from .kernel_src.pointwise import _geglu_backward_kernel, _geglu_forward_kernel
 
 
@@ -181,6 +183,7 @@ _PACKED = _Layout(geglu_packed_backward_impl, geglu_packed_backward, geglu_packe
 def _save(ctx, layout: _Layout, tensors, approximate: str, backward_in_place: bool) -> None:
     ctx.save_for_backward(*tensors)
     ctx.layout, ctx.approximate, ctx.backward_in_place = layout, approximate, backward_in_place
+    ctx.prepared = None  # `prepare_backward`'s plan and gradients (eager, separate layout)
 
 
 def _backward(ctx, grad, fast: bool | None = None) -> tuple:
@@ -223,6 +226,13 @@ def _eager_backward(ctx, grad) -> tuple:
     # differentiated itself (create_graph): then through the ops, which say they have no
     # double backward instead of returning a silently wrong one.
     fast = not torch.is_grad_enabled() and type(grad) is torch.Tensor
+    prepared = ctx.prepared
+    if prepared is not None:
+        ctx.prepared = None  # used once: a second backward (retain_graph) makes its own gradients
+        if fast and grad.stride() == prepared[1]:
+            grad_gate, grad_up = prepared[2], prepared[3]
+            launch(prepared[0], grad, *ctx.saved_tensors, grad_gate, grad_up)
+            return grad_gate, grad_up, None, None
     if fast and not ctx.backward_in_place:
         # The common case without `_backward`'s call: autograd runs this on its device thread,
         # where each Python call costs about twice its main-thread price (benchmarks/NOTES.md).
@@ -237,7 +247,10 @@ class _EagerGeGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate, up, approximate, backward_in_place):
         _save(ctx, _SEPARATE, (gate, up), approximate, backward_in_place)
-        return geglu_forward_impl(gate, up, approximate)
+        out = geglu_forward_impl(gate, up, approximate)
+        if not backward_in_place:
+            ctx.prepared = prepare_backward(out, gate, up, approximate)
+        return out
 
     backward = staticmethod(_eager_backward)
 
