@@ -462,6 +462,16 @@ def test_small_eager_backward_made_in_the_forward(kernel, device, dtype):
         want_g, want_u = geglu64_grads(dh_t, g, u, approximate)
         assert_close_to_reference(got_g, want_g, "dgate, column-major grad", scale=dh_t * u)
         assert_close_to_reference(got_u, want_u, "dup, column-major grad")
+    # activation checkpointing: the recomputed forward's preparation must not disturb the backward
+    from torch.utils.checkpoint import checkpoint
+
+    dh = torch.randn_like(g)
+    want_g, want_u = geglu64_grads(dh, g, u, "tanh")
+    for reentrant in (False, True):
+        g.grad = u.grad = None
+        checkpoint(lambda a, b: kernel.geglu(a, b) * 1, g, u, use_reentrant=reentrant).backward(dh)
+        assert_close_to_reference(g.grad, want_g, f"dgate, checkpoint reentrant={reentrant}", scale=dh * u)
+        assert_close_to_reference(u.grad, want_u, f"dup, checkpoint reentrant={reentrant}")
     assert kernel.pointwise_ops.geglu(g, u, "tanh", backward_in_place=True).grad_fn.prepared is None
     big = torch.randn(2, limit // 2 + 1, device=device).to(dtype).requires_grad_()
     assert kernel.geglu(big, big.detach().clone()).grad_fn.prepared is None
