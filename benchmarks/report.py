@@ -485,6 +485,28 @@ def outside_mlp_table(runs: dict) -> list[str]:
     return out
 
 
+def outside_mlp_prefill_table(run: dict) -> list[str]:
+    """Host time per module kind in alternating 512-token prefills, against the untouched model in
+    the same cycle, and the caching allocator's work per prefill (`probes/probe_outside_mlp.py
+    --prefill-cycles`)."""
+    kinds = [("prefill_us", "prefill (wall)"), ("GemmaAttention_us", "attention"), ("GemmaRMSNorm_us", "RMSNorm"),
+             ("GemmaMLP_us", "MLP"), ("GemmaRotaryEmbedding_us", "rotary"),
+             ("residual_and_rest_us", "decoder layers less their modules")]
+    counts = [("allocation.all.allocated", "allocations"), ("num_device_alloc", "cudaMalloc"),
+              ("num_device_free", "cudaFree"), ("inactive_split.all.allocated", "block splits")]
+    out = [f"### Where a 512-token prefill's host time goes, by module kind (`probe_outside_mlp_prefill.json`, "
+           f"{run['layers']} layers, {run['cycles']} alternating cycles, pinned to CPU {run['pinned_cpu']})", "",
+           "Each cell: us per prefill, median over cycles; in brackets the median of its difference against the "
+           "untouched model's in the same cycle. Then the caching allocator's work per prefill (means).", "",
+           "| model | " + " | ".join(label for _, label in kinds + counts) + " |",
+           "|---|" + "---|" * (len(kinds) + len(counts))]
+    for r in run["rows"]:
+        cells = [f"{r['median_us'][k]:.1f} ({r['minus_untouched_us'][k]:+.1f})" for k, _ in kinds]
+        cells += [f"{r['allocator_per_prefill'].get(k, float('nan')):.1f}" for k, _ in counts]
+        out.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    return out
+
+
 def host_split_table(run: dict) -> list[str]:
     """Host time of the layer's steps against eager's (`probes/probe_mlp_host_split.py`)."""
     tokens = sorted({r["T"] for r in run["rows"]})
@@ -616,6 +638,8 @@ def launch_report(folder: Path) -> None:
                if (folder / name).exists()}
     if outside:
         parts += ["", *outside_mlp_table(outside)]
+    if (folder / "probe_outside_mlp_prefill.json").exists():
+        parts += ["", *outside_mlp_prefill_table(load(folder, "probe_outside_mlp_prefill.json"))]
     if (folder / "probe_mlp_code_in_model.json").exists():
         parts += ["", *code_in_model_table(load(folder, "probe_mlp_code_in_model.json"))]
     if (folder / "probe_mlp_code_in_model_no_gc.json").exists():

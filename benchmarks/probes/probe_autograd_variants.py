@@ -8,7 +8,9 @@ eager's gelu * up in the same cycle). What each variant changes:
 - "flat": forward and backward each one Python frame (plan lookup, allocation and launch inline),
   where the package's node calls `_save` and the op body forward, the op body backward;
 - "one allocation": both gradients as the two halves of one [2, T, I] buffer;
-- "key from forward": the backward's plan key built in the forward (only grad's strides added).
+- "key from forward": the backward's plan key built in the forward (only grad's strides added);
+- "prepared": the backward's plan looked up and both gradients allocated in the forward, on the
+  caller's thread (what the package does since session 20 for gradients up to 256 KiB each).
 
 The backward runs on autograd's device thread, where each Python step costs about twice its
 main-thread price (`probe_autograd_thread.py`).
@@ -44,7 +46,7 @@ def variants(k):
     plans = dispatch._plans
     check_approximate, check_gate_up, route = ops.check_approximate, ops.check_gate_up, ops.route
 
-    def flat(one_alloc: bool, key_from_forward: bool):
+    def flat(one_alloc: bool, key_from_forward: bool, prepared: bool = False):
         class Flat(torch.autograd.Function):
             @staticmethod
             def forward(ctx, gate, up, approximate, backward_in_place):
@@ -56,11 +58,22 @@ def variants(k):
                     ctx.key = key
                 out = torch.empty_like(gate, memory_format=torch.contiguous_format)
                 launch(entry, gate, up, out)
+                if prepared:
+                    bkey = (gate.shape, out.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(),
+                            approximate, False)
+                    ctx.prepared = (plans.get(bkey) or dispatch._plan_backward(bkey, out, gate, up, approximate, False),
+                                    out.stride(), torch.empty_like(gate, memory_format=torch.contiguous_format),
+                                    torch.empty_like(gate, memory_format=torch.contiguous_format))
                 return out
 
             @staticmethod
             def backward(ctx, grad):
                 gate, up = ctx.saved_tensors
+                if prepared and grad.stride() == ctx.prepared[1]:
+                    entry, _, dgate, dup = ctx.prepared
+                    ctx.prepared = None
+                    launch(entry, grad, gate, up, dgate, dup)
+                    return dgate, dup, None, None
                 if key_from_forward:
                     key = (ctx.key, grad.stride())
                 else:
@@ -93,6 +106,7 @@ def variants(k):
             unwrap_if_dead(gate), unwrap_if_dead(up), approximate, backward_in_place)
 
     flat_plain, flat_one, flat_key = flat(False, False), flat(True, False), flat(True, True)
+    flat_prepared = flat(False, False, prepared=True)
     return {
         "eager gelu*mul": lambda g, u: torch.nn.functional.gelu(g, approximate="tanh") * u,
         "reference: bare Function": lambda g, u: BareFunction.apply(g, u),
@@ -102,6 +116,7 @@ def variants(k):
         "flat node, C apply": checked(c_apply(flat_plain)),
         "flat node, C apply, one allocation": checked(c_apply(flat_one)),
         "flat node, C apply, one allocation, key from forward": checked(c_apply(flat_key)),
+        "flat node, C apply, prepared": checked(c_apply(flat_prepared)),
     }
 
 
