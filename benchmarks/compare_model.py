@@ -12,8 +12,8 @@ The first three are plain calls: the host time of every launch is in them, as in
 token with a `StaticCache`, the greedy pick, the position's increment) and replays it per token, as
 a serving stack does: device time only.
 
-The prefill and the training step are also timed in alternating cycles (`--alternating-cycles`):
-one call of each model per cycle, the order shuffled, each call synchronised and timed alone; the
+The prefill, the training step and plain decoding (calls of 8 new tokens) are also timed in
+alternating cycles (`--alternating-cycles`): one call of each model per cycle, the order shuffled, each call synchronised and timed alone; the
 speedup is the median over cycles of the untouched model's time over the kernelized one's in the
 same cycle, and the A/A control the same ratio for the two untouched copies. Rounds of several
 calls leave the host's drift between the models of a round; one call each cuts that to milliseconds.
@@ -86,7 +86,8 @@ def main():
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--alternating-cycles", type=int, default=200,
-                        help="cycles of one prefill per model (half as many training steps)")
+                        help="cycles of one prefill per model (half as many training steps, a third as many "
+                             "8-token decodes)")
     parser.add_argument("--cpu", type=int, default=None,
                         help="the CPU the process is pinned to (default: the first it may use; -1: not pinned)")
     args = parser.parse_args()
@@ -158,12 +159,19 @@ def main():
               f"speedup {ratio:.3f}x (best rounds {best_ratio:.3f}x); A/A control untouched / untouched_copy "
               f"{per_model['untouched'] / per_model['untouched_copy']:.3f}x", flush=True)
     alternating = {}
-    for case, cycles in (("prefill_512_ms", args.alternating_cycles), ("train_step_2x1024_ms", args.alternating_cycles // 2)):
-        fn, per_model, order, rng = cases[case][0], {name: [] for name in names}, list(names), random.Random(0)
+    # (case, cycles, one call, tokens per call): decode in calls of 8 new tokens, so that a cycle
+    # of three models stays a fraction of a second.
+    alternating_cases = (("prefill_512_ms", args.alternating_cycles, cases["prefill_512_ms"][0], 1),
+                         ("train_step_2x1024_ms", args.alternating_cycles // 2, cases["train_step_2x1024_ms"][0], 1),
+                         ("decode_ms_per_token", args.alternating_cycles // 3, lambda m: (m.eval(), decode(m, 8)), 8))
+    for case, cycles, fn, per in alternating_cases:
+        per_model, order, rng = {name: [] for name in names}, list(names), random.Random(0)
+        for m in models.values():  # warm (decode: generate's 8-token path)
+            fn(m)
         for _ in range(cycles):
             rng.shuffle(order)
             for name in order:
-                per_model[name].append(timed_ms(lambda: fn(models[name]), 1))
+                per_model[name].append(timed_ms(lambda: fn(models[name]), 1) / per)
         alternating[case] = {
             "cycles": cycles, "median_ms": {name: statistics.median(t) for name, t in per_model.items()},
             "speedup": statistics.median(u / k for u, k in zip(per_model["untouched"], per_model["kernelized"])),
