@@ -164,37 +164,55 @@ def test_gpu_tight_against_eager(kernel, dtype):
 
 @gpu
 def test_cuda_graph_capture_and_replay(kernel):
+    """Forward and backward captured together and replayed on new inputs; the small call's
+    backward launches into gradients its forward made (`prepare_backward`)."""
+    from reference import geglu64_grads
+
     torch.manual_seed(0)
     static_x = torch.randn(64, 2 * 4096, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     static_g = torch.randn(64, 4096, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     static_u = torch.randn_like(static_g, requires_grad=True)
+    small_g = torch.randn(3, 4096, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    small_u = torch.randn_like(small_g, requires_grad=True)
+    weight = torch.randn(3, 4096, device="cuda")
     layer = kernel.layers.GeluTanhAndMul()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):  # warm-up outside the capture
-        for _ in range(2):
-            layer(static_x).sum().backward()
-            kernel.geglu(static_g, static_u, approximate="none").sum().backward()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    static_x.grad = static_g.grad = static_u.grad = None
-    with torch.cuda.graph(graph):
+
+    def step():
         out_packed = layer(static_x)
         out_packed.float().sum().backward()
         out_sep = kernel.geglu(static_g, static_u, approximate="none")
         out_sep.float().sum().backward()
+        out_small = kernel.geglu(small_g, small_u)
+        (out_small.float() * weight).sum().backward()
+        return out_packed, out_sep, out_small
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up outside the capture
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    assert kernel.geglu(small_g, small_u).grad_fn.prepared is not None
+    graph = torch.cuda.CUDAGraph()
+    static_x.grad = static_g.grad = static_u.grad = small_g.grad = small_u.grad = None
+    with torch.cuda.graph(graph):
+        out_packed, out_sep, out_small = step()
+    dh_small = weight.to(torch.bfloat16)  # what the cast back to bf16 hands the node
     for _ in range(3):
         with torch.no_grad():
-            static_x.copy_(torch.randn_like(static_x))
-            static_g.copy_(torch.randn_like(static_g))
-            static_u.copy_(torch.randn_like(static_u))
+            for t in (static_x, static_g, static_u, small_g, small_u):
+                t.copy_(torch.randn_like(t))
         graph.replay()
         torch.cuda.synchronize()
         d = 4096
         assert_close_to_reference(out_packed, geglu64(static_x[:, :d], static_x[:, d:], "tanh"))
         assert_close_to_reference(out_sep, geglu64(static_g, static_u, "none"))
+        assert_close_to_reference(out_small, geglu64(small_g, small_u, "tanh"))
         ref = F.gelu(static_x[:, :d].detach().float(), approximate="tanh")
         torch.testing.assert_close(static_x.grad[:, d:].float(), ref, rtol=1e-2, atol=1e-2)
+        want_g, want_u = geglu64_grads(dh_small, small_g, small_u, "tanh")
+        assert_close_to_reference(small_g.grad, want_g, "dgate after replay", scale=dh_small * small_u)
+        assert_close_to_reference(small_u.grad, want_u, "dup after replay")
 
 
 def _dependent_chain(pointwise, g, u, pdl):
