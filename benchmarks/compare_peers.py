@@ -61,21 +61,23 @@ def both_times(row, key, fn, timers=(("_us", graph_us), ("_plain_us", median_us)
             row[key + suffix.replace("us", "error")] = f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-def interleaved_plain_us(rows, key, fns):
+def interleaved_plain_us(rows, key, fns, flush="write"):
     """Plain-call time of each peer's fn (do_bench median, host time included), the peers timed in
     turn ROUNDS times and the median kept: plain calls are host-bound and the GPU machine's host
     drifts by tens of percent over seconds, which one timing per peer would charge to whichever
-    peer ran then. Per-round times go to key + '_plain_rounds_us'."""
+    peer ran then. Per-round times go to key + '_plain_rounds_us'. flush "read": the L2 cleared by
+    reads instead of do_bench's writes (`median_us`), the keys then `_plain_readflush_...`."""
     times = {name: [] for name in fns}
+    tag = "_plain" if flush == "write" else "_plain_readflush"
     for _ in range(ROUNDS):
         for name, fn in fns.items():
             try:
-                times[name].append(median_us(fn, rep_ms=50))
+                times[name].append(median_us(fn, rep_ms=50, flush=flush))
             except Exception as exc:  # noqa: BLE001 (one peer failing must not end the run)
-                rows[name][key + "_plain_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                rows[name][key + tag + "_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
     for name, t in times.items():
-        rows[name][key + "_plain_us"] = statistics.median(t) if t else float("nan")
-        rows[name][key + "_plain_rounds_us"] = t
+        rows[name][key + tag + "_us"] = statistics.median(t) if t else float("nan")
+        rows[name][key + tag + "_rounds_us"] = t
 
 
 def interleaved_us(rows, key, fns, calls=10):
@@ -198,10 +200,12 @@ def mlp_peers(k, hidden, inter, baseline=None):
     return base, fns
 
 
-def bench_mlp(k, dims=DIMS, tokens=TOKENS, bw=None, plain_only=False, baseline=None):
+def bench_mlp(k, dims=DIMS, tokens=TOKENS, bw=None, plain_only=False, baseline=None, read_flush=False):
     """The whole MLP per peer. `fwd_weight_frac`: the three weight matrices read once at the copy
     bandwidth `bw` (GB/s), over the forward's device time (the decode roofline). plain_only: the
-    forward's plain calls only (no graph replay, no training step): the host-bound side, quickly."""
+    forward's plain calls only (no graph replay, no training step): the host-bound side, quickly.
+    read_flush: the forward's plain calls timed a second time with the L2 cleared by reads
+    (`fwd_plain_readflush_us`, `median_us`)."""
     rows = []
     for hidden, inter in dims:
         base, fns = mlp_peers(k, hidden, inter, baseline)
@@ -222,6 +226,8 @@ def bench_mlp(k, dims=DIMS, tokens=TOKENS, bw=None, plain_only=False, baseline=N
                 both_times(row, "train", steps[name], timers=(("_us", graph_us),))
             with torch.no_grad():
                 interleaved_plain_us(point_rows, "fwd", forwards)
+                if read_flush:
+                    interleaved_plain_us(point_rows, "fwd", forwards, flush="read")
             if plain_only:
                 rows += point_rows.values()
                 print(f"mlp H={hidden} I={inter} T={t:5d} fwd plain us: " + " | ".join(
@@ -343,6 +349,9 @@ def main():
                              "peer ours_baseline")
     parser.add_argument("--plain-only", action="store_true",
                         help="mlp section: the forward's plain calls only (compare_mlp_plain.json)")
+    parser.add_argument("--read-flush", action="store_true",
+                        help="mlp section: also time the plain calls with the L2 cleared by reads, not do_bench's "
+                             "writes (fwd_plain_readflush_us)")
     args = parser.parse_args()
     k = load_local_build()
     baseline = None
@@ -369,7 +378,7 @@ def main():
             section += "_plain" if args.plain_only else ""
             for dims in args.dims:  # saved after each shape, as above
                 result["rows"] += bench_mlp(k, dims=(dims,), tokens=args.tokens, bw=bw, plain_only=args.plain_only,
-                                          baseline=baseline)
+                                          baseline=baseline, read_flush=args.read_flush)
                 write_json(args.out / f"compare_{section}.json", result)
         write_json(args.out / f"compare_{section}.json", {**result, "rows": [r for r in result["rows"]]})
         result["rows"] = []
