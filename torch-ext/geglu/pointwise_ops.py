@@ -183,7 +183,6 @@ _PACKED = _Layout(geglu_packed_backward_impl, geglu_packed_backward, geglu_packe
 def _save(ctx, layout: _Layout, tensors, approximate: str, backward_in_place: bool) -> None:
     ctx.save_for_backward(*tensors)
     ctx.layout, ctx.approximate, ctx.backward_in_place = layout, approximate, backward_in_place
-    ctx.prepared = None  # `prepare_backward`'s plan and gradients (eager, separate layout)
 
 
 def _backward(ctx, grad, fast: bool | None = None) -> tuple:
@@ -226,9 +225,11 @@ def _eager_backward(ctx, grad) -> tuple:
     # differentiated itself (create_graph): then through the ops, which say they have no
     # double backward instead of returning a silently wrong one.
     fast = not torch.is_grad_enabled() and type(grad) is torch.Tensor
-    prepared = ctx.prepared
+    # `prepare_backward`'s plan and gradients, taken in one step (a dict pop holds the GIL
+    # throughout): each serves one backward only; a second one through a retained graph, also
+    # from another thread, makes its own gradients.
+    prepared = ctx.__dict__.pop("prepared", None)
     if prepared is not None:
-        ctx.prepared = None  # used once: a second backward (retain_graph) makes its own gradients
         if fast and grad.stride() == prepared[1]:
             grad_gate, grad_up = prepared[2], prepared[3]
             launch(prepared[0], grad, *ctx.saved_tensors, grad_gate, grad_up)
@@ -249,7 +250,9 @@ class _EagerGeGLU(torch.autograd.Function):
         _save(ctx, _SEPARATE, (gate, up), approximate, backward_in_place)
         out = geglu_forward_impl(gate, up, approximate)
         if not backward_in_place:
-            ctx.prepared = prepare_backward(out, gate, up, approximate)
+            prepared = prepare_backward(out, gate, up, approximate)
+            if prepared is not None:
+                ctx.prepared = prepared
         return out
 
     backward = staticmethod(_eager_backward)
