@@ -485,6 +485,17 @@ def test_small_eager_backward_made_in_the_forward(kernel, device, dtype):
         want_g, want_u = geglu64_grads(dh_t, g, u, approximate)
         assert_close_to_reference(got_g, want_g, "dgate, column-major grad", scale=dh_t * u)
         assert_close_to_reference(got_u, want_u, "dup, column-major grad")
+    # saved-tensor hooks (activation offloading): the backward reads what the hooks unpack, not the
+    # tensors the forward saw (here overwritten after the forward)
+    g2, u2 = g.detach().clone().requires_grad_(), u.detach().clone().requires_grad_()
+    want_g, want_u = geglu64_grads(dh1, g2, u2, "tanh")
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.detach().clone(), lambda t: t):
+        h = kernel.geglu(g2, u2)
+    with torch.no_grad():
+        g2.mul_(-3.0), u2.add_(1.0)
+    got_g, got_u = torch.autograd.grad(h, (g2, u2), dh1)
+    assert_close_to_reference(got_g, want_g, "dgate, saved-tensor hooks", scale=dh1 * u)
+    assert_close_to_reference(got_u, want_u, "dup, saved-tensor hooks")
     # activation checkpointing: the recomputed forward's preparation must not disturb the backward
     from torch.utils.checkpoint import checkpoint
 
