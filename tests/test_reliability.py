@@ -193,6 +193,31 @@ def test_out_functions_compile_fullgraph(kernel, fn):
     assert_close_to_reference(out, geglu64(x[:, :8], x[:, 8:], "tanh" if "tanh" in fn else "none"))
 
 
+@pytest.mark.parametrize("strict", [False, True], ids=["non-strict", "strict"])
+def test_torch_export_keeps_the_op_and_the_answer(kernel, strict):
+    """torch.export of a module calling geglu() and of a kernelized MLP, strict (Dynamo) and
+    non-strict (fake tensors through Python): the exported graph holds the package's op, and the
+    exported module answers as the module does."""
+    op_name = kernel.pointwise_ops.geglu_forward._qualname.replace("::", ".")  # as graph targets print
+
+    class CallsGeGLU(nn.Module):
+        def forward(self, g, u):
+            return kernel.geglu(g, u, "none")
+
+    g, u = torch.randn(3, 5, 40, device=DEVICE), torch.randn(3, 5, 40, device=DEVICE)
+    mlp = _kernelized(kernel, GateUpDown().to(DEVICE), "GeGLUMLP")
+    x = torch.randn(2, 5, 24, device=DEVICE)
+    for module, args, want in ((CallsGeGLU(), (g, u), geglu64(g, u, "none")), (mlp, (x,), mlp(x))):
+        exported = torch.export.export(module, args, strict=strict)
+        targets = [str(n.target) for n in exported.graph.nodes if n.op == "call_function"]
+        assert any(op_name in t for t in targets), targets
+        got = exported.module()(*args)
+        if module is mlp:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        else:
+            assert_close_to_reference(got, want, "exported geglu()")
+
+
 def test_fake_and_meta_tensors_give_shapes_not_false_overlaps(kernel):
     from torch._subclasses.fake_tensor import FakeTensorMode
 
