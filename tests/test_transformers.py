@@ -422,3 +422,48 @@ def test_kernelized_model_under_forward_mode_ad_matches_eager(kernel, family):
     torch.testing.assert_close(primal, primal_ref, rtol=1e-4, atol=1e-4)
     rel = ((jvp - jvp_ref).norm() / jvp_ref.norm()).item()
     assert rel < 1e-4, f"{family}: the kernelized model's tangent differs from eager's by {rel:.2e}"
+
+
+@pytest.mark.parametrize("family", ["gemma", "t5_v1_1", "modernbert"])
+def test_peft_lora_on_the_projections_is_honoured(kernel, family):
+    """LoRA adapters (peft) on a kernelized model's MLP projections, the way fine-tuners add them
+    after loading with kernels: the layers see wrapped projections and call them as modules, so
+    the adapters' contribution is in the output and the adapters get the untouched model's
+    gradients (the same adapters on the same weights); the frozen base weights get none."""
+    from kernels import Mode
+
+    peft = pytest.importorskip("peft", reason="peft is not installed here (CI installs it: requirements-dev.txt)")
+    LoraConfig, get_peft_model = peft.LoraConfig, peft.get_peft_model
+    build, make_inputs, out_getter = FAMILIES[family]
+    torch.manual_seed(int.from_bytes(os.urandom(2), "little"))
+    eager = build().to(DEVICE).float()
+    model = copy.deepcopy(eager)
+    _kernelize(kernel, model, Mode.TRAINING)
+    targets = sorted({name.rsplit(".", 1)[-1] for m in _geglu_modules(kernel, model)
+                      for name, sub in m.named_modules() if isinstance(sub, torch.nn.Linear) and name})
+    assert targets, f"{family}: no projection to adapt"
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, init_lora_weights=False)
+    peft_model, peft_eager = get_peft_model(model, config), get_peft_model(eager, copy.deepcopy(config))
+    assert _replaced(peft_model), f"{family}: adding the adapters removed the package's layers"
+    peft_eager.load_state_dict(peft_model.state_dict())  # the same (non-zero) adapters on both
+    inputs = {k: v.to(DEVICE) for k, v in make_inputs(eager).items()}
+    peft_model.train(), peft_eager.train()
+    torch.manual_seed(0)
+    out, loss = _loss(out_getter, peft_model, inputs)
+    torch.manual_seed(0)
+    out_ref, loss_ref = _loss(out_getter, peft_eager, inputs)
+    with torch.no_grad(), peft_eager.disable_adapter():
+        torch.manual_seed(0)
+        without_adapters = out_getter(peft_eager(**inputs)).float()
+    assert (out_ref - without_adapters).abs().max() > 1e-3, "the adapters change nothing: the test cannot fail"
+    torch.testing.assert_close(out, out_ref, rtol=1e-4, atol=1e-4)
+    loss.backward(), loss_ref.backward()
+    adapted = 0
+    for (name, p), p_ref in zip(peft_model.named_parameters(), peft_eager.parameters()):
+        if "lora_" in name:
+            adapted += 1
+            rel = ((p.grad - p_ref.grad).norm() / p_ref.grad.norm().clamp_min(1e-12)).item()
+            assert rel < 1e-4, f"{family}: grad of {name} differs from eager by {rel:.2e}"
+        else:
+            assert p.grad is None and p_ref.grad is None, f"{family}: frozen {name} got a gradient"
+    assert adapted >= 2 * len(targets)
