@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run on the GPU machine: install carried wheels, run the test suite on the GPU, then the
 # job named by $1 (gemma | final | sweep | compare | floor | reliability | launch | mlp | one_launch | gemm | training |
-# training_step | decode_middle | width | host_noise | first_call | code_in_model | prefill_paths | none). PYTEST_ARGS="-n 14 --dist load" runs the suite in about 140 s on an H200 host. Logs and results go to $OUT.
+# training_step | decode_middle | width | host_noise | first_call | code_in_model | prefill_paths | host_bars | model_bars | none). PYTEST_ARGS="-n 14 --dist load" runs the suite in about 140 s on an H200 host. Logs and results go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -113,5 +113,19 @@ case "${1:-none}" in
     (cd benchmarks && for t in ${PREFILL_TOKENS:-512 2048}; do
       timeout 240 python3 probes/probe_mlp_prefill_paths.py --out "$OUT" --rounds 9 --tokens "$t" || break; done) 2>&1 \
       | grep -v dirty | tee "$OUT/prefill_paths.log" | tail -20 ;;
+  host_bars)
+    # The host-time bars, bounded to fit one call with SKIP_TESTS=1: geglu()'s autograd node against
+    # an earlier build's ($BASELINE: that commit's build/ folder), the host rows, and where a 512-token
+    # prefill's host time goes (with the caching allocator's counts).
+    (cd benchmarks && timeout 100 python3 probes/probe_autograd_variants.py --out "$OUT" --cycles 400 --burst 20 \
+      --baseline-build "${BASELINE:?}"; timeout 120 python3 compare_peers.py --out "$OUT" --sections host; \
+      timeout 150 python3 probes/probe_outside_mlp.py --out "$OUT" --prefill-cycles 300 --cpu 7) 2>&1 \
+      | grep -v dirty | tee "$OUT/host_bars.log" | tail -40 ;;
+  model_bars)
+    # The model in alternating cycles (prefill, training step, plain decode) and the MLP's plain
+    # calls with both L2 flushes, bounded to fit one call with SKIP_TESTS=1.
+    (cd benchmarks && timeout 260 python3 compare_model.py --out "$OUT" --rounds 11 --cpu 7 --alternating-cycles 300; \
+      timeout 260 python3 compare_peers.py --out "$OUT" --sections mlp --plain-only --read-flush \
+      --tokens "${MLP_TOKENS:-1,16,64,128}") 2>&1 | grep -v dirty | tee "$OUT/model_bars.log" | tail -40 ;;
   compare) (cd benchmarks && python3 compare_peers.py --out "$OUT" --sections "${SECTIONS:-pointwise,mlp,extras}") 2>&1 | tee "$OUT/compare.log" | tail -80 ;;
 esac
