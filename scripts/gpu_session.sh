@@ -117,8 +117,9 @@ case "${1:-none}" in
     # The host-time bars, bounded to fit one call with SKIP_TESTS=1: geglu()'s autograd node against
     # an earlier build's ($BASELINE: that commit's build/ folder), the host rows, and where a 512-token
     # prefill's host time goes (with the caching allocator's counts).
+    base=$(realpath "${BASELINE:?}")  # before the cd below
     (cd benchmarks && timeout 100 python3 probes/probe_autograd_variants.py --out "$OUT" --cycles 400 --burst 20 \
-      --baseline-build "${BASELINE:?}"; timeout 120 python3 compare_peers.py --out "$OUT" --sections host; \
+      --baseline-build "$base"; timeout 120 python3 compare_peers.py --out "$OUT" --sections host; \
       timeout 150 python3 probes/probe_outside_mlp.py --out "$OUT" --prefill-cycles 300 --cpu 7) 2>&1 \
       | grep -v dirty | tee "$OUT/host_bars.log" | tail -40 ;;
   model_bars)
