@@ -12,13 +12,12 @@ and at the end the parameters. Rank 0 writes the JSON."""
 
 import argparse
 import copy
-import json
-import os
 import sys
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
+
+from tp_check import finish_distributed, init_distributed
 
 
 def _full(t):
@@ -54,11 +53,7 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, default=2)
     args = p.parse_args(argv)
 
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if args.gpu else torch.device("cpu")
-    if args.gpu:
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if args.gpu else "gloo")
+    rank, world, device = init_distributed(args.gpu)
 
     from kernels import Mode, get_local_kernel, kernelize, use_kernel_mapping
     from transformers import GemmaConfig, GemmaForCausalLM
@@ -113,11 +108,7 @@ def main(argv=None) -> int:
         for opt in optimizers.values():
             opt.step()
     result["param_max_rel_err"] = max(_rel(a, b) for (_, a), b in params)
-    if rank == 0:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-        print(json.dumps(result, indent=1))
-    dist.barrier()
-    dist.destroy_process_group()
+    finish_distributed(rank, args.out, result)
     return 0
 
 

@@ -22,6 +22,26 @@ import torch
 import torch.distributed as dist
 
 
+def init_distributed(gpu: bool) -> tuple[int, int, torch.device]:
+    """torchrun's rank and world size, this process's device (its GPU with `gpu`, else the CPU),
+    and the process group over NCCL or gloo."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if gpu else torch.device("cpu")
+    if gpu:
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if gpu else "gloo")
+    return rank, world, device
+
+
+def finish_distributed(rank: int, out: Path, result: dict) -> None:
+    """Rank 0 writes (and prints) the JSON; then every rank leaves the process group together."""
+    if rank == 0:
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps(result, indent=1))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", type=Path, required=True, help="the kernel build folder (scripts/build_variants.py)")
@@ -35,11 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()), help="where the checkpoint is saved")
     args = p.parse_args(argv)
 
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if args.gpu else torch.device("cpu")
-    if args.gpu:
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if args.gpu else "gloo")
+    rank, world, device = init_distributed(args.gpu)
     dtype = getattr(torch, args.dtype)
 
     from kernels import Mode, get_local_kernel, kernelize, use_kernel_mapping
@@ -93,11 +109,7 @@ def main(argv=None) -> int:
 
     if args.time:
         result["timing"] = timings(model, untouched, device)
-    if rank == 0:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-        print(json.dumps(result, indent=1))
-    dist.barrier()
-    dist.destroy_process_group()
+    finish_distributed(rank, args.out, result)
     return 0
 
 
