@@ -17,16 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tp_check import finish_distributed, init_distributed
-
-
-def _full(t):
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-
-def _rel(a, b) -> float:
-    a, b = _full(a).float(), _full(b).float()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+from tp_check import finish_distributed, init_distributed, relative_error
 
 
 def _node_names(loss) -> set[str]:
@@ -88,7 +79,7 @@ def main(argv=None) -> int:
 
     result = {"world_size": world, "wrapper": "fsdp2" if args.fsdp else "ddp",
               "device": torch.cuda.get_device_name(device) if args.gpu else "cpu", "summary": summary,
-              "mlp_class": type(model.model.layers[0].mlp).__name__, "steps": []}
+              "steps": []}
     generator = torch.Generator().manual_seed(1 + rank)  # each rank its own batch
     for step in range(2):
         ids = torch.randint(0, 512, (2, 24), generator=generator).to(device)
@@ -102,12 +93,12 @@ def main(argv=None) -> int:
             losses[name] = loss.detach()
         params = list(zip(wrapped["kernelized"].named_parameters(), wrapped["untouched"].parameters()))
         missing = [n for (n, a), b in params if (a.grad is None) != (b.grad is None)]
-        grad_err = max(_rel(a.grad, b.grad) for (_, a), b in params if a.grad is not None and b.grad is not None)
+        grad_err = max(relative_error(a.grad, b.grad) for (_, a), b in params if a.grad is not None and b.grad is not None)
         result["steps"].append({"loss_kernelized": losses["kernelized"].item(), "loss_untouched": losses["untouched"].item(),
                                 "grad_max_rel_err": grad_err, "grads_missing_on_one_side": missing})
         for opt in optimizers.values():
             opt.step()
-    result["param_max_rel_err"] = max(_rel(a, b) for (_, a), b in params)
+    result["param_max_rel_err"] = max(relative_error(a, b) for (_, a), b in params)
     finish_distributed(rank, args.out, result)
     return 0
 

@@ -33,6 +33,12 @@ def init_distributed(gpu: bool) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| in fp32, DTensors gathered first."""
+    a, b = ((t.full_tensor() if hasattr(t, "full_tensor") else t).float() for t in (a, b))
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
 def finish_distributed(rank: int, out: Path, result: dict) -> None:
     """Rank 0 writes (and prints) the JSON; then every rank leaves the process group together."""
     if rank == 0:
@@ -103,8 +109,7 @@ def main(argv=None) -> int:
         m(input_ids=ids, labels=ids).loss.backward()
     worst = 0.0
     for (name, p1), p2 in zip(model.named_parameters(), untouched.parameters()):
-        g1, g2 = (g.full_tensor() if hasattr(g, "full_tensor") else g for g in (p1.grad, p2.grad))
-        worst = max(worst, ((g1.float() - g2.float()).norm() / g2.float().norm().clamp_min(1e-30)).item())
+        worst = max(worst, relative_error(p1.grad, p2.grad))
     result["grad_max_rel_err"] = worst
 
     if args.time:

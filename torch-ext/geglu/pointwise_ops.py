@@ -229,11 +229,11 @@ def _eager_backward(ctx, grad) -> tuple:
     # throughout): each serves one backward only; a second one through a retained graph, also
     # from another thread, makes its own gradients.
     prepared = ctx.__dict__.pop("prepared", None)
-    if prepared is not None:
-        if fast and grad.stride() == prepared[1]:
-            grad_gate, grad_up = prepared[2], prepared[3]
-            launch(prepared[0], grad, *ctx.saved_tensors, grad_gate, grad_up)
-            return grad_gate, grad_up, None, None
+    if prepared is not None and fast and grad.stride() == prepared[1]:
+        # The launch inline, not through an op body: a Python call here costs twice its price.
+        grad_gate, grad_up = prepared[2], prepared[3]
+        launch(prepared[0], grad, *ctx.saved_tensors, grad_gate, grad_up)
+        return grad_gate, grad_up, None, None
     if fast and not ctx.backward_in_place:
         # The common case without `_backward`'s call: autograd runs this on its device thread,
         # where each Python call costs about twice its main-thread price (benchmarks/NOTES.md).
