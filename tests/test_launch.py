@@ -504,3 +504,38 @@ print("THREADS", sorted(set(n.rsplit("_", 1)[0] for n in threads)), len(threads)
     assert "THREADS ['geglu-compile']" in out.stdout, out.stdout + out.stderr[-3000:]
     assert int(out.stdout.split()[-3]) >= 2
     assert float(out.stdout.split()[-1]) < 2e-2
+
+
+def test_every_launch_table_config_compiles_for_hopper_without_warnings(tmp_path):
+    """tests/hopper_compile.py compiles every binary the launch tables can ask for, for sm_90 with
+    the pinned Triton, behind a stand-in driver (no GPU needed): the interpreter the other CPU tests
+    run in never compiles. Each must compile, fit the H100/H200's shared memory, compile with FP
+    contraction as stated (`launch.launch_options`), and nothing may warn (Triton 3.9 warns, in
+    the user's output, about kernels that leave FP contraction to its default)."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from hopper_compile import HOPPER_SHARED_MEMORY
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)  # an empty cache: every binary compiles here
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "hopper_compile.py")], capture_output=True, text=True,
+                         env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-4000:]
+    report = json.loads(out.stdout)
+    assert report["warnings"] == []
+    kernels = report["kernels"]
+    assert all(k["fp_fusion"] is True for k in kernels)
+    assert all(k["shared"] <= HOPPER_SHARED_MEMORY for k in kernels)
+    assert all(k["shared"] > 0 for k in kernels if k["kernel"] == "_gate_up_geglu_kernel")  # its tiles are staged there
+    # Every config of every fused-MLP table was among them.
+    for table, configs in report["table_configs"].items():
+        for kind, kernel in (("gate_up", "_gate_up_geglu_kernel"), ("down", "_down_split_k_kernel")):
+            compiled = {tuple(k["config"]) for k in kernels if k["table"] == table and k["kernel"] == kernel}
+            assert {tuple(c) for c in configs[kind]} <= compiled, (table, kind)
+    # Both pointwise kernels under every measured table, and the traced form.
+    tables = {(k["table"], k["kernel"]) for k in kernels}
+    for table in ("H100", "H200", "traced"):
+        assert {(table, "_geglu_forward_kernel"), (table, "_geglu_backward_kernel")} <= tables

@@ -89,6 +89,31 @@ def _hooks_installed() -> bool:
     return hook is not None and bool(getattr(hook, "calls", True))
 
 
+def launch_options(num_warps: int, num_stages: int | None = None, pdl: bool = False) -> dict:
+    """The compile and launch options of one of this package's kernels. FP contraction (a * b + c
+    as one fused multiply-add) is stated, not left to Triton's default: Triton 3.9 warns about an
+    unstated one (once per process, in the user's output) and 3.10 turns it off, which would move
+    the kernels' rounding between the pinned Tritons. On, as Triton has always compiled by default
+    and as nvcc compiles eager's GELU kernels."""
+    options = dict(num_warps=num_warps, enable_fp_fusion=True)
+    if num_stages is not None:
+        options["num_stages"] = num_stages
+    if pdl:
+        options["launch_pdl"] = True
+    return options
+
+
+# The options torch.compile's wrapper of a Triton kernel takes as launch options (Dynamo moves them
+# to the kernel's config); any other keyword would be read as one of the kernel's arguments.
+TRACED_OPTIONS = ("num_warps", "num_stages")
+
+
+def traced_options(options: dict) -> dict:
+    """Of `launch_options`, those a launch through `wrap_triton` passes on (Inductor compiles the
+    traced kernel with its own options)."""
+    return {name: value for name, value in options.items() if name in TRACED_OPTIONS}
+
+
 @dataclass
 class LaunchPlan:
     """One launch of one kernel, resolved once: the grid, the arguments after the pointers (in
@@ -258,6 +283,12 @@ def warm_up_all(jobs) -> list:
             if job.key is not None:
                 _warm_handles[job.key] = kernel
     return compiled
+
+
+def dummy_pointer(dtype: torch.dtype, device_index: int) -> torch.Tensor:
+    """A pointer argument for a warm-up on this GPU: Triton's warmup reads only its dtype and its
+    alignment (16 bytes, as the caching allocator's blocks)."""
+    return torch.empty(16, dtype=dtype, device=torch.device("cuda", device_index))
 
 
 def _warm_up_call(job: WarmUp):

@@ -31,7 +31,8 @@ from torch.library import wrap_triton
 
 from .gelu_math import gelu
 from . import pointwise
-from .launch import USE_LIBDEVICE, LaunchPlan, WarmUp, handle_key, launch, warm_up_all, with_warm_handle
+from .launch import (USE_LIBDEVICE, LaunchPlan, WarmUp, dummy_pointer, handle_key, launch, launch_options,
+                     traced_options, warm_up_all, with_warm_handle)
 
 MAX_ROWS = 64  # the split-K down kernel takes one tile of rows (BLOCK_T 16, 32 or 64): at most this many
 
@@ -238,7 +239,7 @@ def gate_up_launch(n_rows, hidden: int, inter: int, stride_x, stride_h, ws_numel
     tail = (n_rows, stride_x, stride_h, ws_numel, hidden, inter, has_bias, approx_tanh, USE_LIBDEVICE, block_t, block_i,
             block_k)
     return LaunchPlan(_gate_up_geglu_kernel, (triton.cdiv(n_rows, block_t), triton.cdiv(inter, block_i), 1), tail,
-                      dict(num_warps=warps, num_stages=stages))
+                      launch_options(warps, stages))
 
 
 def down_launch(n_rows, hidden: int, inter: int, stride_h, stride_y, has_down_bias: bool, config: tuple,
@@ -249,7 +250,7 @@ def down_launch(n_rows, hidden: int, inter: int, stride_h, stride_y, has_down_bi
     tail = (n_rows, stride_h, stride_y, hidden, inter, has_down_bias, USE_LIBDEVICE, row_tile(n_rows), block_n, block_k,
             split_k)
     return LaunchPlan(_down_split_k_kernel, (triton.cdiv(hidden, block_n), split_k, 1), tail,
-                      dict(num_warps=warps, num_stages=stages))
+                      launch_options(warps, stages))
 
 
 # Eager launches keep their plans (and compiled handles); traced ones (symbolic sizes) build them anew.
@@ -290,23 +291,30 @@ def warm_up_shape(hidden: int, inter: int, stride_x: int, has_bias: bool, has_do
     """Compile (and load) both kernels for every token bucket of this shape at its first call: a
     later call at a new token count (17, 33, 65 tokens...) then launches a compiled kernel instead
     of compiling one, and its plan starts with the compiled handle. The pointwise kernel of the
-    unfused path (beyond the table's token limits) is warmed for this width too. H and I are
-    runtime arguments: a bucket whose launch rule an earlier shape compiled compiles nothing.
-    Pointers specialise as 16-byte aligned tensors, the layers' case."""
+    unfused path (beyond the table's token limits) is warmed for this width too, in the same batch
+    (all of them compile side by side). H and I are runtime arguments: a bucket whose launch rule
+    an earlier shape compiled compiles nothing."""
     if not USE_LIBDEVICE or device_index < 0 or dtype == torch.float32:
         # fp32: the layers never fuse it (the ops still take it); its kernels compile at first use.
         return
-    dummy = torch.empty(16, dtype=dtype, device=torch.device("cuda", device_index))
-    workspace = _empty_workspace(device_index)
+    warm_up_all(shape_warm_ups(hidden, inter, stride_x, has_bias, has_down_bias, approx_tanh, dtype, device_index)
+                + pointwise.family_warm_ups(False, inter, (inter,) * 3, dtype, approx_tanh, device_index))
+
+
+def shape_warm_ups(hidden: int, inter: int, stride_x: int, has_bias: bool, has_down_bias: bool, approx_tanh: bool,
+                   dtype: torch.dtype, device_index: int) -> list[WarmUp]:
+    """What `warm_up_shape` compiles of the two fused kernels, as jobs for `warm_up_all`: one per
+    plan of `shape_plans`, pointers specialised as 16-byte aligned tensors (the layers' case)."""
+    dummy, workspace = dummy_pointer(dtype, device_index), dummy_pointer(torch.float32, device_index)
     jobs = []
     for plan_ in shape_plans(hidden, inter, stride_x, has_bias, has_down_bias, approx_tanh, dtype, device_index):
         if plan_.kernel is _gate_up_geglu_kernel:  # x, wg, wu, bg, bu, h, workspace
             pointers = (dummy,) * 6 + (workspace,)
         else:  # h, wd, bd, workspace, y
             pointers = (dummy,) * 3 + (workspace, dummy)
-        jobs.append(WarmUp(plan_.kernel, pointers, plan_.tail, plan_.options, specialisation(plan_, dtype, device_index)))
-    # One batch with the pointwise forward's regimes: all of them compile side by side.
-    warm_up_all(jobs + pointwise.family_warm_ups(False, inter, (inter,) * 3, dtype, approx_tanh, device_index))
+        key = specialisation(plan_, dtype, device_index)
+        jobs.append(WarmUp(plan_.kernel, pointers, plan_.tail, plan_.options, key))
+    return jobs
 
 
 def _warm_handle(plan_: LaunchPlan, dtype: torch.dtype, device_index: int) -> LaunchPlan:
@@ -337,7 +345,8 @@ def _traced_launch(kernel, names, plan_: LaunchPlan, pointers) -> None:
     # Under torch.compile / opcheck: the same launch through wrap_triton, constexprs by name.
     n_scalars = len(plan_.tail) - len(names)
     constexprs = dict(zip(names, plan_.tail[n_scalars:]))
-    wrap_triton(kernel)[plan_.grid](*pointers, *plan_.tail[:n_scalars], **constexprs, **plan_.options)
+    wrap_triton(kernel)[plan_.grid](*pointers, *plan_.tail[:n_scalars], **constexprs,
+                                    **traced_options(plan_.options))
 
 
 def launch_gate_up_geglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, b_gate, b_up,

@@ -36,7 +36,7 @@ from torch.library import wrap_triton
 
 from .gelu_math import gelu, gelu_and_grad
 from .launch import PDL_AVAILABLE, USE_LIBDEVICE, LaunchPlan, gdc_launch_dependents, gdc_wait, handle_key, \
-    launch, pdl_supported, WarmUp, warm_up_all, with_warm_handle
+    dummy_pointer, launch, launch_options, pdl_supported, WarmUp, warm_up_all, with_warm_handle
 
 # How a program finds its elements (the kernels' INDEXING constexpr):
 TILES = 0  # [block_rows, block_cols] tiles over strided rows, int64 row offsets: any size
@@ -366,8 +366,6 @@ def _sizes(n_rows, n_cols) -> tuple:
     return (n_rows, n_cols, *row_divisor(n_cols))
 
 
-def _options(cfg: PointwiseConfig, pdl: bool) -> dict:
-    return dict(num_warps=cfg.num_warps, launch_pdl=True) if pdl else dict(num_warps=cfg.num_warps)
 
 
 _warmed: set = set()
@@ -390,7 +388,7 @@ def plan(backward: bool, n_rows: int, n_cols: int, strides: tuple[int, ...], dty
     table = table_for_device(device_index)
     cfg = config or choose_config(n_rows, n_cols, backward, contiguous, max_offset, itemsize, table)
     tail = (*_sizes(n_rows, n_cols), *strides, *_constexprs(n_cols, approx_tanh, cfg, pdl))
-    plan_ = LaunchPlan(kernel, _grid(n_rows, n_cols, cfg), tail, _options(cfg, pdl))
+    plan_ = LaunchPlan(kernel, _grid(n_rows, n_cols, cfg), tail, launch_options(cfg.num_warps, pdl=pdl))
     warm_up_family(backward, n_cols, strides, dtype, approx_tanh, device_index, pdl, contiguous)
     if n_rows >= 2**31:  # a 64-bit row count compiles apart from the 32-bit one warmed up
         return plan_
@@ -423,16 +421,14 @@ def family_warm_ups(backward: bool, n_cols: int, strides: tuple[int, ...], dtype
                                               table_for_device(device_index))):
         # Strides specialise as these (==1, %16), pointers as 16-byte aligned ones.
         tail = (*_sizes(2, n_cols), *strides, *_constexprs(n_cols, approx_tanh, shape, pdl))
-        options = _options(shape, pdl)
+        options = launch_options(shape.num_warps, pdl=pdl)
         jobs.append(WarmUp(kernel, _warm_pointers(backward, dtype, device_index), tail, options,
                            handle_key(kernel, tail, options, (0,), dtype, device_index)))
     return jobs
 
 
 def _warm_pointers(backward: bool, dtype: torch.dtype, device_index: int) -> tuple[torch.Tensor, ...]:
-    # Aligned dummies: Triton's warmup reads only their dtype and alignment.
-    dummy = torch.empty(16, dtype=dtype, device=torch.device("cuda", device_index))
-    return (dummy,) * (5 if backward else 3)
+    return (dummy_pointer(dtype, device_index),) * (5 if backward else 3)
 
 
 def _launch(backward: bool, tensors, n_rows: int, n_cols: int, approx_tanh: bool, config: PointwiseConfig | None,
