@@ -10,6 +10,11 @@ import sys
 from pathlib import Path
 
 PEERS = ["ours", "eager", "compile", "compile_dynamic", "liger"]
+# Results no script reads left these folders in session 21 (earlier GPU test logs, superseded probes
+# and sweeps); the notes and GPU_TESTS.md still name them, and git keeps them.
+REMOVED_NOTE = ("Files that no script reads (earlier GPU test logs, superseded probe runs and sweeps) were "
+                "removed on 2026-12-08; where `benchmarks/NOTES.md` or `GPU_TESTS.md` names one that is not "
+                "here, `git show 7d16361:benchmarks/results/{device}/<file>` prints it.")
 
 
 def load(folder: Path, name: str) -> dict:
@@ -580,7 +585,9 @@ def launch_report(folder: Path) -> None:
         "shuffled rounds of 200 calls) and `compare_model.json` (with alternating cycles) its fourth (commit "
         "42c82b7), `probe_mlp_code_in_model.json` its fifth and `..._no_gc.json`, `probe_launch_mix.json` its "
         "sixth and seventh (5faf77a).",
-        "- GPU test runs: `GPU_TESTS.md`, `pytest_gpu*.log`.", "",
+        "- GPU test runs: `GPU_TESTS.md`, the last whole suite's log `pytest_gpu_session19_final.log`, "
+        "`properties_gpu.log`, `readme_gpu.log`.",
+        f"- {REMOVED_NOTE.format(device='h200')}", "",
         "### Host time per call, T=1 (no synchronisation; this machine's CPU)", "",
         "| call | host us | bar |", "|---|---|---|",
     ]
@@ -739,7 +746,8 @@ def main():
         "records what Inductor launches at T=1 (variant 21), `probe_gelu_formula.json` a branch-free "
         "GELU-tanh (variant 22). The launch heuristic "
         "comes from the sweeps "
-        "`sweep_*.json` (`benchmarks/sweep_launch_configs.py`); notes in `benchmarks/NOTES.md`.",
+        "`sweep_*.json` (`benchmarks/sweep_launch_configs.py`); notes in `benchmarks/NOTES.md`. "
+        + REMOVED_NOTE.format(device="h100"),
         "",
         *bars(bf16, mlp["rows"], first),
         "",
