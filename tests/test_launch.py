@@ -506,35 +506,44 @@ print("THREADS", sorted(set(n.rsplit("_", 1)[0] for n in threads)), len(threads)
     assert float(out.stdout.split()[-1]) < 2e-2
 
 
-def test_every_launch_table_config_compiles_for_hopper_without_warnings(tmp_path):
-    """tests/hopper_compile.py compiles every binary the launch tables can ask for, for sm_90 with
-    the pinned Triton, behind a stand-in driver (no GPU needed): the interpreter the other CPU tests
-    run in never compiles. Each must compile, fit the H100/H200's shared memory, compile with FP
-    contraction as stated (`launch.launch_options`), and nothing may warn (Triton 3.9 warns, in
-    the user's output, about kernels that leave FP contraction to its default)."""
+@pytest.mark.parametrize("target", ["sm_90", "gfx942"])
+def test_every_launch_table_config_compiles_for_the_gpus_built_for(target, tmp_path):
+    """tests/gpu_compile.py compiles every binary the launch tables can ask for with the pinned
+    Triton, behind a stand-in driver (no GPU needed): for sm_90 (H100, H200) and for the ROCm build's
+    gfx942 (MI300). The interpreter the other CPU tests run in never compiles. Each must compile, fit
+    the target's shared memory, compile with FP contraction as stated (`launch.launch_options`),
+    and nothing may warn (Triton 3.9 warns, in the user's output, about kernels that leave FP
+    contraction to its default)."""
     import json
     import subprocess
     import sys
 
     from conftest import ROOT
-    from hopper_compile import HOPPER_SHARED_MEMORY
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path)  # an empty cache: every binary compiles here
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "hopper_compile.py")], capture_output=True, text=True,
-                         env=env, cwd=tmp_path)
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "gpu_compile.py"), target], capture_output=True,
+                         text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-4000:]
     report = json.loads(out.stdout)
     assert report["warnings"] == []
     kernels = report["kernels"]
     assert all(k["fp_fusion"] is True for k in kernels)
-    assert all(k["shared"] <= HOPPER_SHARED_MEMORY for k in kernels)
+    assert all(k["shared"] <= report["shared_limit"] for k in kernels)
     assert all(k["shared"] > 0 for k in kernels if k["kernel"] == "_gate_up_geglu_kernel")  # its tiles are staged there
-    # Every config of every fused-MLP table was among them.
+    # Every config of every fused-MLP table the target may take was among them.
+    assert report["table_configs"]
     for table, configs in report["table_configs"].items():
         for kind, kernel in (("gate_up", "_gate_up_geglu_kernel"), ("down", "_down_split_k_kernel")):
             compiled = {tuple(k["config"]) for k in kernels if k["table"] == table and k["kernel"] == kernel}
             assert {tuple(c) for c in configs[kind]} <= compiled, (table, kind)
+    # No fused-MLP binary spills registers at the swept shapes (widths divisible by 16, as those of the
+    # Gemma, T5 v1.1 and ModernBERT checkpoints); a ragged width (1000, 2730) loses its vector loads and
+    # spills up to ~400 bytes in some configs: slower there, not wrong.
+    mlp_rows = [k for k in kernels if "shape" in k]
+    if target == "sm_90":
+        even = [k for k in mlp_rows if all(n % 16 == 0 for n in k["shape"])]
+        assert even and all(k["spill_bytes"] == 0 for k in even), [k for k in even if k["spill_bytes"]]
     # Both pointwise kernels under every measured table, and the traced form.
     tables = {(k["table"], k["kernel"]) for k in kernels}
     for table in ("H100", "H200", "traced"):
