@@ -138,13 +138,18 @@ def ptxas_spills(binary) -> tuple[int, int]:
     import subprocess
     import tempfile
 
-    from triton.backends.nvidia.compiler import get_ptxas
+    from triton.backends.nvidia import compiler as nvidia
 
     with tempfile.TemporaryDirectory() as folder:
         ptx = Path(folder) / "kernel.ptx"
         ptx.write_text(binary.asm["ptx"])
         arch = binary.metadata.target.arch
-        report = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name=sm_{arch}a", str(ptx), "-o",
+        try:  # the ptxas Triton compiled it with: per architecture in 3.6 and 3.9
+            ptxas = nvidia.get_ptxas(arch)
+        except TypeError:
+            ptxas = nvidia.get_ptxas()
+        ptxas = ptxas.path if hasattr(ptxas, "path") else ptxas[0]
+        report = subprocess.run([ptxas, "-v", f"--gpu-name=sm_{arch}a", str(ptx), "-o",
                                  str(ptx.with_suffix(".o"))], capture_output=True, text=True, check=True).stderr
     return (int(re.search(r"Used (\d+) registers", report).group(1)),
             int(re.search(r"(\d+) bytes spill stores", report).group(1)))
