@@ -64,7 +64,7 @@ class StandInDriver:
         return None, None, 0, 0, 1024  # module, function, registers, spills, most threads per block
 
     @staticmethod
-    def launcher_cls(src, metadata):
+    def launcher_cls(*source_and_metadata):  # (src, metadata) in 3.9, (src) in some earlier Tritons
         return None
 
 
