@@ -9,7 +9,10 @@ Targets (`TARGETS`): sm_90, the H100 and H200 (every measured table); gfx942, th
 ROCm build (no measured fused-MLP table there: its "default" one, taken only on request; no
 programmatic dependent launch).
 
-    python tests/gpu_compile.py sm_90     # without TRITON_INTERPRET; tests/test_launch.py runs it
+    python tests/gpu_compile.py sm_90 [FOLDER]   # without TRITON_INTERPRET; tests/test_launch.py runs it
+
+FOLDER: where `kernel_src` is imported from, a built variant (`build/torch-cuda`, `build/torch-rocm`:
+the files that variant ships); the repository's own folder if not given.
 
 prints one JSON object: {"kernels": [{"table", "kernel", "dtype", "config", "shared", "fp_fusion";
 the fused MLP's also "shape", and on CUDA "registers", "spill_bytes"}, ...], "warnings": [...],
@@ -155,12 +158,12 @@ def ptxas_spills(binary) -> tuple[int, int]:
             int(re.search(r"(\d+) bytes spill stores", report).group(1)))
 
 
-def main(target_name: str) -> None:
+def main(target_name: str, folder: Path = ROOT) -> None:
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("gpu_compile.py compiles for a GPU: run it without TRITON_INTERPRET=1")
     target, shared_limit, mlp_tables = TARGETS[target_name]
     driver.set_active(StandInDriver(target, shared_limit))
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(folder))
     from kernel_src import launch, mlp
 
     table_jobs = jobs(mlp_tables, pdl=target.backend == "cuda")
@@ -185,9 +188,9 @@ def main(target_name: str) -> None:
         kernels.append(row)
     table_configs = {name: {kind: sorted(set(rule[3] for rule in mlp.MLP_LAUNCH_TABLES[name][kind]))
                             for kind in ("gate_up", "down")} for name in mlp_tables}
-    print(json.dumps({"kernels": kernels, "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
+    print(json.dumps({"source": launch.__file__, "kernels": kernels, "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
                       "table_configs": table_configs, "shared_limit": shared_limit, "seconds": round(seconds, 2)}))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "sm_90")
+    main(sys.argv[1] if len(sys.argv) > 1 else "sm_90", Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT)

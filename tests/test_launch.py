@@ -506,11 +506,12 @@ print("THREADS", sorted(set(n.rsplit("_", 1)[0] for n in threads)), len(threads)
     assert float(out.stdout.split()[-1]) < 2e-2
 
 
-@pytest.mark.parametrize("target", ["sm_90", "gfx942"])
-def test_every_launch_table_config_compiles_for_the_gpus_built_for(target, tmp_path):
+@pytest.mark.parametrize("target, variant", [("sm_90", "torch-cuda"), ("gfx942", "torch-rocm")])
+def test_every_launch_table_config_compiles_for_the_gpus_built_for(target, variant, build_dir, tmp_path):
     """tests/gpu_compile.py compiles every binary the launch tables can ask for with the pinned
-    Triton, behind a stand-in driver (no GPU needed): for sm_90 (H100, H200) and for the ROCm build's
-    gfx942 (MI300). The interpreter the other CPU tests run in never compiles. Each must compile, fit
+    Triton, behind a stand-in driver (no GPU needed), from the kernel sources the build's variant
+    ships: for sm_90 (H100, H200; torch-cuda) and for gfx942 (MI300; torch-rocm). The interpreter
+    the other CPU tests run in never compiles. Each must compile, fit
     the target's shared memory, compile with FP contraction as stated (`launch.launch_options`),
     and nothing may warn (Triton 3.9 warns, in the user's output, about kernels that leave FP
     contraction to its default)."""
@@ -522,10 +523,12 @@ def test_every_launch_table_config_compiles_for_the_gpus_built_for(target, tmp_p
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path)  # an empty cache: every binary compiles here
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "gpu_compile.py"), target], capture_output=True,
-                         text=True, env=env, cwd=tmp_path)
+    shipped = build_dir / variant
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "gpu_compile.py"), target, str(shipped)],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-4000:]
     report = json.loads(out.stdout)
+    assert report["source"].startswith(str(shipped))
     assert report["warnings"] == []
     kernels = report["kernels"]
     assert all(k["fp_fusion"] is True for k in kernels)
