@@ -511,10 +511,9 @@ def test_every_launch_table_config_compiles_for_the_gpus_built_for(target, varia
     """tests/gpu_compile.py compiles every binary the launch tables can ask for with the pinned
     Triton, behind a stand-in driver (no GPU needed), from the kernel sources the build's variant
     ships: for sm_90 (H100, H200; torch-cuda) and for gfx942 (MI300; torch-rocm). The interpreter
-    the other CPU tests run in never compiles. Each must compile, fit
-    the target's shared memory, compile with FP contraction as stated (`launch.launch_options`),
-    and nothing may warn (Triton 3.9 warns, in the user's output, about kernels that leave FP
-    contraction to its default)."""
+    the other CPU tests run in never compiles. Each must compile, fit the target's shared memory,
+    compile with FP contraction as stated (`launch.launch_options`), and nothing may warn (Triton
+    3.9 warns, in the user's output, about kernels that leave FP contraction to its default)."""
     import json
     import subprocess
     import sys

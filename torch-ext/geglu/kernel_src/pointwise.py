@@ -366,8 +366,6 @@ def _sizes(n_rows, n_cols) -> tuple:
     return (n_rows, n_cols, *row_divisor(n_cols))
 
 
-
-
 _warmed: set = set()
 
 
