@@ -14,9 +14,10 @@ programmatic dependent launch).
 FOLDER: where `kernel_src` is imported from, a built variant (`build/torch-cuda`, `build/torch-rocm`:
 the files that variant ships); the repository's own folder if not given.
 
-prints one JSON object: {"kernels": [{"table", "kernel", "dtype", "config", "shared", "fp_fusion";
-the fused MLP's also "shape", and on CUDA "registers", "spill_bytes"}, ...], "warnings": [...],
-"table_configs": {...}, "shared_limit": ..., "seconds": ...}.
+It prints one JSON object: {"source": the `kernel_src/launch.py` it read, "kernels": [{"table",
+"kernel", "dtype", "config", "shared", "fp_fusion"; the fused MLP's also "shape", and on CUDA
+"registers", "spill_bytes"}, ...], "warnings": [...], "table_configs": {...}, "shared_limit": ...,
+"seconds": ...}.
 """
 
 import json
@@ -100,7 +101,7 @@ def jobs(mlp_tables, pdl: bool) -> list:
                                                plan.tail, plan.options)))
     cases = [(16384, False, torch.bfloat16, False), (3072, True, torch.bfloat16, False),
              (1000, False, torch.float16, False), (24, True, torch.bfloat16, False),
-             (16384, False, torch.float32, False)] + [(3072, False, torch.bfloat16, True)] * pdl
+             (16384, False, torch.float32, False)] + ([(3072, False, torch.bfloat16, True)] if pdl else [])
     for table in pointwise.LAUNCH_TABLES:
         pointwise.table_for_device = lambda device_index, table=table: table
         pointwise._warmed.clear()
@@ -188,7 +189,8 @@ def main(target_name: str, folder: Path = ROOT) -> None:
         kernels.append(row)
     table_configs = {name: {kind: sorted(set(rule[3] for rule in mlp.MLP_LAUNCH_TABLES[name][kind]))
                             for kind in ("gate_up", "down")} for name in mlp_tables}
-    print(json.dumps({"source": launch.__file__, "kernels": kernels, "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
+    print(json.dumps({"source": launch.__file__, "kernels": kernels,
+                      "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
                       "table_configs": table_configs, "shared_limit": shared_limit, "seconds": round(seconds, 2)}))
 
 
