@@ -5,9 +5,9 @@ interpreter that runs the other tests on the CPU never compiles, so this is wher
 only the compiler rejects, a config that needs more shared memory than the GPU has (Triton's own
 check at load), and a compile that warns in the user's output.
 
-Targets (`TARGETS`): sm_90, the H100 and H200 (every measured table); gfx942, the MI300 of the
-ROCm build (no measured fused-MLP table there: its "default" one, taken only on request; no
-programmatic dependent launch).
+Targets (`TARGETS`): sm_90, the H100 and H200 (every measured table); sm_80, sm_100 and sm_120
+(A100, B200, RTX 50: the pointwise tables, and the fused MLP's "default" one, taken only on request);
+gfx942, the MI300 of the ROCm build (the same; no programmatic dependent launch there).
 
     python tests/gpu_compile.py sm_90 [FOLDER]   # without TRITON_INTERPRET; tests/test_launch.py runs it
 
@@ -32,10 +32,15 @@ from triton.backends.compiler import GPUTarget
 from triton.runtime.driver import driver
 
 ROOT = Path(__file__).resolve().parent.parent
-# target -> (Triton's target, bytes of shared memory a block may use, the fused-MLP tables it may take)
+# target -> (Triton's target, bytes of shared memory a block may use (CUDA: the opt-in maximum per
+# block; ROCm: a workgroup's LDS), the fused-MLP tables it may take: the H200's on Hopper, elsewhere
+# only the "default" one that GEGLU_FUSED_MLP=1 asks for).
 TARGETS = {
-    "sm_90": (GPUTarget("cuda", 90, 32), 232448, ("H200", "default")),  # cudaDevAttrMaxSharedMemoryPerBlockOptin
-    "gfx942": (GPUTarget("hip", "gfx942", 64), 65536, ("default",)),  # the LDS of a workgroup
+    "sm_80": (GPUTarget("cuda", 80, 32), 166912, ("default",)),  # A100
+    "sm_90": (GPUTarget("cuda", 90, 32), 232448, ("H200", "default")),  # H100, H200
+    "sm_100": (GPUTarget("cuda", 100, 32), 232448, ("default",)),  # B200 (Triton's second ptxas)
+    "sm_120": (GPUTarget("cuda", 120, 32), 101376, ("default",)),  # RTX 50 series: 99 KiB
+    "gfx942": (GPUTarget("hip", "gfx942", 64), 65536, ("default",)),  # MI300, the ROCm build
 }
 
 
@@ -153,7 +158,8 @@ def ptxas_spills(binary) -> tuple[int, int]:
         except TypeError:
             ptxas = nvidia.get_ptxas()
         ptxas = ptxas.path if hasattr(ptxas, "path") else ptxas[0]
-        report = subprocess.run([ptxas, "-v", f"--gpu-name=sm_{arch}a", str(ptx), "-o",
+        name = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"  # as Triton names the architecture
+        report = subprocess.run([ptxas, "-v", f"--gpu-name={name}", str(ptx), "-o",
                                  str(ptx.with_suffix(".o"))], capture_output=True, text=True, check=True).stderr
     return (int(re.search(r"Used (\d+) registers", report).group(1)),
             int(re.search(r"(\d+) bytes spill stores", report).group(1)))
@@ -167,7 +173,7 @@ def main(target_name: str, folder: Path = ROOT) -> None:
     sys.path.insert(0, str(folder))
     from kernel_src import launch, mlp
 
-    table_jobs = jobs(mlp_tables, pdl=target.backend == "cuda")
+    table_jobs = jobs(mlp_tables, pdl=target.backend == "cuda" and target.arch >= 90)  # as `launch.pdl_supported`
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -506,14 +506,16 @@ print("THREADS", sorted(set(n.rsplit("_", 1)[0] for n in threads)), len(threads)
     assert float(out.stdout.split()[-1]) < 2e-2
 
 
-@pytest.mark.parametrize("target, variant", [("sm_90", "torch-cuda"), ("gfx942", "torch-rocm")])
+@pytest.mark.parametrize("target, variant", [("sm_90", "torch-cuda"), ("sm_80", "torch-cuda"), ("sm_100", "torch-cuda"),
+                                             ("sm_120", "torch-cuda"), ("gfx942", "torch-rocm")])
 def test_every_launch_table_config_compiles_for_the_gpus_built_for(target, variant, build_dir, tmp_path):
     """tests/gpu_compile.py compiles every binary the launch tables can ask for with the pinned
     Triton, behind a stand-in driver (no GPU needed), from the kernel sources the build's variant
-    ships: for sm_90 (H100, H200; torch-cuda) and for gfx942 (MI300; torch-rocm). The interpreter
-    the other CPU tests run in never compiles. Each must compile, fit the target's shared memory,
-    compile with FP contraction as stated (`launch.launch_options`), and nothing may warn (Triton
-    3.9 warns, in the user's output, about kernels that leave FP contraction to its default)."""
+    ships: torch-cuda for sm_90 (H100, H200), sm_80 (A100), sm_100 (B200) and sm_120 (RTX 50),
+    torch-rocm for gfx942 (MI300). The interpreter the other CPU tests run in never compiles. Each
+    must compile, fit the target's shared memory, compile with FP contraction as stated
+    (`launch.launch_options`), and nothing may warn (Triton 3.9 warns, in the user's output, about
+    kernels that leave FP contraction to its default)."""
     import json
     import subprocess
     import sys
@@ -543,7 +545,7 @@ def test_every_launch_table_config_compiles_for_the_gpus_built_for(target, varia
     # Gemma, T5 v1.1 and ModernBERT checkpoints); a ragged width (1000, 2730) loses its vector loads and
     # spills up to ~400 bytes in some configs: slower there, not wrong.
     mlp_rows = [k for k in kernels if "shape" in k]
-    if target == "sm_90":
+    if target.startswith("sm_"):
         even = [k for k in mlp_rows if all(n % 16 == 0 for n in k["shape"])]
         assert even and all(k["spill_bytes"] == 0 for k in even), [k for k in even if k["spill_bytes"]]
     # Both pointwise kernels under every measured table, and the traced form.
