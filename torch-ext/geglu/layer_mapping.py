@@ -40,13 +40,15 @@ def load_layer_mapping() -> dict:
 
 # --- activation variant ---
 
-@lru_cache(maxsize=None)
-def _approximate_of_class(cls: type) -> str | None:
+def _class_approximate(cls: type) -> str | None:
     for klass in cls.__mro__:
         for approximate, names in _ACTIVATION_NAMES.items():
             if klass.__name__ in names:
                 return approximate
     return None
+
+
+_approximate_of_class = lru_cache(maxsize=None)(_class_approximate)
 
 
 def supported_activation(act_fn: object) -> bool:
@@ -55,10 +57,12 @@ def supported_activation(act_fn: object) -> bool:
 
 
 def approximate_of(act_fn: nn.Module) -> str:
-    """'tanh' or 'none' for a GELU-family activation module; ValueError for anything else."""
+    """'tanh' or 'none' for a GELU-family activation module; ValueError for anything else. Not the
+    cached lookup: torch.compile traces this inside the layers, and Dynamo warns (in the user's
+    output) about every lru_cache-wrapped function it traces; eager calls keep their own memo."""
     if isinstance(act_fn, nn.GELU):
         return act_fn.approximate
-    approximate = _approximate_of_class(type(act_fn))
+    approximate = _class_approximate(type(act_fn))
     if approximate is None:
         raise ValueError(
             f"activation {type(act_fn).__name__} is not a GELU this kernel implements; "

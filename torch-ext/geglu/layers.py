@@ -267,7 +267,7 @@ class ModernBertGeGLUMLP(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         wi, wo, act, drop = _attributes(self, "Wi", "Wo", "act", "drop")
-        approximate, hooked = _activation(act)
+        approximate, hooked = _activation(act, not torch.compiler.is_compiling())
         if hooked:
             a, b = wi(hidden_states).chunk(2, dim=-1)
             return wo(drop(act(a) * b))
@@ -294,7 +294,7 @@ class ClvpGeGLU(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         up, gate = self.proj(hidden_states).chunk(2, dim=-1)
         act = self.activation_fn
-        approximate, hooked = _activation(act)
+        approximate, hooked = _activation(act, not torch.compiler.is_compiling())
         if hooked:
             return up * act(gate)
         return _geglu(gate, up, approximate)
