@@ -6,6 +6,7 @@ import inspect
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -52,7 +53,7 @@ def _loss(out_getter, model, inputs):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_family_kernelized_matches_eager(kernel, family):
     """Every GeGLU MLP (less those a condition excludes) is replaced; logits and the gradients
-    of a training step match the eager model in fp32."""
+    of a training step match the eager model in fp32, and no step warns where eager did not."""
     from kernels import Mode
 
     build, make_inputs, out_getter = FAMILIES[family]
@@ -64,23 +65,36 @@ def test_family_kernelized_matches_eager(kernel, family):
     expected = [m for m in mlps if not _excluded(kernel, m)]
     assert expected, f"{family}: no GeGLU module found"
 
-    _kernelize(kernel, model, Mode.INFERENCE)
+    # Kernelizing adds no warning to eager's (eager runs first: a warning given once per process
+    # then counts as eager's).
     eager.eval(), model.eval()
+    with warnings.catch_warnings(record=True) as eagers, torch.no_grad():
+        warnings.simplefilter("always")
+        want = out_getter(eager(**inputs))
+    with warnings.catch_warnings(record=True) as ours, torch.no_grad():
+        warnings.simplefilter("always")
+        _kernelize(kernel, model, Mode.INFERENCE)
+        got = out_getter(model(**inputs))
+    assert {(w.category, str(w.message)) for w in ours} <= {(w.category, str(w.message)) for w in eagers}
     assert set(map(id, _replaced(model))) == set(map(id, expected))
-    with torch.no_grad():
-        torch.testing.assert_close(out_getter(model(**inputs)), out_getter(eager(**inputs)), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
 
     # A training step, dropout active: the layers call the module's own dropout at the same
     # point as the original forward, so the same seed gives the same masks.
-    _kernelize(kernel, model, Mode.TRAINING)
-    eager.train(), model.train()
     seed = int.from_bytes(os.urandom(4), "little")
-    torch.manual_seed(seed)
-    _, loss = _loss(out_getter, model, inputs)
-    torch.manual_seed(seed)
-    _, loss_ref = _loss(out_getter, eager, inputs)
-    loss.backward()
-    loss_ref.backward()
+    eager.train(), model.train()
+    with warnings.catch_warnings(record=True) as eagers:
+        warnings.simplefilter("always")
+        torch.manual_seed(seed)
+        _, loss_ref = _loss(out_getter, eager, inputs)
+        loss_ref.backward()
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        _kernelize(kernel, model, Mode.TRAINING)
+        torch.manual_seed(seed)
+        _, loss = _loss(out_getter, model, inputs)
+        loss.backward()
+    assert {(w.category, str(w.message)) for w in ours} <= {(w.category, str(w.message)) for w in eagers}
     # Relative to each gradient's norm: fp32 reassociation deep in a model moves single elements
     # of large gradients by ~1e-3 relative while the whole tensor agrees to ~1e-6. A random tiny
     # model occasionally overflows in eager itself (gemma3n, about 1 seed in 80): NaNs must then
