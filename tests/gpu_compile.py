@@ -16,8 +16,8 @@ the files that variant ships); the repository's own folder if not given.
 
 It prints one JSON object: {"source": the `kernel_src/launch.py` it read, "kernels": [{"table",
 "kernel", "dtype", "config", "shared", "fp_fusion"; the fused MLP's also "shape", and on CUDA
-"registers", "spill_bytes"}, ...], "warnings": [...], "table_configs": {...}, "shared_limit": ...,
-"seconds": ...}.
+"registers", "spill_bytes", "async_copies", "element_loads"}, ...], "warnings": [...],
+"table_configs": {...}, "shared_limit": ..., "seconds": ...}.
 """
 
 import json
@@ -140,6 +140,14 @@ def table_config(job) -> list:
     return [*job.tail[-5:], options["num_warps"]]
 
 
+def load_forms(ptx: str) -> tuple[int, int]:
+    """(asynchronous copies to shared memory, 2-byte element-wise global loads) in a kernel's PTX:
+    the fused MLP's tiles arrive by the first where its widths are multiples of 16 elements."""
+    import re
+
+    return ptx.count("cp.async.cg.shared.global"), len(re.findall(r"ld\.global(?:\.\w+)*\.b16\b", ptx))
+
+
 def ptxas_spills(binary) -> tuple[int, int]:
     """(registers, bytes of spill stores) of a CUDA binary, from ptxas's report on its PTX (Triton
     keeps no such count without loading the module)."""
@@ -192,6 +200,7 @@ def main(target_name: str, folder: Path = ROOT) -> None:
                 if binary.hash not in spills:
                     spills[binary.hash] = ptxas_spills(binary)
                 row["registers"], row["spill_bytes"] = spills[binary.hash]
+                row["async_copies"], row["element_loads"] = load_forms(binary.asm["ptx"])
         kernels.append(row)
     table_configs = {name: {kind: sorted(set(rule[3] for rule in mlp.MLP_LAUNCH_TABLES[name][kind]))
                             for kind in ("gate_up", "down")} for name in mlp_tables}

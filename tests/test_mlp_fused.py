@@ -650,6 +650,29 @@ def test_layer_compiles_fullgraph_onto_the_fused_paths_without_recompiling(kerne
     assert len(calls) == len(tokens) and mlp.gate_proj.weight.grad is not None
 
 
+@pytest.mark.parametrize("hidden, inter", [(64, 152), (72, 160)])
+def test_widths_not_a_multiple_of_16_take_cublas(kernel, mlp_ops, fused_on, monkeypatch, hidden, inter):
+    """The layers fuse only widths that are multiples of 16 (`mlp_ops.FUSED_WIDTH_MULTIPLE`: where
+    the tables were measured; elsewhere the kernels' PTX has element-wise loads, tests/gpu_compile.py):
+    a ragged hidden or intermediate size takes cuBLAS's projections in eager inference and in the
+    compiled layers' op, and answers as the modules do; an aligned one still fuses."""
+    calls = _count_fused(mlp_ops, monkeypatch)
+    rtol, atol = TOLERANCES[torch.bfloat16]
+    with torch.no_grad():
+        for widths, fused in (((hidden, inter), False), ((64, 160), True)):
+            mlp = _MLP(*widths, bias=True).to(DEVICE, torch.bfloat16)
+            x = torch.randn(2, 3, widths[0], device=DEVICE, dtype=torch.bfloat16)
+            expected = mlp(x)
+            before = len(calls)
+            got = kernel.layers.GeGLUMLP.forward(mlp, x)
+            traced = mlp_ops.mlp_inference_impl(x.view(-1, widths[0]), mlp.gate_proj.weight, mlp.up_proj.weight,
+                                                mlp.down_proj.weight, mlp.gate_proj.bias, mlp.up_proj.bias,
+                                                mlp.down_proj.bias, "tanh")
+            assert len(calls) == before + 2 * fused, f"{widths}: fused {fused}"
+            for y in (got, traced.view(x.shape)):
+                torch.testing.assert_close(y, expected, rtol=4 * rtol, atol=4 * atol * expected.abs().max().item())
+
+
 def test_launch_rules_take_symbolic_sizes(mlp_kernels):
     """Traced launches look their configs up with symbolic sizes (unhashable: no cache for them);
     the traced config is the eager one at MAX_ROWS tokens."""

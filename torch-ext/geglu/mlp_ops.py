@@ -15,7 +15,8 @@ wrapper, a quantized or parametrized linear) holding plain contiguous weights of
 and device, no forward hooks or pre-hooks (module or global), no autograd needed, no autocast, no
 torch.func transform or forward-mode AD, an eager call (or torch.compile tracing the layer: then
 `mlp_inference` for every token count, so nothing guards on T), 1 to the table's `max_rows` tokens
-(`gate_up_max_rows` for the gate/up kernel alone), a 16-bit dtype (fp32 follows cuBLAS's TF32
+(`gate_up_max_rows` for the gate/up kernel alone), hidden and intermediate sizes that are multiples
+of 16 (`FUSED_WIDTH_MULTIPLE`), a 16-bit dtype (fp32 follows cuBLAS's TF32
 setting, which these kernels do not), and a GPU whose launch table is measured (or
 `GEGLU_FUSED_MLP=1`; `GEGLU_FUSED_MLP=0` turns them off everywhere). The split-K down kernel also
 needs an untouched down projection, no active dropout and non-deterministic algorithms allowed (its
@@ -53,6 +54,17 @@ FUSED_OFF = _SWITCH == "0"
 # The most tokens any launch table sends to a fused kernel: an eager inference call past it takes
 # the unfused path, which a layer may choose without calling `fused_mlp` (one Python call less).
 MAX_FUSED_TOKENS = max(max(table_rows(name)) for name in MLP_LAUNCH_TABLES)
+# The layers fuse only widths (hidden and intermediate) that are multiples of this: the launch tables
+# were measured at such widths, and Triton specialises integer arguments on divisibility by 16. At
+# another width the kernels lose their 16-byte asynchronous copies for element-wise loads (and spill
+# registers; tests/gpu_compile.py reads both in their PTX), so cuBLAS's projections serve it. The
+# ops themselves take any width.
+FUSED_WIDTH_MULTIPLE = 16
+
+
+def fusable_widths(hidden: int, inter: int) -> bool:
+    """Whether the layers may send an MLP of these widths to the fused kernels."""
+    return hidden % FUSED_WIDTH_MULTIPLE == 0 and inter % FUSED_WIDTH_MULTIPLE == 0
 
 
 def _give_up(exc: Exception) -> None:
@@ -147,7 +159,8 @@ def mlp_inference_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximat
     if not use_triton(x):
         return F.linear(_torch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate), w_down, b_down)
     device_index = x.get_device() if x.is_cuda else -1
-    limits = fused_token_limits(device_index) if x.dtype in FUSED_DTYPES else None
+    fusable = x.dtype in FUSED_DTYPES and fusable_widths(x.shape[1], w_gate.shape[0])
+    limits = fused_token_limits(device_index) if fusable else None
     if limits is not None:
         both_rows, gate_up_rows = limits
         n_rows = x.shape[0]
@@ -458,7 +471,7 @@ def fused_inference(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_
         return None
     wg, wu, bg, bu, params = weights
     inter = wg.shape[0]
-    if not _usable(params, x, False):
+    if not _usable(params, x, False) or not fusable_widths(hidden, inter):
         return None
     rows = _row_layout(x, hidden)
     if rows is None:
