@@ -140,6 +140,17 @@ def table_config(job) -> list:
     return [*job.tail[-5:], options["num_warps"]]
 
 
+def global_load_widths(ptx: str) -> dict:
+    """{bytes per global load instruction: how many} in a kernel's PTX."""
+    import re
+
+    widths = {}
+    for vector, bits in re.findall(r"ld\.global(?:\.[a-z]+)*?(?:\.v(\d))?\.[bfsu](\d+)\b", ptx):
+        size = int(vector or 1) * int(bits) // 8
+        widths[size] = widths.get(size, 0) + 1
+    return widths
+
+
 def load_forms(ptx: str) -> tuple[int, int]:
     """(asynchronous copies to shared memory, 2-byte element-wise global loads) in a kernel's PTX:
     the fused MLP's tiles arrive by the first where its widths are multiples of 16 elements."""
@@ -201,6 +212,10 @@ def main(target_name: str, folder: Path = ROOT) -> None:
                     spills[binary.hash] = ptxas_spills(binary)
                 row["registers"], row["spill_bytes"] = spills[binary.hash]
                 row["async_copies"], row["element_loads"] = load_forms(binary.asm["ptx"])
+        else:  # the pointwise kernels: the width; on CUDA bytes per load (16: full vectors)
+            row["width"] = job.tail[1]
+            if target.backend == "cuda":
+                row["load_bytes"] = global_load_widths(binary.asm["ptx"])
         kernels.append(row)
     table_configs = {name: {kind: sorted(set(rule[3] for rule in mlp.MLP_LAUNCH_TABLES[name][kind]))
                             for kind in ("gate_up", "down")} for name in mlp_tables}

@@ -550,6 +550,17 @@ def test_every_launch_table_config_compiles_for_the_gpus_built_for(target, varia
         even = [k for k in mlp_rows if all(n % 16 == 0 for n in k["shape"])]
         assert even and all(k["spill_bytes"] == 0 for k in even), [k for k in even if k["spill_bytes"]]
         assert all(k["async_copies"] > 0 and k["element_loads"] == 0 for k in even), even
+        # The pointwise kernels at widths divisible by 16 (what the bandwidth figures rest on): every
+        # global load as wide as a thread's share of the tile allows, up to a 16-byte vector.
+        itemsize = {"torch.bfloat16": 2, "torch.float16": 2, "torch.float32": 4}
+        narrow = []
+        for k in kernels:
+            if "load_bytes" in k and k["width"] % 16 == 0:
+                _, block_rows, block_cols, _, _, warps = k["config"]
+                share = block_rows * block_cols * itemsize[k["dtype"]] // (32 * warps)
+                if set(map(int, k["load_bytes"])) != {min(16, share)}:
+                    narrow.append(k)
+        assert not narrow and any("load_bytes" in k for k in kernels), narrow
     # Both pointwise kernels under every measured table, and the traced form.
     tables = {(k["table"], k["kernel"]) for k in kernels}
     for table in ("H100", "H200", "traced"):
