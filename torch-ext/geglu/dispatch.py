@@ -283,6 +283,34 @@ def prepare_backward(out, gate, up, approximate):
             torch.empty_like(gate, memory_format=torch.contiguous_format))
 
 
+def geglu_forward_prepared(gate, up, approximate):
+    """(h, `prepare_backward`'s answer for it) for the eager autograd node: on a GPU, for a call
+    small enough to prepare, both plan lookups, the launch and the gradients' allocations in this
+    one Python frame (the node's forward was three calls, each host time on every step of a
+    small training loop; benchmarks/NOTES.md, session 21); else `geglu_forward_impl`, then
+    `prepare_backward`."""
+    if gate.is_cuda and gate.numel() * gate.element_size() <= PREPARED_BACKWARD_MAX_BYTES:
+        shape, gate_strides, up_strides, device = gate.shape, gate.stride(), up.stride(), gate.get_device()
+        key = (shape, gate_strides, up_strides, gate.dtype, device, approximate, False)
+        entry = _plans.get(key, False)
+        if entry is False:
+            entry = _plan_forward(key, gate, up, approximate, False)
+        if entry is not _NOT_PLANNED:
+            out = torch.empty_like(gate, memory_format=torch.contiguous_format)
+            launch(entry, gate, up, out)
+            out_strides = out.stride()
+            key = (shape, out_strides, gate_strides, up_strides, gate.dtype, device, approximate, False)
+            entry = _plans.get(key, False)
+            if entry is False:
+                entry = _plan_backward(key, out, gate, up, approximate, False)
+            if entry is _NOT_PLANNED:
+                return out, None
+            return out, (entry, out_strides, torch.empty_like(gate, memory_format=torch.contiguous_format),
+                         torch.empty_like(gate, memory_format=torch.contiguous_format))
+    out = geglu_forward_impl(gate, up, approximate)
+    return out, prepare_backward(out, gate, up, approximate)
+
+
 def geglu_backward_in_place_impl(grad, gate, up, approximate, traceable=False):
     if not traceable and gate.is_cuda:
         key = (gate.shape, grad.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, True)

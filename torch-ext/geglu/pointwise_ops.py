@@ -38,7 +38,7 @@ from .checks import APPROXIMATIONS, check_approximate, check_gate_up, check_out,
 from .dispatch import (AUTOGRAD, DIRECT, OP, _torch_forward, c_apply, eager_fast_path,
                        geglu_backward_impl, geglu_backward_in_place_impl, geglu_forward_impl,
                        geglu_packed_backward_impl, geglu_packed_backward_in_place_impl, geglu_packed_forward_impl,
-                       geglu_packed_forward_out_impl, has_tangent, prepare_backward, route, transforms_active,
+                       geglu_forward_prepared, geglu_packed_forward_out_impl, has_tangent, route, transforms_active,
                        unwrap_if_dead)
 from .kernel_src.launch import launch
 from .kernel_src.pointwise import _geglu_backward_kernel, _geglu_forward_kernel
@@ -247,12 +247,15 @@ class _EagerGeGLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gate, up, approximate, backward_in_place):
-        _save(ctx, _SEPARATE, (gate, up), approximate, backward_in_place)
-        out = geglu_forward_impl(gate, up, approximate)
-        if not backward_in_place:
-            prepared = prepare_backward(out, gate, up, approximate)
-            if prepared is not None:
-                ctx.prepared = prepared
+        # `_save` written out, and the forward with its prepared backward in one call: each Python
+        # call is host time on every step (benchmarks/NOTES.md, session 21).
+        ctx.save_for_backward(gate, up)
+        ctx.layout, ctx.approximate, ctx.backward_in_place = _SEPARATE, approximate, backward_in_place
+        if backward_in_place:
+            return geglu_forward_impl(gate, up, approximate)
+        out, prepared = geglu_forward_prepared(gate, up, approximate)
+        if prepared is not None:
+            ctx.prepared = prepared
         return out
 
     backward = staticmethod(_eager_backward)
