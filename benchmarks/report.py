@@ -714,6 +714,30 @@ def launch_report(folder: Path) -> None:
     print((folder / "README.md").read_text())
 
 
+def later_h100_calls(folder: Path) -> list[str]:
+    """Session 21's H100 calls (the launch layer's host-time questions, which do not depend on the
+    GPU; the H200 is where the issue's bars are judged): each `*_session21*.json` file, tabled."""
+    out = []
+    for name in sorted(f.name for f in folder.glob("*_session21*.json")):
+        run = load(folder, name)
+        if name.startswith("compare_host"):
+            host = {r["peer"]: r["host_us"] for r in run["rows"]}
+            out += [f"### Host time per call at T=1 (`{name}`, {run['date']}; 41 shuffled rounds of 200 calls, medians)",
+                    "", "| call | host us |", "|---|---|", *[f"| {peer} | {us:.1f} |" for peer, us in host.items()]]
+        elif name.startswith("probe_autograd_variants"):
+            table = autograd_variants_table(run)
+            out += [table[0].replace("probe_autograd_variants.json", name), *table[1:]]
+        elif name.startswith("probe_outside_mlp_prefill"):
+            table = outside_mlp_prefill_table(run)
+            out += [table[0].replace("probe_outside_mlp_prefill.json", name), *table[1:]]
+        out.append("")
+    intro = ("The lent machine of session 21's GPU calls was an H100. `*_session21.json`: its first call, "
+             "commit 72f0bd0 (the suite passed there: `GPU_TESTS.md`); `*_session21_call2.json`, where present: "
+             "a second call, commit ac8b7f2 (the autograd node's forward in one call), against 72f0bd0's build "
+             "as the baseline variant in the same cycles.")
+    return ["", "## Session 21 (2026-12-08): host-time runs on an H100", "", intro, "", *out] if out else []
+
+
 def main():
     folder = Path(sys.argv[1])
     if not (folder / "compare_extras.json").exists():
@@ -789,6 +813,7 @@ def main():
     floor_file = folder / "launch_floor.json"
     if floor_file.exists():
         parts += ["", *floor_tables(load(folder, floor_file.name)["rows"])]
+    parts += later_h100_calls(folder)
     (folder / "README.md").write_text("\n".join(parts) + "\n")
     (folder / "summary_table.md").write_text("\n".join(summary_table(bf16)) + "\n")
     plot(bf16, folder)
