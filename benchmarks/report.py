@@ -731,10 +731,8 @@ def later_h100_calls(folder: Path) -> list[str]:
             table = outside_mlp_prefill_table(run)
             out += [table[0].replace("probe_outside_mlp_prefill.json", name), *table[1:]]
         out.append("")
-    intro = ("The lent machine of session 21's GPU calls was an H100. `*_session21.json`: its first call, "
-             "commit 72f0bd0 (the suite passed there: `GPU_TESTS.md`); `*_session21_call2.json`, where present: "
-             "a second call, commit ac8b7f2 (the autograd node's forward in one call), against 72f0bd0's build "
-             "as the baseline variant in the same cycles.")
+    intro = ("Session 21's one GPU call got an H100 (the H200 is where issue 14's bars are judged): "
+             "`*_session21.json`, commit 72f0bd0 (the suite passed there: `GPU_TESTS.md`).")
     return ["", "## Session 21 (2026-12-08): host-time runs on an H100", "", intro, "", *out] if out else []
 
 

@@ -20,9 +20,10 @@ import torch
 from tp_check import finish_distributed, init_distributed, relative_error
 
 
-def _node_names(loss) -> set[str]:
-    """The autograd node types behind loss: whether the package's nodes ran in the forward."""
-    seen, names, stack = set(), set(), [loss.grad_fn]
+def autograd_node_names(tensor) -> set[str]:
+    """The type names of the autograd nodes behind `tensor`: whether the package's nodes ran in its
+    forward (also the tests' check, tests/test_mlp_training.py)."""
+    seen, names, stack = set(), set(), [tensor.grad_fn]
     while stack:
         node = stack.pop()
         if node is None or node in seen:
@@ -88,13 +89,15 @@ def main(argv=None) -> int:
             optimizers[name].zero_grad()
             loss = w(input_ids=ids, labels=ids).loss
             if name == "kernelized" and step == 0:
-                result["package_nodes"] = sorted(n for n in _node_names(loss) if "GeGLU" in n)
+                result["package_nodes"] = sorted(n for n in autograd_node_names(loss) if "GeGLU" in n)
             loss.backward()
             losses[name] = loss.detach()
         params = list(zip(wrapped["kernelized"].named_parameters(), wrapped["untouched"].parameters()))
         missing = [n for (n, a), b in params if (a.grad is None) != (b.grad is None)]
-        grad_err = max(relative_error(a.grad, b.grad) for (_, a), b in params if a.grad is not None and b.grad is not None)
-        result["steps"].append({"loss_kernelized": losses["kernelized"].item(), "loss_untouched": losses["untouched"].item(),
+        grad_err = max(relative_error(a.grad, b.grad) for (_, a), b in params
+                       if a.grad is not None and b.grad is not None)
+        result["steps"].append({"loss_kernelized": losses["kernelized"].item(),
+                                "loss_untouched": losses["untouched"].item(),
                                 "grad_max_rel_err": grad_err, "grads_missing_on_one_side": missing})
         for opt in optimizers.values():
             opt.step()

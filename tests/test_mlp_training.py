@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conftest import HAS_CUDA, TOLERANCES
+from ddp_check import autograd_node_names  # scripts/, on the path through conftest
 from tiny_models import GatedGeluMLP
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"  # CPU: the pointwise kernels run in the Triton interpreter
@@ -29,19 +30,6 @@ def _fresh(hidden, inter, dtype, bias=False, approximate="tanh"):
             if p.ndim == 1:
                 p.normal_(0, 0.25)
     return mlp.to(dtype)
-
-
-def _nodes(y) -> list[str]:
-    """The names of the autograd nodes reachable from y."""
-    seen, todo, names = set(), [y.grad_fn], []
-    while todo:
-        node = todo.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        names.append(type(node).__name__)
-        todo.extend(n for n, _ in node.next_functions)
-    return names
 
 
 def _float64_grads(mlp, x, dy, approximate):
@@ -62,7 +50,7 @@ def test_layer_trains_as_one_node_matching_float64(kernel, mlp_ops, dtype, shape
         mlp = _fresh(hidden, inter, dtype, bias, approximate)
         x = torch.randn(*lead, hidden, device=DEVICE).to(dtype).requires_grad_(True)
         y = kernel.layers.GeGLUMLP.forward(mlp, x)
-        assert "_GeGLUDownBackward" in _nodes(y), "training should take the GeGLU+down node"
+        assert "_GeGLUDownBackward" in autograd_node_names(y), "training should take the GeGLU+down node"
         dy = torch.randn_like(y)
         y.backward(dy)
         ref_y, ref = _float64_grads(mlp, x, dy, approximate)
@@ -87,7 +75,7 @@ def test_training_node_matches_the_modules_autograd(kernel, mlp_ops):
             p.requires_grad_(name not in frozen)
         x = torch.randn(5, 7, 48, device=DEVICE, dtype=dtype, requires_grad=True)
         y = kernel.layers.GeGLUMLP.forward(mlp, x)
-        assert "_GeGLUDownBackward" in _nodes(y)
+        assert "_GeGLUDownBackward" in autograd_node_names(y)
         dy = torch.randn_like(y)
         y.backward(dy)
         got = {n: (None if p.grad is None else p.grad.clone()) for n, p in [("x", x), *mlp.named_parameters()]}
@@ -112,7 +100,7 @@ def test_frozen_weights_and_an_input_without_grad(kernel, mlp_ops):
     mlp.requires_grad_(False)
     x = torch.randn(6, 32, device=DEVICE, requires_grad=True)
     y = kernel.layers.GeGLUMLP.forward(mlp, x)
-    assert "_GeGLUDownBackward" in _nodes(y)
+    assert "_GeGLUDownBackward" in autograd_node_names(y)
     y.sum().backward()  # an expanded gradient (stride 0)
     assert x.grad is not None and all(p.grad is None for p in mlp.parameters())
     expected = torch.autograd.grad(mlp(x).sum(), x)[0]
@@ -131,7 +119,7 @@ def test_a_second_backward_raises_and_a_double_backward_matches_eager(kernel, ml
     mlp = _fresh(32, 64, torch.float32, bias=True)
     x = torch.randn(4, 32, device=DEVICE, requires_grad=True)
     y = kernel.layers.GeGLUMLP.forward(mlp, x)
-    assert "_GeGLUDownBackward" in _nodes(y)
+    assert "_GeGLUDownBackward" in autograd_node_names(y)
     y.sum().backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
@@ -167,11 +155,11 @@ def test_training_node_saves_less_than_the_modules_path(kernel, mlp_ops, monkeyp
 
     x = torch.randn(t, hidden, device=DEVICE, requires_grad=True)
     ours, y = saved_bytes(lambda: kernel.layers.GeGLUMLP.forward(mlp, x))
-    assert "_GeGLUDownBackward" in _nodes(y)
+    assert "_GeGLUDownBackward" in autograd_node_names(y)
     eager, _ = saved_bytes(lambda: mlp(x))
     monkeypatch.setattr(mlp_ops, "_mlp_training", lambda *args: None)
     modules, y = saved_bytes(lambda: kernel.layers.GeGLUMLP.forward(mlp, x))
-    assert "_GeGLUDownBackward" not in _nodes(y)
+    assert "_GeGLUDownBackward" not in autograd_node_names(y)
     activation = t * inter * 4
     assert ours == t * hidden * 4 + 2 * activation, ours
     assert (modules, eager) == (ours + activation, ours + 2 * activation), (ours, modules, eager)
@@ -200,7 +188,7 @@ def test_training_keeps_the_modules_path_wherever_the_node_would_skip_something(
         prepare(mlp)
         y = kernel.layers.GeGLUMLP.forward(mlp, x) if name != "weight of another dtype" else None
         if y is not None:
-            assert "_GeGLUDownBackward" not in _nodes(y), f"{name}: the training node ran"
+            assert "_GeGLUDownBackward" not in autograd_node_names(y), f"{name}: the training node ran"
             y.sum().backward()
         else:  # mixed dtypes: the node declines, the modules raise as nn.Linear does
             with pytest.raises(RuntimeError):
@@ -208,12 +196,12 @@ def test_training_keeps_the_modules_path_wherever_the_node_would_skip_something(
     assert sorted(seen) == ["backward", "backward pre", "forward"], "every hook must have run"
     handle = nn.modules.module.register_module_full_backward_hook(lambda mod, gi, go: None)
     try:
-        assert "_GeGLUDownBackward" not in _nodes(kernel.layers.GeGLUMLP.forward(fresh(), x))
+        assert "_GeGLUDownBackward" not in autograd_node_names(kernel.layers.GeGLUMLP.forward(fresh(), x))
     finally:
         handle.remove()
     if HAS_CUDA:
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            assert "_GeGLUDownBackward" not in _nodes(kernel.layers.GeGLUMLP.forward(fresh(), x))
+            assert "_GeGLUDownBackward" not in autograd_node_names(kernel.layers.GeGLUMLP.forward(fresh(), x))
 
 
 @pytest.mark.parametrize("reentrant", [False, True])

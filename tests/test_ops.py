@@ -165,7 +165,7 @@ def test_gpu_tight_against_eager(kernel, dtype):
 @gpu
 def test_cuda_graph_capture_and_replay(kernel):
     """Forward and backward captured together and replayed on new inputs; the small call's
-    backward launches into gradients its forward made (`prepare_backward`)."""
+    backward launches into gradients its forward made (`geglu_forward_prepared`)."""
     from reference import geglu64_grads
 
     torch.manual_seed(0)
@@ -449,14 +449,14 @@ def test_eager_autograd_records_the_package_node_through_the_c_apply(kernel, dev
 
 
 def _prepared(h):
-    """What h's autograd node keeps of `prepare_backward` until its backward takes it (or None)."""
+    """What h's autograd node keeps of `geglu_forward_prepared`'s backward until its backward takes it (or None)."""
     return vars(h.grad_fn).get("prepared")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_small_eager_backward_made_in_the_forward(kernel, device, dtype):
     """A small eager autograd call makes its backward's plan and gradients in the forward
-    (`prepare_backward`): right gradients; each prepared pair used by one backward only (a second
+    (`geglu_forward_prepared`): right gradients; each prepared pair used by one backward only (a second
     backward through a retained graph must not write over the gradients the first returned); a
     gradient of another layout, or a larger call, takes the ordinary backward. (Plain CPU tensors
     run the PyTorch implementation: nothing to prepare.)"""

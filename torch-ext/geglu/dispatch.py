@@ -259,56 +259,31 @@ def geglu_backward_impl(grad, gate, up, approximate, traceable=False):
 
 
 # Gradients up to this many bytes each are made in the forward of an eager autograd call
-# (`prepare_backward`): the host-bound sizes, where they hold next to no memory.
+# (`geglu_forward_prepared`): the host-bound sizes, where they hold next to no memory.
 PREPARED_BACKWARD_MAX_BYTES = 1 << 18
 
 
-def prepare_backward(out, gate, up, approximate):
-    """The backward of a small eager autograd call, made in its forward: the backward's plan for a
-    gradient laid out as `out` (h), that layout's strides, and the two gradient tensors; None where
-    it does not apply (larger than PREPARED_BACKWARD_MAX_BYTES, no row views, no Triton kernel).
-    Autograd runs the backward on its device thread, where each Python step costs about twice its
-    main-thread price (benchmarks/NOTES.md): the lookup and the two allocations cost less here.
-    The price is their memory (at most twice PREPARED_BACKWARD_MAX_BYTES) from forward to backward."""
+def geglu_forward_prepared(gate, up, approximate):
+    """(h, its prepared backward) for the eager autograd node of a small call: the backward's plan
+    for a gradient laid out as h, that layout's strides, and the two gradient tensors, made here in
+    the forward; None where that does not apply (larger than PREPARED_BACKWARD_MAX_BYTES, no row
+    views, no Triton kernel). Autograd runs the backward on its device thread, where each Python
+    step costs about twice its main-thread price (benchmarks/NOTES.md): the lookup and the two
+    allocations cost less here. The price is their memory (at most twice
+    PREPARED_BACKWARD_MAX_BYTES) from forward to backward."""
+    out = geglu_forward_impl(gate, up, approximate)
     if gate.numel() * gate.element_size() > PREPARED_BACKWARD_MAX_BYTES or \
             not (gate.is_cuda or gate.device.type == "cpu" and use_triton(gate)):
-        return None
-    key = (gate.shape, out.stride(), gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, False)
+        return out, None
+    out_strides = out.stride()
+    key = (gate.shape, out_strides, gate.stride(), up.stride(), gate.dtype, gate.get_device(), approximate, False)
     entry = _plans.get(key, False)
     if entry is False:
         entry = _plan_backward(key, out, gate, up, approximate, False)
     if entry is _NOT_PLANNED:
-        return None
-    return (entry, out.stride(), torch.empty_like(gate, memory_format=torch.contiguous_format),
-            torch.empty_like(gate, memory_format=torch.contiguous_format))
-
-
-def geglu_forward_prepared(gate, up, approximate):
-    """(h, `prepare_backward`'s answer for it) for the eager autograd node: on a GPU, for a call
-    small enough to prepare, both plan lookups, the launch and the gradients' allocations in this
-    one Python frame (the node's forward was three calls, each host time on every step of a
-    small training loop; benchmarks/NOTES.md, session 21); else `geglu_forward_impl`, then
-    `prepare_backward`."""
-    if gate.is_cuda and gate.numel() * gate.element_size() <= PREPARED_BACKWARD_MAX_BYTES:
-        shape, gate_strides, up_strides, device = gate.shape, gate.stride(), up.stride(), gate.get_device()
-        key = (shape, gate_strides, up_strides, gate.dtype, device, approximate, False)
-        entry = _plans.get(key, False)
-        if entry is False:
-            entry = _plan_forward(key, gate, up, approximate, False)
-        if entry is not _NOT_PLANNED:
-            out = torch.empty_like(gate, memory_format=torch.contiguous_format)
-            launch(entry, gate, up, out)
-            out_strides = out.stride()
-            key = (shape, out_strides, gate_strides, up_strides, gate.dtype, device, approximate, False)
-            entry = _plans.get(key, False)
-            if entry is False:
-                entry = _plan_backward(key, out, gate, up, approximate, False)
-            if entry is _NOT_PLANNED:
-                return out, None
-            return out, (entry, out_strides, torch.empty_like(gate, memory_format=torch.contiguous_format),
-                         torch.empty_like(gate, memory_format=torch.contiguous_format))
-    out = geglu_forward_impl(gate, up, approximate)
-    return out, prepare_backward(out, gate, up, approximate)
+        return out, None
+    return out, (entry, out_strides, torch.empty_like(gate, memory_format=torch.contiguous_format),
+                 torch.empty_like(gate, memory_format=torch.contiguous_format))
 
 
 def geglu_backward_in_place_impl(grad, gate, up, approximate, traceable=False):

@@ -62,11 +62,6 @@ MAX_FUSED_TOKENS = max(max(table_rows(name)) for name in MLP_LAUNCH_TABLES)
 FUSED_WIDTH_MULTIPLE = 16
 
 
-def fusable_widths(hidden: int, inter: int) -> bool:
-    """Whether the layers may send an MLP of these widths to the fused kernels."""
-    return hidden % FUSED_WIDTH_MULTIPLE == 0 and inter % FUSED_WIDTH_MULTIPLE == 0
-
-
 def _give_up(exc: Exception) -> None:
     """The fused kernels failed here (a Triton or driver that cannot compile or launch them): warn
     once and leave them off for the rest of the process; the caller runs its modules instead. Out
@@ -159,7 +154,8 @@ def mlp_inference_impl(x, w_gate, w_up, w_down, b_gate, b_up, b_down, approximat
     if not use_triton(x):
         return F.linear(_torch_gate_up_geglu(x, w_gate, w_up, b_gate, b_up, approximate), w_down, b_down)
     device_index = x.get_device() if x.is_cuda else -1
-    fusable = x.dtype in FUSED_DTYPES and fusable_widths(x.shape[1], w_gate.shape[0])
+    widths_fit = not (x.shape[1] % FUSED_WIDTH_MULTIPLE or w_gate.shape[0] % FUSED_WIDTH_MULTIPLE)
+    fusable = x.dtype in FUSED_DTYPES and widths_fit
     limits = fused_token_limits(device_index) if fusable else None
     if limits is not None:
         both_rows, gate_up_rows = limits
@@ -471,7 +467,7 @@ def fused_inference(x: torch.Tensor, approximate: str, gate_proj: nn.Module, up_
         return None
     wg, wu, bg, bu, params = weights
     inter = wg.shape[0]
-    if not _usable(params, x, False) or not fusable_widths(hidden, inter):
+    if hidden % FUSED_WIDTH_MULTIPLE or inter % FUSED_WIDTH_MULTIPLE or not _usable(params, x, False):
         return None
     rows = _row_layout(x, hidden)
     if rows is None:

@@ -225,7 +225,7 @@ def _eager_backward(ctx, grad) -> tuple:
     # differentiated itself (create_graph): then through the ops, which say they have no
     # double backward instead of returning a silently wrong one.
     fast = not torch.is_grad_enabled() and type(grad) is torch.Tensor
-    # `prepare_backward`'s plan and gradients, taken in one step (a dict pop holds the GIL
+    # `geglu_forward_prepared`'s plan and gradients, taken in one step (a dict pop holds the GIL
     # throughout): each serves one backward only; a second one through a retained graph, also
     # from another thread, makes its own gradients.
     prepared = ctx.__dict__.pop("prepared", None)
@@ -247,8 +247,7 @@ class _EagerGeGLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gate, up, approximate, backward_in_place):
-        # `_save` written out, and the forward with its prepared backward in one call: each Python
-        # call is host time on every step (benchmarks/NOTES.md, session 21).
+        # `_save` written out: each Python call is host time on every step (benchmarks/NOTES.md).
         ctx.save_for_backward(gate, up)
         ctx.layout, ctx.approximate, ctx.backward_in_place = _SEPARATE, approximate, backward_in_place
         if backward_in_place:
